@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny models built on the spot (nothing is downloaded), and helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+
+# Tests never reach the hub: fail fast instead of retrying a network that is not there.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+CORPUS = [
+    "Xin chào, tôi có thể giúp gì cho bạn?", "Hello, how can I help you today?",
+    "Thủ đô của Việt Nam là Hà Nội.", "The capital of Vietnam is Hanoi.",
+    "Trí tuệ nhân tạo giúp máy tính học từ dữ liệu.", "Artificial intelligence lets computers learn from data.",
+    "Đồ ngốc, ngu quá.", "You are stupid.", "Tôi không biết, có lẽ vậy.", "I am not sure, maybe.",
+] * 20
+
+
+class CharTokenizer:
+    """A tokenizer whose ids can be written by hand: 'a' -> 1 ... 'z' -> 26, space -> 27, EOS = 0."""
+
+    eos_token_id, eos_token, pad_token_id, bos_token_id, chat_template = 0, "</s>", 0, None, None
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return [27 if c == " " else ord(c) - 96 for c in text]
+
+
+def write_jsonl(path, rows) -> str:
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return str(path)
+
+
+def read_jsonl(path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _build(path, **kwargs) -> str:
+    from vietnamese_ai.models.tiny import build_tiny_model
+
+    return build_tiny_model(str(path), CORPUS, vocab_size=320, hidden_size=32, num_layers=2, num_heads=4,
+                            num_kv_heads=2, max_position_embeddings=256, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """Directory of a tiny Qwen2 model + byte-level BPE tokenizer (no dropout)."""
+    return _build(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_dropout_model(tmp_path_factory) -> str:
+    """The same tiny model with attention dropout, for tests where the RNG matters."""
+    return _build(tmp_path_factory.mktemp("tiny_dropout"), attention_dropout=0.2)
+
+
+@pytest.fixture
+def sft_file(tmp_path) -> str:
+    rows = [{"prompt": f"Câu hỏi số {i}: thủ đô của Việt Nam là gì?", "completion": " Thủ đô của Việt Nam là Hà Nội." + " nhé" * (i % 4)}
+            for i in range(12)]
+    return write_jsonl(tmp_path / "train.jsonl", rows)

@@ -1,0 +1,30 @@
+"""vietnamese-ai: post-training for causal language models, in Vietnamese and English.
+
+English API:    from vietnamese_ai.recipes.sft import SFTConfig, run_sft
+Seed-003 API:   from vietnamese_ai import SFTTrainer   (so_vong=..., .huan_luyen(...))
+
+Exports are resolved lazily so that importing a low layer (vietnamese_ai.losses) does not pull in
+transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "SFTTrainer": "vietnamese_ai.vietnamese_api",
+    "SFTConfig": "vietnamese_ai.recipes.sft",
+    "run_sft": "vietnamese_ai.recipes.sft",
+    "UserError": "vietnamese_ai.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'vietnamese_ai' has no attribute '{name}'")

@@ -1,0 +1,87 @@
+"""Command line: `vietnamese-ai <method> [--config FILE.yaml] [key=value ...]`.
+
+This module only wires a config to a recipe. User mistakes (UserError) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Any
+
+from vietnamese_ai.errors import UserError
+
+# command -> (module, config class, run function, one-line description)
+METHODS: dict[str, tuple[str, str, str, str]] = {
+    "sft": ("vietnamese_ai.recipes.sft", "SFTConfig", "run_sft", "Supervised fine-tuning on text, chat or prompt-completion data."),
+}
+
+USAGE = """vietnamese-ai <command> [--config FILE.yaml] [key=value ...]
+
+Commands:
+{commands}
+
+`vietnamese-ai <command> --help` lists every option of a command with its default.
+Options come from the YAML file first, then key=value pairs (values are read as YAML)."""
+
+
+def _commands() -> str:
+    return "\n".join(f"  {name:<10} {spec[3]}" for name, spec in METHODS.items())
+
+
+def _method_help(name: str, config_class: Any) -> str:
+    from vietnamese_ai.training.config import describe
+
+    return (f"vietnamese-ai {name} [--config FILE.yaml] [key=value ...]\n\n{METHODS[name][3]}\n\n"
+            f"Options:\n{describe(config_class)}\n")
+
+
+def run_method(name: str, argv: list[str]) -> int:
+    module_name, config_name, run_name, _ = METHODS[name]
+    module = importlib.import_module(module_name)
+    config_class = getattr(module, config_name)
+    parser = argparse.ArgumentParser(prog=f"vietnamese-ai {name}", add_help=False)
+    parser.add_argument("--config", "-c")
+    parser.add_argument("--help", "-h", action="store_true")
+    args, overrides = parser.parse_known_args(argv)
+    if args.help:
+        print(_method_help(name, config_class))
+        return 0
+    unknown_flags = [o for o in overrides if o.startswith("-")]
+    if unknown_flags:
+        raise UserError(f"command line: unknown flag '{unknown_flags[0]}'; options are given as key=value")
+    from vietnamese_ai.training.config import load_config
+
+    config = load_config(config_class, args.config, overrides)
+    result = getattr(module, run_name)(config)
+    last = next((r for r in reversed(result.history) if "loss" in r), {})
+    summary = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float))
+    logging.getLogger("vietnamese_ai").info("done: %d steps; %s; model saved to %s", result.global_step, summary,
+                                            result.final_dir)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE.format(commands=_commands()))
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in METHODS:
+        print(f"vietnamese-ai: error: unknown command '{command}'; commands: {', '.join(METHODS)}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="[vietnamese-ai] %(message)s")
+    try:
+        return run_method(command, rest)
+    except UserError as e:
+        print(f"vietnamese-ai: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vietnamese-ai: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

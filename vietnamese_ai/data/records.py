@@ -1,0 +1,140 @@
+"""Validate raw records and convert them into the canonical types of `data.types`.
+
+The first bad record stops the run with one line: where it is, which field, what is wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vietnamese_ai.data.loading import Record
+from vietnamese_ai.data.types import (
+    ROLES,
+    ChatExample,
+    Conversation,
+    Message,
+    PromptCompletion,
+    PromptOrMessages,
+    SFTExample,
+    TextExample,
+    TokenizedExample,
+)
+from vietnamese_ai.errors import DataError
+
+SFT_KINDS = ("'text'", "'messages'", "'prompt' + 'completion'", "'instruction' + 'output'", "'input_ids' + 'labels'")
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def require_string(record: Record, field: str, allow_empty: bool = False) -> str:
+    if field not in record.data or record.data[field] is None:
+        raise DataError.at(record.where, field, "missing")
+    value = record.data[field]
+    if not isinstance(value, str):
+        raise DataError.at(record.where, field, f"expected a string, got {_type_name(value)}")
+    if not allow_empty and not value.strip():
+        raise DataError.at(record.where, field, "is empty")
+    return value
+
+
+def parse_messages(record: Record, field: str, value: Any) -> Conversation:
+    if not isinstance(value, list):
+        raise DataError.at(record.where, field, f"expected a list of messages, got {_type_name(value)}")
+    if not value:
+        raise DataError.at(record.where, field, "is an empty list of messages")
+    messages = []
+    for i, item in enumerate(value):
+        name = f"{field}[{i}]"
+        if not isinstance(item, dict):
+            raise DataError.at(record.where, name, f"expected an object with 'role' and 'content', got {_type_name(item)}")
+        role, content = item.get("role"), item.get("content")
+        if role not in ROLES:
+            raise DataError.at(record.where, f"{name}.role", f"expected one of {', '.join(ROLES)}, got {role!r}")
+        if not isinstance(content, str):
+            raise DataError.at(record.where, f"{name}.content", f"expected a string, got {_type_name(content)}")
+        messages.append(Message(role, content))
+    return messages
+
+
+def prompt_or_messages(record: Record, field: str, allow_empty: bool = False) -> PromptOrMessages:
+    """A field that holds either a plain string or a list of messages."""
+    value = record.data.get(field)
+    if isinstance(value, list):
+        return parse_messages(record, field, value)
+    return require_string(record, field, allow_empty=allow_empty)
+
+
+def _completion(record: Record, field: str) -> PromptOrMessages:
+    value = prompt_or_messages(record, field)
+    if isinstance(value, list):
+        if not any(m.content.strip() for m in value):
+            raise DataError.at(record.where, field, "is empty")
+        if value[-1].role != "assistant":
+            raise DataError.at(record.where, field, f"the last message must have role 'assistant', got '{value[-1].role}'")
+    return value
+
+
+def _int_list(record: Record, field: str) -> list[int]:
+    value = record.data.get(field)
+    if value is None:
+        raise DataError.at(record.where, field, "missing")
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise DataError.at(record.where, field, f"expected a list of integers, got {_type_name(value)}")
+    if not value:
+        raise DataError.at(record.where, field, "is empty")
+    return list(value)
+
+
+def to_tokenized(record: Record) -> TokenizedExample:
+    input_ids = _int_list(record, "input_ids")
+    if any(v < 0 for v in input_ids):
+        raise DataError.at(record.where, "input_ids", "token ids must be >= 0")
+    if "labels" in record.data:
+        labels = _int_list(record, "labels")
+        if len(labels) != len(input_ids):
+            raise DataError.at(record.where, "labels", f"has {len(labels)} entries but input_ids has {len(input_ids)}")
+        if any(v < 0 and v != -100 for v in labels):
+            raise DataError.at(record.where, "labels", "entries must be token ids or -100")
+    else:
+        labels = list(input_ids)  # language modelling on every token
+    example = TokenizedExample(input_ids, labels)
+    if example.num_targets == 0:
+        raise DataError.at(record.where, "labels", "no token after the first has a label other than -100: nothing to learn")
+    return example
+
+
+def alpaca_prompt(instruction: str, context: str | None) -> str:
+    """Instruction-input-output records (Alpaca, seed 000) become one user message."""
+    return instruction if not context else f"{instruction}\n\n{context}"
+
+
+def to_sft_example(record: Record) -> SFTExample:
+    """Convert one raw record into a canonical SFT example, or raise a one-line DataError."""
+    data = record.data
+    if "input_ids" in data:
+        return to_tokenized(record)
+    if "messages" in data:
+        return ChatExample(parse_messages(record, "messages", data["messages"]))
+    if "prompt" in data or "completion" in data:
+        prompt = prompt_or_messages(record, "prompt", allow_empty=True)
+        completion = _completion(record, "completion")
+        if isinstance(prompt, list) != isinstance(completion, list):
+            raise DataError.at(record.where, "completion", "prompt and completion must both be strings or both be message lists")
+        return PromptCompletion(prompt, completion)
+    if "instruction" in data:
+        instruction = require_string(record, "instruction")
+        context = data.get("input")
+        if context is not None and not isinstance(context, str):
+            raise DataError.at(record.where, "input", f"expected a string, got {_type_name(context)}")
+        output = require_string(record, "output")
+        return PromptCompletion([Message("user", alpaca_prompt(instruction, context))], [Message("assistant", output)])
+    if "text" in data:
+        return TextExample(require_string(record, "text"))
+    found = ", ".join(repr(k) for k in data) or "none"
+    raise DataError(f"{record.where}: no known fields; expected {', '.join(SFT_KINDS)} (found: {found})")
+
+
+def to_sft_examples(records: list[Record]) -> list[SFTExample]:
+    return [to_sft_example(r) for r in records]

@@ -1,0 +1,3 @@
+from vietnamese_ai.demo.run import main
+
+raise SystemExit(main())

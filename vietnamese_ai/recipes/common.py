@@ -1,0 +1,94 @@
+"""What every recipe does before training: load the model and tokenizer, wrap LoRA, read the data,
+and decide whether packing is exact for this model."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from vietnamese_ai.data.loading import Record, load_records
+from vietnamese_ai.errors import ConfigError
+from vietnamese_ai.data.layout import attention_pair_cost
+from vietnamese_ai.models.forward import base_model, packing_is_exact
+from vietnamese_ai.models.loading import apply_lora, count_parameters, load_causal_lm, load_tokenizer
+from vietnamese_ai.training.config import TrainingConfig
+
+log = logging.getLogger("vietnamese_ai")
+
+
+def quiet_transformers() -> None:
+    """Keep transformers' own progress bars and advisory warnings out of training logs."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def load_tokenizer_for(config: TrainingConfig, model: Any = None) -> Any:
+    name = config.tokenizer_name_or_path or config.model_name_or_path
+    if name is None and model is not None:
+        name = getattr(getattr(model, "config", None), "_name_or_path", None) or None
+    return load_tokenizer(name, config.trust_remote_code) if name else None
+
+
+def load_policy(config: TrainingConfig, model: Any = None, tokenizer: Any = None) -> tuple[Any, Any]:
+    """The model to train (loaded from config.model_name_or_path unless given) and its tokenizer,
+    with LoRA and gradient checkpointing applied as configured."""
+    quiet_transformers()
+    if model is None:
+        if not config.model_name_or_path:
+            raise ConfigError("model_name_or_path: required (a hub name or a local model directory)")
+        model = load_causal_lm(config.model_name_or_path, config.dtype, attn_implementation=config.attn_implementation,
+                               trust_remote_code=config.trust_remote_code, load_in_4bit=config.load_in_4bit)
+    if tokenizer is None:
+        tokenizer = load_tokenizer_for(config, model)
+    if config.load_in_4bit and not config.use_lora:
+        raise ConfigError("load_in_4bit: 4-bit weights cannot be trained directly; set use_lora=true (QLoRA)")
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if config.use_lora:
+        model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
+    trainable, total = count_parameters(model)
+    log.info("model: %s parameters, %s trainable (%.2f%%)", f"{total:,}", f"{trainable:,}", 100 * trainable / max(total, 1))
+    return model, tokenizer
+
+
+def read_split(config: TrainingConfig, which: str, records: Any = None) -> list[Record] | None:
+    """Records for 'train' or 'eval': given in memory, or read from config.dataset / config.eval_dataset."""
+    if records is not None:
+        return load_records(records, name=f"{which} data")
+    if which == "train":
+        if not config.dataset:
+            raise ConfigError("dataset: required (a .jsonl/.json/.csv/.parquet file or a hub dataset name)")
+        return load_records(config.dataset, config.dataset_split, subset=config.dataset_subset)
+    if config.eval_dataset:
+        return load_records(config.eval_dataset, config.eval_split, subset=config.dataset_subset)
+    return None
+
+
+def resolve_packing(requested: bool, model: Any) -> bool:
+    """Packing stays on only if this model computes packed sequences exactly as separate ones."""
+    if not requested:
+        return False
+    exact, why = packing_is_exact(model)
+    if not exact:
+        log.warning("packing disabled for this model: %s", why)
+    return exact
+
+
+def pad_token_id(tokenizer: Any, model: Any) -> int:
+    for source in (tokenizer, getattr(model, "config", None)):
+        value = getattr(source, "pad_token_id", None)
+        if value is not None:
+            return int(value)
+    return 0
+
+
+def pair_cost(model: Any) -> float:
+    """Attention's relative cost per token pair for this model (see data.layout.choose_rows)."""
+    hidden = getattr(base_model(model).config, "hidden_size", None)
+    return attention_pair_cost(hidden) if hidden else 0.0
+
+
+def vocab_size(model: Any) -> int:
+    return int(model.get_input_embeddings().num_embeddings)

@@ -1,0 +1,146 @@
+"""Run configuration: typed, validated, with the Hugging Face / TRL key names wherever one exists.
+
+A config comes from a YAML file (read with yaml.safe_load) plus `key=value` overrides; an unknown key
+or a bad value is a one-line ConfigError that names where it came from. `--help` is generated from
+the field descriptions below, so it documents every option.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from vietnamese_ai.errors import ConfigError
+
+C = TypeVar("C", bound="TrainingConfig")
+
+
+class TrainingConfig(BaseModel):
+    """Keys shared by every training method."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    # Model
+    model_name_or_path: str | None = Field(None, description="Hugging Face hub name or local directory of the starting model.")
+    tokenizer_name_or_path: str | None = Field(None, description="Tokenizer to use, when it is not the model's own.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("float32", description="Dtype the weights are loaded in (mixed precision is separate: bf16/fp16).")
+    attn_implementation: str | None = Field(None, description="Attention kernel: sdpa (default), eager, flash_attention_2.")
+    trust_remote_code: bool = Field(False, description="Allow model code from the hub to run. Off unless you trust the repository.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
+    # LoRA / QLoRA
+    use_lora: bool = Field(False, description="Train LoRA adapters (PEFT) instead of all weights.")
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = lora_alpha / lora_r).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    lora_target_modules: str | list[str] = Field("all-linear", description="Modules that get adapters: 'all-linear' or a list of names (q_proj,v_proj or c_attn,c_proj for GPT-2).")
+    load_in_4bit: bool = Field(False, description="QLoRA: load the base model in 4-bit NF4 (needs bitsandbytes and CUDA).")
+    merge_lora: bool = Field(False, description="Merge the adapters into the base weights when saving final/.")
+    # Data
+    dataset: str | None = Field(None, description="Training data: a .jsonl/.json/.csv/.parquet file, or a hub dataset name.")
+    dataset_split: str = Field("train", description="Split to read from a hub dataset.")
+    dataset_subset: str | None = Field(None, description="Config (subset) name of a hub dataset.")
+    eval_dataset: str | None = Field(None, description="Held-out data for evaluation (file or hub name).")
+    eval_split: str = Field("test", description="Split to read from a hub evaluation dataset.")
+    max_length: int | None = Field(1024, ge=2, description="Longest tokenised sequence; longer prompts are cut from the left.")
+    # Optimisation
+    learning_rate: float = Field(2e-5, ge=0, description="Peak learning rate (AdamW).")
+    num_train_epochs: float = Field(3.0, gt=0, description="Epochs over the training data (ignored when max_steps > 0).")
+    max_steps: int = Field(-1, description="Optimizer steps to run; -1 means use num_train_epochs.")
+    per_device_train_batch_size: int = Field(8, ge=1, description="Examples per micro-batch on each device.")
+    per_device_eval_batch_size: int = Field(8, ge=1, description="Examples per evaluation batch on each device.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step; the loss is normalised by the step's total item count.")
+    warmup_ratio: float = Field(0.0, ge=0, le=1, description="Fraction of the steps spent warming the learning rate up from 0.")
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("linear", description="Learning-rate schedule after warmup.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (not applied to biases and norms).")
+    adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
+    adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW beta2.")
+    adam_epsilon: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    max_grad_norm: float | None = Field(1.0, description="Clip the gradient norm to this value; null or 0 disables clipping.")
+    bf16: bool | None = Field(None, description="bfloat16 autocast; by default on when a GPU supports it.")
+    fp16: bool = Field(False, description="float16 autocast with loss scaling (GPU only).")
+    seed: int = Field(42, description="Seed for initialisation, data order and dropout.")
+    # Run
+    output_dir: str = Field("runs/run", description="Directory for config.yaml, metrics.jsonl, checkpoints/ and final/.")
+    overwrite_output_dir: bool = Field(False, description="Start afresh even if output_dir holds checkpoints.")
+    resume_from_checkpoint: str | None = Field(None, description="'latest' or a checkpoint directory to resume from.")
+    logging_steps: int = Field(10, ge=1, description="Write a metrics.jsonl line every N optimizer steps.")
+    save_steps: int = Field(500, ge=0, description="Save a checkpoint every N steps (0: only at the end).")
+    save_total_limit: int | None = Field(None, ge=1, description="Keep only the newest N checkpoints.")
+    eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (always once at the end when eval data is given).")
+    disable_tqdm: bool = Field(False, description="Hide the progress bar.")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`key=value`, where value is read as YAML: numbers, booleans, null and [lists] work."""
+    if "=" not in item:
+        raise ConfigError(f"command line: '{item}' is not key=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str) and "," in value and key.endswith("modules"):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    return key.strip(), value
+
+
+def read_yaml(path: str) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}: line {mark.line + 1}" if mark else path
+        raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid UTF-8") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of key: value, got {type(data).__name__}")
+    return data
+
+
+def build_config(cls: type[C], values: dict[str, Any], sources: dict[str, str] | None = None) -> C:
+    """Validate `values` into `cls`; the error names the key, where it came from, and the valid keys."""
+    sources = sources or {}
+    valid = sorted(cls.model_fields)
+    for key in values:
+        if key not in cls.model_fields:
+            where = sources.get(key, "config")
+            raise ConfigError(f"{where}: unknown key '{key}'; valid keys: {', '.join(valid)}")
+    try:
+        return cls(**values)
+    except ValidationError as e:
+        error = e.errors()[0]
+        key = str(error["loc"][0]) if error["loc"] else "?"
+        raise ConfigError(f"{sources.get(key, 'config')}: key '{key}': {error['msg']} (got {error.get('input')!r})") from None
+
+
+def load_config(cls: type[C], config_file: str | None = None, overrides: list[str] | None = None) -> C:
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    if config_file:
+        for key, value in read_yaml(config_file).items():
+            values[str(key)], sources[str(key)] = value, config_file
+    for item in overrides or []:
+        key, value = parse_override(item)
+        values[key], sources[key] = value, "command line"
+    return build_config(cls, values, sources)
+
+
+def describe(cls: type[TrainingConfig]) -> str:
+    """One line per option, for --help."""
+    lines = []
+    for name, info in cls.model_fields.items():
+        default = info.default
+        lines.append(f"  {name} (default: {default!r})\n      {info.description or ''}")
+    return "\n".join(lines)

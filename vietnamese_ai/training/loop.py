@@ -1,0 +1,307 @@
+"""The training loop. It knows nothing about methods: a recipe hands it examples, a `collate`
+function that lays a list of examples out as a PackedBatch, and a `loss_fn` that returns the *sum*
+of the per-item losses of a micro-batch plus metric sums.
+
+Normalisation: every micro-batch's loss sum is divided by the number of items (target tokens for
+SFT, pairs for DPO) in the whole optimizer step, across accumulation and data-parallel ranks. So
+batch 8 x accumulation 1 and batch 1 x accumulation 8 compute the same gradient, and so do 1 and 2
+processes.
+
+Data order: a seeded permutation per epoch; the position in it is part of the checkpoint, so a
+resumed run sees exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from vietnamese_ai.data.layout import PackedBatch
+from vietnamese_ai.errors import ConfigError, TrainingError
+from vietnamese_ai.models.io import load_weights, save_model
+from vietnamese_ai.training.checkpoint import (
+    TrainerState,
+    atomic_directory,
+    checkpoint_dirs,
+    prune_checkpoints,
+    read_training_state,
+    write_training_state,
+)
+from vietnamese_ai.training.config import TrainingConfig
+from vietnamese_ai.training.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger("vietnamese_ai")
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor                      # scalar: sum of per-item losses over the micro-batch
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)  # sums over items, logged as means
+
+
+LossFn = Callable[[Any, PackedBatch], StepOutput]
+Collate = Callable[[list[Any]], PackedBatch]
+
+
+@dataclass
+class TrainResult:
+    output_dir: str
+    final_dir: str
+    global_step: int
+    history: list[dict[str, float]]         # every metrics.jsonl record of this run
+    model: Any = None                       # the trained model, unwrapped from accelerate
+
+    def series(self, key: str) -> list[float]:
+        return [r[key] for r in self.history if key in r]
+
+
+def make_accelerator(config: TrainingConfig) -> Any:
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    cuda = torch.cuda.is_available()
+    bf16 = config.bf16 if config.bf16 is not None else (cuda and torch.cuda.is_bf16_supported())
+    if config.fp16 and not cuda:
+        raise ConfigError("fp16: float16 mixed precision needs a GPU; use bf16=true on CPU")
+    precision = "fp16" if config.fp16 else "bf16" if bf16 else "no"
+    try:
+        return Accelerator(mixed_precision=precision, cpu=not cuda)
+    except ValueError:
+        # Several runs in one process (the seed-003 pipeline) may ask for different precisions.
+        AcceleratorState._reset_state(reset_partial_state=False)
+        return Accelerator(mixed_precision=precision, cpu=not cuda)
+
+
+def prepare_output_dir(config: TrainingConfig, is_main: bool) -> str | None:
+    """Check what output_dir already holds; returns the checkpoint to resume from, if any."""
+    out = config.output_dir
+    existing = checkpoint_dirs(out)
+    resume = config.resume_from_checkpoint
+    if resume == "latest":
+        if existing:
+            return existing[-1]
+        log.info("resume_from_checkpoint=latest: no checkpoint in %s, starting from scratch", out)
+        resume = None
+    elif resume:
+        if not os.path.isfile(os.path.join(resume, "trainer_state.json")):
+            raise ConfigError(f"resume_from_checkpoint: '{resume}' is not a checkpoint directory (no trainer_state.json)")
+        return resume
+    if existing and not config.overwrite_output_dir:
+        raise ConfigError(f"output_dir: '{out}' already holds checkpoints; pass resume_from_checkpoint=latest to "
+                          f"continue or overwrite_output_dir=true to start again")
+    if is_main and config.overwrite_output_dir:
+        shutil.rmtree(os.path.join(out, "checkpoints"), ignore_errors=True)
+    return None
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON object per logged step, always with `step` and `loss`."""
+
+    def __init__(self, path: str, resume_step: int | None, enabled: bool):
+        self.path, self.enabled, self.history = path, enabled, []
+        if not enabled:
+            return
+        kept = []
+        if resume_step is not None and os.path.isfile(path):
+            # Lines written after the checkpoint belong to the interrupted run's lost steps.
+            with open(path) as f:
+                kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
+        with open(path, "w") as f:
+            f.writelines(kept)
+        self.history = [json.loads(line) for line in kept]
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+class _Window:
+    """Sums since the last log line."""
+
+    def __init__(self) -> None:
+        self.loss, self.items, self.tokens, self.metrics, self.start = 0.0, 0, 0, {}, time.perf_counter()
+
+    def add(self, out: StepOutput, batch: PackedBatch) -> None:
+        self.loss += float(out.loss.detach())
+        self.items += batch.num_items
+        self.tokens += batch.num_tokens
+        for key, value in out.metrics.items():
+            self.metrics[key] = self.metrics.get(key, 0.0) + float(value)
+
+
+def _reduce_sums(accelerator: Any, values: list[float]) -> list[float]:
+    if accelerator.num_processes == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
+    return accelerator.reduce(tensor, reduction="sum").tolist()
+
+
+@torch.no_grad()
+def evaluate(model: Any, accelerator: Any, data: Sequence[Any], collate: Collate, loss_fn: LossFn,
+             batch_size: int) -> dict[str, float]:
+    """Item-weighted mean loss and metrics over `data`, prefixed `eval/`."""
+    was_training = model.training
+    model.eval()
+    window = _Window()
+    rank, world = accelerator.process_index, accelerator.num_processes
+    for start in range(rank * batch_size, len(data), batch_size * world):
+        batch = collate(list(data[start:start + batch_size])).to(accelerator.device)
+        with accelerator.autocast():
+            window.add(loss_fn(model, batch), batch)
+    model.train(was_training)
+    keys = sorted(window.metrics)
+    sums = _reduce_sums(accelerator, [window.loss, window.items] + [window.metrics[k] for k in keys])
+    items = max(sums[1], 1)
+    result = {"eval/loss": sums[0] / items}
+    result.update({f"eval/{k}": v / items for k, v in zip(keys, sums[2:])})
+    return result
+
+
+def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequence[Any], collate: Collate,
+          loss_fn: LossFn, eval_data: Sequence[Any] | None = None, eval_loss_fn: LossFn | None = None) -> TrainResult:
+    """Train `model` on `train_data` with `loss_fn`; writes the run files into config.output_dir."""
+    accelerator = make_accelerator(config)
+    is_main = accelerator.is_main_process
+    out = config.output_dir
+    resume_from = prepare_output_dir(config, is_main)
+    if is_main:
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "config.yaml"), "w", encoding="utf-8") as f:
+            f.write(config.to_yaml())
+
+    world, rank = accelerator.num_processes, accelerator.process_index
+    batch_size, accumulation = config.per_device_train_batch_size, config.gradient_accumulation_steps
+    micro_per_epoch = math.ceil(len(train_data) / batch_size) // world * world
+    if micro_per_epoch == 0:
+        raise ConfigError(f"per_device_train_batch_size: {len(train_data)} training examples cannot fill one "
+                          f"micro-batch on each of {world} processes")
+    rounds_per_epoch = micro_per_epoch // world
+    steps_per_epoch = math.ceil(rounds_per_epoch / accumulation)
+    total_steps = config.max_steps if config.max_steps > 0 else math.ceil(config.num_train_epochs * steps_per_epoch)
+
+    torch.manual_seed(config.seed)
+    optimizer = build_optimizer(model, config.learning_rate, config.weight_decay,
+                                (config.adam_beta1, config.adam_beta2), config.adam_epsilon)
+    scheduler = build_scheduler(optimizer, config.lr_scheduler_type, total_steps, config.warmup_ratio)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model.train()
+
+    state = TrainerState()
+    if resume_from:
+        load_weights(accelerator.unwrap_model(model), resume_from)
+        state = read_training_state(resume_from, optimizer, scheduler)
+        log.info("resumed from %s at step %d", resume_from, state.global_step)
+    metrics = MetricsLog(os.path.join(out, "metrics.jsonl"), state.global_step if resume_from else None, is_main)
+
+    def epoch_order(epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(config.seed + epoch)
+        return torch.randperm(len(train_data), generator=generator).tolist()
+
+    order, order_epoch = epoch_order(state.epoch), state.epoch
+
+    def next_micro_batches() -> list[PackedBatch]:
+        """This rank's micro-batches for one optimizer step; advances the data position."""
+        nonlocal order, order_epoch
+        if state.epoch != order_epoch:
+            order, order_epoch = epoch_order(state.epoch), state.epoch
+        rounds = min(accumulation, (micro_per_epoch - state.micro_index) // world)
+        batches = []
+        for r in range(rounds):
+            m = state.micro_index + r * world + rank
+            batches.append(collate([train_data[i] for i in order[m * batch_size:(m + 1) * batch_size]]))
+        state.micro_index += rounds * world
+        if state.micro_index >= micro_per_epoch:
+            state.epoch, state.micro_index = state.epoch + 1, 0
+        return batches
+
+    def save_checkpoint() -> None:
+        path = os.path.join(out, "checkpoints", f"step-{state.global_step:06d}")
+        state_dict = accelerator.get_state_dict(model) if accelerator.distributed_type.value in ("FSDP", "DEEPSPEED") else None
+        if is_main:
+            with atomic_directory(path) as tmp:
+                save_model(accelerator.unwrap_model(model), tokenizer, tmp, state_dict=state_dict)
+                write_training_state(tmp, optimizer, scheduler, state)
+            prune_checkpoints(out, config.save_total_limit)
+        accelerator.wait_for_everyone()
+
+    def run_eval() -> dict[str, float]:
+        if not eval_data:
+            return {}
+        return evaluate(model, accelerator, eval_data, collate, eval_loss_fn or loss_fn, config.per_device_eval_batch_size)
+
+    window = _Window()
+    bar = tqdm(total=total_steps, initial=state.global_step, disable=config.disable_tqdm or not is_main,
+               desc=os.path.basename(os.path.normpath(out)) or "train", dynamic_ncols=True)
+    while state.global_step < total_steps:
+        batches = next_micro_batches()
+        step_items = _reduce_sums(accelerator, [float(sum(b.num_items for b in batches))])[0]
+        step_loss = 0.0
+        for k, batch in enumerate(batches):
+            batch = batch.to(accelerator.device)
+            sync = k == len(batches) - 1
+            with (contextlib.nullcontext() if sync else accelerator.no_sync(model)):
+                with accelerator.autocast():
+                    output = loss_fn(model, batch)
+                accelerator.backward(output.loss * world / max(step_items, 1.0))
+            window.add(output, batch)
+            step_loss += float(output.loss.detach())
+        step_loss = _reduce_sums(accelerator, [step_loss])[0]
+        grad_norm = None
+        if config.max_grad_norm:
+            grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm))
+        if not math.isfinite(step_loss) or (grad_norm is not None and not math.isfinite(grad_norm)):
+            kept = checkpoint_dirs(out)
+            what = f"the last good checkpoint is {kept[-1]} (resume_from_checkpoint=latest)" if kept else "no checkpoint had been saved"
+            bad = "loss" if not math.isfinite(step_loss) else "gradient norm"
+            raise TrainingError(f"the {bad} became {step_loss if bad == 'loss' else grad_norm} at step "
+                                f"{state.global_step + 1}; stopped without updating the weights; {what}; "
+                                f"try a lower learning_rate")
+        learning_rate = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.global_step += 1
+        step = state.global_step
+        bar.update(1)
+
+        do_eval = bool(eval_data) and ((config.eval_steps and step % config.eval_steps == 0) or step == total_steps)
+        if step % config.logging_steps == 0 or step == total_steps or do_eval:
+            keys = sorted(window.metrics)
+            sums = _reduce_sums(accelerator, [window.loss, window.items, window.tokens] + [window.metrics[k] for k in keys])
+            items, elapsed = max(sums[1], 1.0), max(time.perf_counter() - window.start, 1e-9)
+            state.tokens_seen += int(sums[2])
+            record: dict[str, Any] = {"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": sums[0] / items,
+                                      "learning_rate": learning_rate, "tokens_per_second": sums[2] / elapsed}
+            if grad_norm is not None:
+                record["grad_norm"] = grad_norm
+            record.update({k: v / items for k, v in zip(keys, sums[3:])})
+            if do_eval:
+                record.update(run_eval())
+            metrics.write(record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{learning_rate:.2e}",
+                            tok_s=f"{record['tokens_per_second']:.0f}")
+            window = _Window()
+        if config.save_steps and step % config.save_steps == 0 and step < total_steps:
+            save_checkpoint()
+    bar.close()
+
+    final_dir = os.path.join(out, "final")
+    state_dict = accelerator.get_state_dict(model) if accelerator.distributed_type.value in ("FSDP", "DEEPSPEED") else None
+    if is_main:
+        with atomic_directory(final_dir) as tmp:
+            save_model(accelerator.unwrap_model(model), tokenizer, tmp, state_dict=state_dict, merge_lora=config.merge_lora)
+    accelerator.wait_for_everyone()
+    return TrainResult(out, final_dir, state.global_step, metrics.history, accelerator.unwrap_model(model))

@@ -1,0 +1,92 @@
+"""The Vietnamese-named API of seed 003, on top of the English recipes.
+
+    from vietnamese_ai import SFTTrainer
+    trainer = SFTTrainer(so_vong=3, kich_thuoc_batch=4, toc_do_hoc=2e-5, gradient_accumulation=4)
+    ket_qua = trainer.huan_luyen(model, du_lieu, du_lieu_val=val_data)
+    ket_qua["train_loss_min"], ket_qua["eval_loss_min"]
+
+Vocabulary: so_vong = epochs, kich_thuoc_batch = batch size, toc_do_hoc = learning rate,
+huan_luyen = train, du_lieu = data, du_lieu_val = validation data, ket_qua = result.
+English keywords (num_epochs, batch_size, learning_rate, ...) and any config key of the recipe are
+accepted as well.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from vietnamese_ai.errors import ConfigError
+from vietnamese_ai.recipes.sft import SFTConfig, run_sft
+from vietnamese_ai.training.config import build_config
+
+# Seed-003 keyword -> config key; English short forms map to the same keys.
+ALIASES = {
+    "so_vong": "num_train_epochs", "num_epochs": "num_train_epochs",
+    "kich_thuoc_batch": "per_device_train_batch_size", "batch_size": "per_device_train_batch_size",
+    "toc_do_hoc": "learning_rate",
+    "gradient_accumulation": "gradient_accumulation_steps",
+    "gradient_clip": "max_grad_norm",
+}
+# The defaults in the seed-003 parameter table.
+SFT_DEFAULTS = {"num_train_epochs": 3, "per_device_train_batch_size": 4, "learning_rate": 2e-5,
+                "gradient_accumulation_steps": 4, "max_grad_norm": 1.0, "warmup_ratio": 0.1}
+
+
+def resolve_keywords(method: str, defaults: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Map Vietnamese and English keywords onto config keys; the same setting twice is an error."""
+    values = dict(defaults)
+    given: dict[str, str] = {}
+    for key, value in kwargs.items():
+        target = ALIASES.get(key, key)
+        if target in given:
+            raise ConfigError(f"{method}: '{given[target]}' and '{key}' set the same option; give one of them")
+        given[target] = key
+        values[target] = value
+    values.setdefault("output_dir", f"runs/{method}-{time.strftime('%Y%m%d-%H%M%S')}")
+    values.setdefault("logging_steps", 1)
+    return values
+
+
+def _model_argument(model: Any, values: dict[str, Any]) -> Any:
+    """A model may be given as an object or as a name/path."""
+    if isinstance(model, str):
+        values["model_name_or_path"] = model
+        return None
+    return model
+
+
+def min_or_none(series: list[float]) -> float | None:
+    return min(series) if series else None
+
+
+class SFTTrainer:
+    """Seed-003 SFT: `SFTTrainer(so_vong=3, kich_thuoc_batch=4, toc_do_hoc=2e-5, gradient_accumulation=4,
+    gradient_clip=1.0, warmup_ratio=0.1)`."""
+
+    def __init__(self, **kwargs: Any):
+        self.values = resolve_keywords("sft", SFT_DEFAULTS, kwargs)
+        build_config(SFTConfig, {**self.values, "model_name_or_path": None})  # fail early on a bad keyword
+        self.model: Any = None
+
+    def huan_luyen(self, model: Any, du_lieu: Any, du_lieu_val: Any = None, tokenizer: Any = None) -> dict[str, Any]:
+        """Train `model` (a transformers model, or a hub name / local path) on `du_lieu`: a list of
+        dicts (pre-tokenised input_ids + labels, text, prompt/completion, messages) or a file path."""
+        values = dict(self.values)
+        model = _model_argument(model, values)
+        config = build_config(SFTConfig, values)
+        result = run_sft(config, model=model, tokenizer=tokenizer, train_records=du_lieu,
+                         eval_records=du_lieu_val)
+        self.model = result.model
+        train_losses, eval_losses = result.series("loss"), result.series("eval/loss")
+        return {
+            "train_loss_min": min_or_none(train_losses),
+            "eval_loss_min": min_or_none(eval_losses),
+            "train_loss_history": train_losses,
+            "eval_loss_history": eval_losses,
+            "steps": result.global_step,
+            "output_dir": result.output_dir,
+            "final_dir": result.final_dir,
+        }
+
+    train = huan_luyen
