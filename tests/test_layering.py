@@ -13,3 +13,42 @@ def test_low_layers_do_not_import_transformers(module):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]", f"{module} imports {out}"
 
+
+
+# Which of our packages each layer may import (docs/architecture.md). Higher layers may use lower ones.
+ALLOWED = {
+    "errors": set(),
+    "losses": set(),
+    "data": {"errors"},
+    "models": {"errors", "data", "losses"},
+    "training": {"errors", "data", "losses", "models"},
+    "recipes": {"errors", "data", "losses", "models", "training"},
+}
+
+
+def _imports(path):
+    import ast
+
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vietnamese_ai."):
+            yield node.module.split(".")[1]
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("vietnamese_ai."):
+                    yield alias.name.split(".")[1]
+
+
+def test_layers_import_only_downwards():
+    import os
+
+    import vietnamese_ai
+
+    root = os.path.dirname(vietnamese_ai.__file__)
+    for layer, allowed in ALLOWED.items():
+        target = os.path.join(root, layer)
+        files = [os.path.join(target, f) for f in os.listdir(target) if f.endswith(".py")] if os.path.isdir(target) \
+            else [target + ".py"]
+        for path in files:
+            for imported in _imports(path):
+                assert imported == layer or imported in allowed, f"{path} imports vietnamese_ai.{imported}"

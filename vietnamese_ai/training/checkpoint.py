@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from vietnamese_ai.errors import ConfigError
+
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
 
 
@@ -81,8 +83,10 @@ def set_rng_state(state: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
 
 
-def write_training_state(path: str, optimizer: torch.optim.Optimizer, scheduler: Any, state: TrainerState) -> None:
-    torch.save(optimizer.state_dict(), os.path.join(path, "optimizer.pt"))
+def write_training_state(path: str, optimizer: torch.optim.Optimizer | None, scheduler: Any, state: TrainerState) -> None:
+    """Everything but the weights. `optimizer=None` (sharded runs) writes no optimizer state."""
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), os.path.join(path, "optimizer.pt"))
     with open(os.path.join(path, "scheduler.json"), "w") as f:
         json.dump(scheduler.state_dict(), f)
     save_file(rng_state(), os.path.join(path, "rng.safetensors"))
@@ -93,6 +97,10 @@ def write_training_state(path: str, optimizer: torch.optim.Optimizer, scheduler:
 
 
 def read_training_state(path: str, optimizer: torch.optim.Optimizer, scheduler: Any) -> TrainerState:
+    if not os.path.isfile(os.path.join(path, "optimizer.pt")):
+        raise ConfigError(f"resume_from_checkpoint: '{path}' has no optimizer state (it was saved by a sharded "
+                          f"FSDP/DeepSpeed run), so it cannot resume exactly; start a new run from its weights "
+                          f"with model_name_or_path={path}")
     # weights_only: the optimizer file holds tensors and numbers; nothing else may be unpickled.
     optimizer.load_state_dict(torch.load(os.path.join(path, "optimizer.pt"), weights_only=True, map_location="cpu"))
     with open(os.path.join(path, "scheduler.json")) as f:

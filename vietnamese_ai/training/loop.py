@@ -198,6 +198,7 @@ def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequen
     scheduler = build_scheduler(optimizer, config.lr_scheduler_type, total_steps, config.warmup_ratio)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
+    sharded = accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
 
     state = TrainerState()
     if resume_from:
@@ -229,11 +230,13 @@ def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequen
 
     def save_checkpoint() -> None:
         path = os.path.join(out, "checkpoints", f"step-{state.global_step:06d}")
-        state_dict = accelerator.get_state_dict(model) if accelerator.distributed_type.value in ("FSDP", "DEEPSPEED") else None
+        state_dict = accelerator.get_state_dict(model) if sharded else None
         if is_main:
             with atomic_directory(path) as tmp:
                 save_model(accelerator.unwrap_model(model), tokenizer, tmp, state_dict=state_dict)
-                write_training_state(tmp, optimizer, scheduler, state)
+                # A sharded optimizer's state_dict on one rank is only its shard: such checkpoints keep
+                # the weights but cannot resume exactly, and say so (see prepare_output_dir's check).
+                write_training_state(tmp, None if sharded else optimizer, scheduler, state)
             prune_checkpoints(out, config.save_total_limit)
         accelerator.wait_for_everyone()
 
@@ -299,7 +302,7 @@ def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequen
     bar.close()
 
     final_dir = os.path.join(out, "final")
-    state_dict = accelerator.get_state_dict(model) if accelerator.distributed_type.value in ("FSDP", "DEEPSPEED") else None
+    state_dict = accelerator.get_state_dict(model) if sharded else None
     if is_main:
         with atomic_directory(final_dir) as tmp:
             save_model(accelerator.unwrap_model(model), tokenizer, tmp, state_dict=state_dict, merge_lora=config.merge_lora)

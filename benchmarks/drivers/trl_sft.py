@@ -1,0 +1,52 @@
+"""TRL's SFTTrainer on the benchmark workload. Runs in the separate TRL venv; prints one JSON line."""
+
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _measure import peak_memory_mib  # noqa: E402
+
+
+def main() -> None:
+    args = json.loads(sys.argv[1])
+    import torch
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    torch.set_num_threads(args.get("threads", torch.get_num_threads()))
+    tokenizer = AutoTokenizer.from_pretrained(args["model"])
+    model = AutoModelForCausalLM.from_pretrained(args["model"], dtype=torch.float32)
+    dataset = load_dataset("json", data_files=args["data"], split="train")
+    losses = []
+
+    class Record(TrainerCallback):
+        def on_log(self, _args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                losses.append(logs["loss"])
+
+    config = SFTConfig(
+        output_dir=args["output_dir"], per_device_train_batch_size=args["batch_size"], learning_rate=args["lr"],
+        max_steps=args.get("max_steps", -1), num_train_epochs=args.get("epochs", 1), logging_steps=args["logging_steps"],
+        lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, seed=0,
+        gradient_checkpointing=False, bf16=False, fp16=False, save_strategy="no", report_to="none",
+        padding_free=args.get("padding_free", False), dataloader_num_workers=0,
+        # TRL refuses max_length with padding_free and no packing; the data is far below it anyway.
+        max_length=None if args.get("padding_free") else args["max_length"],
+        disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
+    )
+    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, callbacks=[Record()])
+    tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    steps = trainer.state.global_step
+    epochs = args.get("epochs", 1) if args.get("max_steps", -1) <= 0 else 1
+    print(json.dumps({"losses": losses, "train_seconds": seconds, "tokens": tokens * epochs, "steps": steps,
+                      **peak_memory_mib()}))
+
+
+if __name__ == "__main__":
+    main()

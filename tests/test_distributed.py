@@ -1,0 +1,35 @@
+"""Data parallelism: 2 processes x batch 2 x accumulation 2 equal 1 process x batch 2 x accumulation 4.
+
+The loss is normalised by the item count of the whole step across ranks, so the gradient (and with
+adam_epsilon=1, the update) must not depend on how the step's examples are split between processes.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def test_two_process_ddp_equals_single_process(tmp_path, tiny_model, sft_file):
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE), OMP_NUM_THREADS="1")
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+                          os.path.join(HERE, "ddp_worker.py"), tiny_model, sft_file, str(tmp_path / "ddp"), "2", "2"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    if ddp.returncode != 0 and "gloo" in ddp.stderr.lower() and "not available" in ddp.stderr.lower():
+        pytest.skip("torch.distributed gloo backend not available")
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = subprocess.run([sys.executable, os.path.join(HERE, "ddp_worker.py"), tiny_model, sft_file,
+                             str(tmp_path / "single"), "2", "4"], capture_output=True, text=True, env=env, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    ddp_losses = [float(x) for x in ddp.stdout.strip().splitlines()[-1].strip("[]").split(",")]
+    single_losses = [float(x) for x in single.stdout.strip().splitlines()[-1].strip("[]").split(",")]
+    assert ddp_losses == pytest.approx(single_losses, abs=1e-6)
+    a = load_file(os.path.join(tmp_path, "ddp", "final", "model.safetensors"))
+    b = load_file(os.path.join(tmp_path, "single", "final", "model.safetensors"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-7, rtol=0)

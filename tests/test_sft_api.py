@@ -1,0 +1,176 @@
+"""SFT through its three interfaces (CLI, Python, seed-003 Vietnamese API), the output layout,
+LoRA adapters, chat templates, R-Drop, and a tiny model that must learn."""
+
+import os
+
+import pytest
+import torch
+import yaml
+
+from tests.conftest import read_jsonl, write_jsonl
+from vietnamese_ai.cli import main
+from vietnamese_ai.data.tokenize import FALLBACK_CHAT_TEMPLATE, render_chat, tokenize_sft
+from vietnamese_ai.data.types import ChatExample, Message, PromptCompletion, TruncationReport
+from vietnamese_ai.errors import ConfigError
+from vietnamese_ai.models.loading import load_tokenizer
+from vietnamese_ai.recipes.sft import SFTConfig, run_sft
+
+
+def test_cli_run_writes_the_standard_output_layout(tmp_path, tiny_model, sft_file):
+    config = tmp_path / "sft.yaml"
+    config.write_text(yaml.safe_dump({"model_name_or_path": tiny_model, "dataset": sft_file, "learning_rate": 1e-3,
+                                      "per_device_train_batch_size": 4, "logging_steps": 1, "save_steps": 2}))
+    out = tmp_path / "run"
+    assert main(["sft", "--config", str(config), f"output_dir={out}", "num_train_epochs=1", "disable_tqdm=true"]) == 0
+    assert sorted(os.listdir(out)) == ["checkpoints", "config.yaml", "final", "metrics.jsonl"]
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["num_train_epochs"] == 1 and resolved["learning_rate"] == 1e-3 and resolved["packing"] is True
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for row in rows:
+        assert {"step", "loss", "learning_rate", "tokens_per_second"} <= set(row)
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(out / "final")
+    assert os.listdir(out / "checkpoints") == ["step-000002"]
+
+
+def test_cli_help_documents_every_option(capsys):
+    assert main(["sft", "--help"]) == 0
+    text = capsys.readouterr().out
+    for key in SFTConfig.model_fields:
+        assert f"  {key} (default:" in text, key
+
+
+def test_cli_unknown_key_lists_the_valid_ones(capsys, tiny_model):
+    assert main(["sft", f"model_name_or_path={tiny_model}", "learnin_rate=1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'learnin_rate'" in err and "learning_rate" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_yaml_value_names_the_file_and_key(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("per_device_train_batch_size: many\n")
+    assert main(["sft", "--config", str(config)]) == 2
+    assert f"{config}: key 'per_device_train_batch_size'" in capsys.readouterr().err
+
+
+def test_sft_lowers_the_loss_of_a_tiny_model(tmp_path, tiny_model, sft_file):
+    result = run_sft(SFTConfig(model_name_or_path=tiny_model, dataset=sft_file, eval_dataset=sft_file,
+                               output_dir=str(tmp_path / "r"), learning_rate=1e-2, num_train_epochs=6,
+                               per_device_train_batch_size=4, logging_steps=1, eval_steps=4, disable_tqdm=True))
+    losses, evals = result.series("loss"), result.series("eval/loss")
+    assert losses[-1] < 0.7 * losses[0]
+    assert evals[-1] < evals[0]
+
+
+def test_lora_saves_an_adapter_and_merging_gives_a_plain_model(tmp_path, tiny_model, sft_file):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    common = dict(model_name_or_path=tiny_model, dataset=sft_file, learning_rate=1e-2, max_steps=3, use_lora=True,
+                  lora_r=4, lora_alpha=8, lora_dropout=0.0, per_device_train_batch_size=4, disable_tqdm=True)
+    adapter = run_sft(SFTConfig(output_dir=str(tmp_path / "lora"), **common))
+    assert "adapter_model.safetensors" in os.listdir(adapter.final_dir)
+    merged = run_sft(SFTConfig(output_dir=str(tmp_path / "merged"), merge_lora=True, **common))
+    assert "model.safetensors" in os.listdir(merged.final_dir)
+
+    ids = torch.tensor([[5, 6, 7, 8]])
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    with torch.no_grad():
+        from_adapter = PeftModel.from_pretrained(base, adapter.final_dir).eval()(ids).logits
+        from_merged = AutoModelForCausalLM.from_pretrained(merged.final_dir).eval()(ids).logits
+        untrained = AutoModelForCausalLM.from_pretrained(tiny_model).eval()(ids).logits
+    torch.testing.assert_close(from_adapter, from_merged, atol=1e-4, rtol=0)  # same seed, same training
+    assert not torch.allclose(from_adapter, untrained, atol=1e-4)  # the adapter learned something
+
+
+def test_rdrop_adds_a_positive_kl_only_with_dropout(tmp_path, tiny_model, tiny_dropout_model, sft_file):
+    common = dict(dataset=sft_file, learning_rate=1e-3, max_steps=2, rdrop_alpha=1.0, logging_steps=1,
+                  per_device_train_batch_size=4, disable_tqdm=True)
+    with_dropout = run_sft(SFTConfig(model_name_or_path=tiny_dropout_model, output_dir=str(tmp_path / "d"), **common))
+    without = run_sft(SFTConfig(model_name_or_path=tiny_model, output_dir=str(tmp_path / "n"), **common))
+    assert min(with_dropout.series("rdrop_kl")) > 1e-6  # an untrained model is near-uniform, so KL is small
+    assert max(without.series("rdrop_kl")) < 1e-10
+    row = with_dropout.history[0]
+    assert row["loss"] == pytest.approx(row["nll"] + 1.0 * row["rdrop_kl"], rel=1e-5)
+
+
+def test_chat_template_and_fallback(tiny_model):
+    tokenizer = load_tokenizer(tiny_model)
+    chat = [Message("user", "Xin chào"), Message("assistant", "Chào bạn")]
+    assert render_chat(tokenizer, chat) == "<|im_start|>user\nXin chào<|im_end|>\n<|im_start|>assistant\nChào bạn<|im_end|>\n"
+    example = tokenize_sft(PromptCompletion(chat[:1], chat[1:]), tokenizer, None, TruncationReport())
+    completion = [t for t, label in zip(example.input_ids, example.labels) if label != -100]
+    assert tokenizer.decode(completion) == "Chào bạn<|im_end|>"  # one EOS, not a second after the newline
+    tokenizer.chat_template = None  # a tokenizer without a template uses the documented fallback
+    assert "### User:\nXin chào\n\n### Assistant:\nChào bạn<|im_end|>" in render_chat(tokenizer, chat)
+    assert "### Assistant" in FALLBACK_CHAT_TEMPLATE
+    whole = tokenize_sft(ChatExample(chat), tokenizer, None, TruncationReport())
+    assert whole.input_ids[-1] == tokenizer.eos_token_id and whole.input_ids.count(tokenizer.eos_token_id) == 1
+
+
+def test_assistant_only_loss_masks_user_turns(tiny_model):
+    tokenizer = load_tokenizer(tiny_model)
+    chat = [Message("user", "Xin chào"), Message("assistant", "Chào bạn"), Message("user", "Hello"),
+            Message("assistant", "Hi")]
+    example = tokenize_sft(ChatExample(chat), tokenizer, None, TruncationReport(), assistant_only_loss=True)
+    assert tokenizer.decode(example.input_ids) == render_chat(tokenizer, chat).rstrip("\n")
+    trained = tokenizer.decode([t for t, label in zip(example.input_ids, example.labels) if label != -100])
+    assert trained == "Chào bạn<|im_end|>Hi<|im_end|>"
+
+
+# ---- the seed-003 Vietnamese API, exactly as the page shows it ----
+
+def test_seed003_sft_example_runs_as_written(tmp_path, tiny_model, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.chdir(tmp_path)  # the API writes runs/sft-<time>/ under the working directory
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    val_data = [{"input_ids": [9, 10, 11, 12], "labels": [-100, 10, 11, 12]}]
+
+    from vietnamese_ai import SFTTrainer
+    trainer = SFTTrainer(
+        so_vong=3,
+        kich_thuoc_batch=4,
+        toc_do_hoc=2e-5,
+        gradient_accumulation=4,
+    )
+    # Dữ liệu dạng list of dicts
+    du_lieu = [
+        {"input_ids": [1, 2, 3, 4, 5], "labels": [-100, -100, 3, 4, 5]},
+        {"input_ids": [6, 7, 8], "labels": [-100, 7, 8]},
+    ]
+    ket_qua = trainer.huan_luyen(model, du_lieu, du_lieu_val=val_data)
+    print(f"Train loss: {ket_qua['train_loss_min']:.4f}")
+    print(f"Eval loss: {ket_qua['eval_loss_min']:.4f}")
+
+    assert ket_qua["steps"] == 3  # 2 examples fit one micro-batch: one step per epoch
+    assert len(ket_qua["train_loss_history"]) == 3 and ket_qua["train_loss_min"] == min(ket_qua["train_loss_history"])
+    assert ket_qua["eval_loss_min"] == min(ket_qua["eval_loss_history"])
+    assert os.path.isdir(ket_qua["final_dir"])
+
+
+def test_seed003_accepts_a_path_english_keywords_and_text(tmp_path, tiny_model):
+    from vietnamese_ai import SFTTrainer
+
+    trainer = SFTTrainer(num_epochs=1, batch_size=2, learning_rate=1e-3, output_dir=str(tmp_path / "en"))
+    ket_qua = trainer.huan_luyen(tiny_model, [{"text": "Xin chào bạn"}, {"prompt": "Hello", "completion": " Hi"}])
+    assert ket_qua["train_loss_min"] > 0 and ket_qua["eval_loss_min"] is None
+    assert trainer.model is not None
+
+
+def test_seed003_rejects_the_same_option_twice_and_unknown_keywords():
+    from vietnamese_ai import SFTTrainer
+
+    with pytest.raises(ConfigError, match="'so_vong' and 'num_epochs' set the same option"):
+        SFTTrainer(so_vong=2, num_epochs=3)
+    with pytest.raises(ConfigError, match="unknown key 'so_vongg'"):
+        SFTTrainer(so_vongg=2)
+
+
+def test_data_file_path_works_in_the_python_api(tmp_path, tiny_model):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "Xin chào", "completion": " bạn"}] * 4)
+    result = run_sft(SFTConfig(model_name_or_path=tiny_model, dataset=path, output_dir=str(tmp_path / "o"),
+                               max_steps=1, disable_tqdm=True))
+    assert result.global_step == 1
