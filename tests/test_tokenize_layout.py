@@ -54,21 +54,25 @@ def test_pretokenised_kept_exactly_as_given():
 
 
 def test_packing_exact_tensors():
-    # a = "ab" -> "cd" (5 tokens), b = "x" -> "y" (3 tokens), c = "z" -> "" is impossible, use "e" -> "f".
     a, b, c = (tok(PromptCompletion(p, q))[0] for p, q in (("ab", "cd"), ("x", "y"), ("e", "f")))
-    batch = layout([sft_sequence(e.input_ids, e.labels) for e in (a, b, c)], pack=True, pad_token_id=0)
-    # Capacity is the longest sequence (5): row 0 = a, row 1 = b + c (3 + 3 > 5, so c gets row 2)
-    assert batch.input_ids.tolist() == [[1, 2, 3, 4, 0], [24, 25, 0, 0, 0], [5, 6, 0, 0, 0]]
-    assert batch.position_ids.tolist() == [[0, 1, 2, 3, 4], [0, 1, 2, 0, 0], [0, 1, 2, 0, 0]]
-    assert batch.segment_ids.tolist() == [[0, 0, 0, 0, 0], [0, 0, 0, -1, -1], [0, 0, 0, -1, -1]]
-    # Targets: a predicts 3, 4, 0 from columns 1, 2, 3; b predicts 25, 0; c predicts 6, 0.
+    batch = layout([sft_sequence(e.input_ids, e.labels, group=g) for g, e in enumerate((a, b, c))], pack=True,
+                   pad_token_id=0, pair_cost=0.0)
+    # pair_cost 0 (attention free): one row, longest first, no padding at all
+    assert batch.input_ids.tolist() == [[1, 2, 3, 4, 0, 24, 25, 0, 5, 6, 0]]
+    assert batch.position_ids.tolist() == [[0, 1, 2, 3, 4, 0, 1, 2, 0, 1, 2]]
+    assert batch.segment_ids.tolist() == [[0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2]]
+    # a predicts 3, 4, 0 from columns 1, 2, 3; b predicts 25, 0 from 5, 6; c predicts 6, 0 from 8, 9
+    assert batch.logits_mask.nonzero()[:, 1].tolist() == [1, 2, 3, 5, 6, 8, 9]
     assert batch.targets.tolist() == [3, 4, 0, 25, 0, 6, 0]
+    assert batch.target_groups.tolist() == [0, 0, 0, 1, 1, 2, 2]
     assert batch.num_items == 7 and batch.num_tokens == 11
 
 
 def test_packing_two_sequences_in_one_row_exact():
+    # With attention this expensive (pair_cost 0.2), rows of 4 beat one row of 8:
+    # cost = rows * width * (1 + width * pair_cost) = 2 * 4 * 1.8 = 14.4 < 1 * 8 * 2.6 = 20.8
     batch = layout([sft_sequence([1, 2, 3, 4], [IGN, IGN, 3, 4]), sft_sequence([5, 6], [5, 6], group=1),
-                    sft_sequence([7, 8], [IGN, 8], group=2)], pack=True)
+                    sft_sequence([7, 8], [IGN, 8], group=2)], pack=True, pair_cost=0.2)
     assert batch.input_ids.tolist() == [[1, 2, 3, 4], [5, 6, 7, 8]]
     assert batch.position_ids.tolist() == [[0, 1, 2, 3], [0, 1, 0, 1]]  # restarts per sequence
     assert batch.segment_ids.tolist() == [[0, 0, 0, 0], [0, 0, 1, 1]]
