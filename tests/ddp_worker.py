@@ -1,6 +1,7 @@
 """Run by tests/test_distributed.py under `torchrun --nproc_per_node 2`: SFT with DDP on CPU (gloo)."""
 
 import json
+import os
 import sys
 
 from vietnamese_ai.recipes.sft import SFTConfig, run_sft
@@ -12,7 +13,8 @@ def main() -> None:
                                per_device_train_batch_size=int(batch), gradient_accumulation_steps=int(accumulation),
                                max_steps=2, logging_steps=1, save_steps=0, seed=3, adam_epsilon=1.0,
                                max_grad_norm=1e9, disable_tqdm=True))
-    print(json.dumps(result.series("loss")))
+    if os.environ.get("RANK", "0") == "0":  # every rank holds the same (reduced) losses; one prints
+        print(json.dumps(result.series("loss")))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ The loss is normalised by the item count of the whole step across ranks, so the 
 adam_epsilon=1, the update) must not depend on how the step's examples are split between processes.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -26,8 +27,8 @@ def test_two_process_ddp_equals_single_process(tmp_path, tiny_model, sft_file):
     single = subprocess.run([sys.executable, os.path.join(HERE, "ddp_worker.py"), tiny_model, sft_file,
                              str(tmp_path / "single"), "2", "4"], capture_output=True, text=True, env=env, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
-    ddp_losses = [float(x) for x in ddp.stdout.strip().splitlines()[-1].strip("[]").split(",")]
-    single_losses = [float(x) for x in single.stdout.strip().splitlines()[-1].strip("[]").split(",")]
+    ddp_losses = json.loads(ddp.stdout.strip().splitlines()[-1])
+    single_losses = json.loads(single.stdout.strip().splitlines()[-1])
     assert ddp_losses == pytest.approx(single_losses, abs=1e-6)
     a = load_file(os.path.join(tmp_path, "ddp", "final", "model.safetensors"))
     b = load_file(os.path.join(tmp_path, "single", "final", "model.safetensors"))
