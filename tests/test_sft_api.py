@@ -174,3 +174,11 @@ def test_data_file_path_works_in_the_python_api(tmp_path, tiny_model):
     result = run_sft(SFTConfig(model_name_or_path=tiny_model, dataset=path, output_dir=str(tmp_path / "o"),
                                max_steps=1, disable_tqdm=True))
     assert result.global_step == 1
+
+
+def test_qlora_without_bitsandbytes_or_cuda_is_a_clear_error(tmp_path, tiny_model, sft_file, capsys):
+    code = main(["sft", f"model_name_or_path={tiny_model}", f"dataset={sft_file}", f"output_dir={tmp_path / 'q'}",
+                 "use_lora=true", "load_in_4bit=true"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("vietnamese-ai: error: load_in_4bit: QLoRA needs")
+    assert "bitsandbytes" in err or "CUDA" in err
