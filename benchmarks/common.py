@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import statistics
 import random
 import subprocess
 import sys
@@ -88,12 +87,11 @@ def run_driver(python: str, driver: str, args: dict) -> dict:
     return result
 
 
-def median_run(python: str, driver: str, args: dict, repeats: int) -> dict:
-    """Run a driver `repeats` times; keep the run with the median training time (this machine is noisy)."""
-    runs = sorted((run_driver(python, driver, args) for _ in range(repeats)), key=lambda r: r["train_seconds"])
+def median_run(python: str, driver: str, args: dict, repeats: int, key: str = "train_seconds") -> dict:
+    """Run a driver `repeats` times; keep the run with the median `key` time (this machine is noisy)."""
+    runs = sorted((run_driver(python, driver, args) for _ in range(repeats)), key=lambda r: r[key])
     chosen = dict(runs[len(runs) // 2])
-    chosen["train_seconds_all"] = [round(r["train_seconds"], 2) for r in runs]
-    chosen["process_seconds"] = statistics.median(r["process_seconds"] for r in runs)
+    chosen[f"{key}_all"] = [round(r[key], 2) for r in runs]
     return chosen
 
 

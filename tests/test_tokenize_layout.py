@@ -107,3 +107,13 @@ def test_branches_share_the_trunk_and_never_see_each_other():
 def test_padding_rows_attend_to_themselves_so_softmax_is_never_empty():
     allowed = attention_allowed(torch.tensor([[0, -1]]), torch.tensor([[0, 0]]))
     assert allowed.any(-1).all()
+
+
+def test_empty_prompt_piece_does_not_make_the_first_response_token_a_target():
+    # Regression: an empty trunk piece used to leave "the last trunk token" at column -1, so the first
+    # response token was predicted from the previous row's last position.
+    for share in (True, False):
+        pieces = [Piece([], []), Piece([3, 4], [3, 4], branch=1 if share else 0)]
+        batch = layout([pieces], pack=True)
+        assert batch.targets.tolist() == [4] and batch.target_index.tolist() == [0]
+        assert batch.logits_mask.tolist() == [[True, False]]

@@ -16,6 +16,13 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "SFTTrainer": "vietnamese_ai.vietnamese_api",
+    "DPOTrainer": "vietnamese_ai.vietnamese_api",
+    "DPOConfig": "vietnamese_ai.recipes.dpo",
+    "run_dpo": "vietnamese_ai.recipes.dpo",
+    "ORPOConfig": "vietnamese_ai.recipes.orpo",
+    "run_orpo": "vietnamese_ai.recipes.orpo",
+    "KTOConfig": "vietnamese_ai.recipes.kto",
+    "run_kto": "vietnamese_ai.recipes.kto",
     "SFTConfig": "vietnamese_ai.recipes.sft",
     "run_sft": "vietnamese_ai.recipes.sft",
     "UserError": "vietnamese_ai.errors",

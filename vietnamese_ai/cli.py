@@ -16,6 +16,10 @@ from vietnamese_ai.errors import UserError
 # command -> (module, config class, run function, one-line description)
 METHODS: dict[str, tuple[str, str, str, str]] = {
     "sft": ("vietnamese_ai.recipes.sft", "SFTConfig", "run_sft", "Supervised fine-tuning on text, chat or prompt-completion data."),
+    "dpo": ("vietnamese_ai.recipes.dpo", "DPOConfig", "run_dpo",
+            "Direct preference optimisation: loss_type=sigmoid|ipo|hinge|robust|rpo|simpo."),
+    "orpo": ("vietnamese_ai.recipes.orpo", "ORPOConfig", "run_orpo", "ORPO: SFT and preference alignment in one stage, no reference."),
+    "kto": ("vietnamese_ai.recipes.kto", "KTOConfig", "run_kto", "KTO: alignment from unpaired desirable/undesirable examples."),
 }
 
 USAGE = """vietnamese-ai <command> [--config FILE.yaml] [key=value ...]

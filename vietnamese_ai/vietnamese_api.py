@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from vietnamese_ai.errors import ConfigError
+from vietnamese_ai.recipes.dpo import DPOConfig, run_dpo
 from vietnamese_ai.recipes.sft import SFTConfig, run_sft
 from vietnamese_ai.training.config import build_config
 
@@ -28,9 +29,11 @@ ALIASES = {
     "gradient_accumulation": "gradient_accumulation_steps",
     "gradient_clip": "max_grad_norm",
 }
-# The defaults in the seed-003 parameter table.
+# The defaults in the seed-003 parameter table (SFT) and example (DPO).
 SFT_DEFAULTS = {"num_train_epochs": 3, "per_device_train_batch_size": 4, "learning_rate": 2e-5,
                 "gradient_accumulation_steps": 4, "max_grad_norm": 1.0, "warmup_ratio": 0.1}
+DPO_DEFAULTS = {"num_train_epochs": 1, "beta": 0.1, "learning_rate": 5e-7, "label_smoothing": 0.0,
+                "per_device_train_batch_size": 4}
 
 
 def resolve_keywords(method: str, defaults: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -48,10 +51,10 @@ def resolve_keywords(method: str, defaults: dict[str, Any], kwargs: dict[str, An
     return values
 
 
-def _model_argument(model: Any, values: dict[str, Any]) -> Any:
+def _model_argument(model: Any, values: dict[str, Any], key: str = "model_name_or_path") -> Any:
     """A model may be given as an object or as a name/path."""
     if isinstance(model, str):
-        values["model_name_or_path"] = model
+        values[key] = model
         return None
     return model
 
@@ -84,6 +87,42 @@ class SFTTrainer:
             "eval_loss_min": min_or_none(eval_losses),
             "train_loss_history": train_losses,
             "eval_loss_history": eval_losses,
+            "steps": result.global_step,
+            "output_dir": result.output_dir,
+            "final_dir": result.final_dir,
+        }
+
+    train = huan_luyen
+
+
+class DPOTrainer:
+    """Seed-003 DPO: `DPOTrainer(so_vong=1, beta=0.1, toc_do_hoc=5e-7, label_smoothing=0.0)`; any DPO
+    config key (loss_type, prefix_sharing, ...) is accepted too."""
+
+    def __init__(self, **kwargs: Any):
+        self.values = resolve_keywords("dpo", DPO_DEFAULTS, kwargs)
+        build_config(DPOConfig, self.values)
+        self.model: Any = None
+
+    def huan_luyen(self, model: Any, ref_model: Any, preference_data: Any, du_lieu_val: Any = None,
+                   tokenizer: Any = None) -> dict[str, Any]:
+        """Train `model` on prompt/chosen/rejected records. `ref_model=None` uses the default reference
+        (the starting policy; with LoRA the policy with its adapters disabled)."""
+        values = dict(self.values)
+        model = _model_argument(model, values)
+        ref_model = _model_argument(ref_model, values, "ref_model_name_or_path") if ref_model is not None else None
+        result = run_dpo(build_config(DPOConfig, values), model=model, tokenizer=tokenizer, ref_model=ref_model,
+                         train_records=preference_data, eval_records=du_lieu_val)
+        self.model = result.model
+        margins = result.series("rewards/margins")
+        return {
+            "train_loss_min": min_or_none(result.series("loss")),
+            "final_reward_margin": margins[-1] if margins else None,
+            "train_loss_history": result.series("loss"),
+            "chosen_rewards": result.series("rewards/chosen"),
+            "rejected_rewards": result.series("rewards/rejected"),
+            "reward_margin": margins,
+            "reward_accuracy": result.series("rewards/accuracies"),
             "steps": result.global_step,
             "output_dir": result.output_dir,
             "final_dir": result.final_dir,

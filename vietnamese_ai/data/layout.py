@@ -67,11 +67,16 @@ class PackedBatch:
     num_tokens: int                 # real tokens, padding excluded (for tokens/s)
     num_items: int                  # what the loss is averaged over (tokens for SFT, pairs for DPO)
     packed: bool                    # several sequences share a row, or branches exist
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    extras: dict[str, "torch.Tensor | PackedBatch"] = field(default_factory=dict)  # method-specific inputs
 
     def to(self, device: torch.device | str) -> "PackedBatch":
         moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.__dict__.items() if k != "extras"}
         return PackedBatch(**moved, extras={k: v.to(device) for k, v in self.extras.items()})
+
+    def response_lengths(self) -> torch.Tensor:
+        """Number of targets in each group. Shape: (num_groups,)"""
+        return torch.zeros(self.num_groups, device=self.targets.device).index_add(
+            0, self.target_groups, torch.ones_like(self.targets, dtype=torch.float))
 
 
 def sequence_length(sequence: Sequence) -> int:
@@ -151,6 +156,8 @@ def layout(sequences: list[Sequence], pack: bool = True, num_groups: int | None 
             trunk_length = 0
             for piece in sequences[index]:
                 n = len(piece.input_ids)
+                if n == 0:  # an empty prompt: nothing to place, and nothing for the next piece to follow
+                    continue
                 columns = range(offset, offset + n)
                 input_ids[r, offset:offset + n] = torch.tensor(piece.input_ids)
                 segment_ids[r, offset:offset + n] = s

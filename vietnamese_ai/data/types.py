@@ -90,3 +90,40 @@ class TruncationReport:
 def as_conversation(messages: list) -> Conversation:
     """Messages given as dicts ({"role", "content"}) or Message objects, as a Conversation."""
     return [m if isinstance(m, Message) else Message(m["role"], m["content"]) for m in messages]
+
+
+@dataclass
+class PreferencePair:
+    """A prompt with a preferred (chosen) and a dispreferred (rejected) response."""
+
+    prompt: PromptOrMessages
+    chosen: PromptOrMessages
+    rejected: PromptOrMessages
+    margin: float | None = None  # optional strength of the preference (reward models)
+
+
+@dataclass
+class UnpairedExample:
+    """A prompt with one response labelled desirable or not (KTO)."""
+
+    prompt: PromptOrMessages
+    completion: PromptOrMessages
+    desirable: bool
+
+
+@dataclass
+class TokenizedPair:
+    prompt_ids: list[int]
+    chosen_ids: list[int]      # EOS-terminated
+    rejected_ids: list[int]    # EOS-terminated
+    margin: float | None = None
+    ref_logps: tuple[float, float] | None = None  # reference (chosen, rejected), once precomputed
+
+
+@dataclass
+class TokenizedUnpaired:
+    prompt_ids: list[int]
+    completion_ids: list[int]  # EOS-terminated
+    desirable: bool
+    kl_completion_ids: list[int] | None = None    # another example's completion, for KTO's KL estimate
+    ref_logps: tuple[float, float] | None = None  # reference (completion, kl completion), once precomputed

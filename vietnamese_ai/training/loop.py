@@ -44,10 +44,20 @@ from vietnamese_ai.training.optim import build_optimizer, build_scheduler
 log = logging.getLogger("vietnamese_ai")
 
 
+Metric = torch.Tensor | tuple[torch.Tensor, torch.Tensor | float]
+
+
 @dataclass
 class StepOutput:
+    """What a recipe's loss function returns for one micro-batch.
+
+    `metrics` holds sums: a tensor is summed over the batch's items and logged as a mean per item; a
+    (sum, count) pair is logged as sum / count, for means over a subset (KTO's desirable examples) or
+    over tokens.
+    """
+
     loss: torch.Tensor                      # scalar: sum of per-item losses over the micro-batch
-    metrics: dict[str, torch.Tensor] = field(default_factory=dict)  # sums over items, logged as means
+    metrics: dict[str, Metric] = field(default_factory=dict)
 
 
 LossFn = Callable[[Any, PackedBatch], StepOutput]
@@ -66,15 +76,25 @@ class TrainResult:
         return [r[key] for r in self.history if key in r]
 
 
+def mixed_precision(config: TrainingConfig) -> str:
+    """'fp16', 'bf16' or 'no': bf16 by default on a GPU that supports it."""
+    cuda = torch.cuda.is_available()
+    if config.fp16 and not cuda:
+        raise ConfigError("fp16: float16 mixed precision needs a GPU; use bf16=true on CPU")
+    bf16 = config.bf16 if config.bf16 is not None else (cuda and torch.cuda.is_bf16_supported())
+    return "fp16" if config.fp16 else "bf16" if bf16 else "no"
+
+
+def autocast_dtype(config: TrainingConfig) -> torch.dtype | None:
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision(config))
+
+
 def make_accelerator(config: TrainingConfig) -> Any:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
     cuda = torch.cuda.is_available()
-    bf16 = config.bf16 if config.bf16 is not None else (cuda and torch.cuda.is_bf16_supported())
-    if config.fp16 and not cuda:
-        raise ConfigError("fp16: float16 mixed precision needs a GPU; use bf16=true on CPU")
-    precision = "fp16" if config.fp16 else "bf16" if bf16 else "no"
+    precision = mixed_precision(config)
     try:
         return Accelerator(mixed_precision=precision, cpu=not cuda)
     except ValueError:
@@ -132,14 +152,25 @@ class _Window:
     """Sums since the last log line."""
 
     def __init__(self) -> None:
-        self.loss, self.items, self.tokens, self.metrics, self.start = 0.0, 0, 0, {}, time.perf_counter()
+        self.loss, self.items, self.tokens, self.start = 0.0, 0, 0, time.perf_counter()
+        self.metrics: dict[str, tuple[float, float]] = {}
 
     def add(self, out: StepOutput, batch: PackedBatch) -> None:
         self.loss += float(out.loss.detach())
         self.items += batch.num_items
         self.tokens += batch.num_tokens
         for key, value in out.metrics.items():
-            self.metrics[key] = self.metrics.get(key, 0.0) + float(value)
+            total, count = value if isinstance(value, tuple) else (value, batch.num_items)
+            s, c = self.metrics.get(key, (0.0, 0.0))
+            self.metrics[key] = (s + float(total), c + float(count))
+
+    def reduced(self, accelerator: Any) -> tuple[float, float, float, dict[str, float]]:
+        """(loss sum, items, tokens, metric means), summed over all processes."""
+        keys = sorted(self.metrics)
+        flat = [self.loss, self.items, self.tokens] + [x for k in keys for x in self.metrics[k]]
+        sums = _reduce_sums(accelerator, flat)
+        means = {k: sums[3 + 2 * i] / sums[4 + 2 * i] for i, k in enumerate(keys) if sums[4 + 2 * i] > 0}
+        return sums[0], sums[1], sums[2], means
 
 
 def _reduce_sums(accelerator: Any, values: list[float]) -> list[float]:
@@ -162,12 +193,8 @@ def evaluate(model: Any, accelerator: Any, data: Sequence[Any], collate: Collate
         with accelerator.autocast():
             window.add(loss_fn(model, batch), batch)
     model.train(was_training)
-    keys = sorted(window.metrics)
-    sums = _reduce_sums(accelerator, [window.loss, window.items] + [window.metrics[k] for k in keys])
-    items = max(sums[1], 1)
-    result = {"eval/loss": sums[0] / items}
-    result.update({f"eval/{k}": v / items for k, v in zip(keys, sums[2:])})
-    return result
+    loss, items, _, means = window.reduced(accelerator)
+    return {"eval/loss": loss / max(items, 1), **{f"eval/{k}": v for k, v in means.items()}}
 
 
 def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequence[Any], collate: Collate,
@@ -282,15 +309,15 @@ def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequen
 
         do_eval = bool(eval_data) and ((config.eval_steps and step % config.eval_steps == 0) or step == total_steps)
         if step % config.logging_steps == 0 or step == total_steps or do_eval:
-            keys = sorted(window.metrics)
-            sums = _reduce_sums(accelerator, [window.loss, window.items, window.tokens] + [window.metrics[k] for k in keys])
-            items, elapsed = max(sums[1], 1.0), max(time.perf_counter() - window.start, 1e-9)
-            state.tokens_seen += int(sums[2])
-            record: dict[str, Any] = {"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": sums[0] / items,
-                                      "learning_rate": learning_rate, "tokens_per_second": sums[2] / elapsed}
+            loss_sum, items, tokens, means = window.reduced(accelerator)
+            elapsed = max(time.perf_counter() - window.start, 1e-9)
+            state.tokens_seen += int(tokens)
+            record: dict[str, Any] = {"step": step, "epoch": round(step / steps_per_epoch, 4),
+                                      "loss": loss_sum / max(items, 1.0), "learning_rate": learning_rate,
+                                      "tokens_per_second": tokens / elapsed}
             if grad_norm is not None:
                 record["grad_norm"] = grad_norm
-            record.update({k: v / items for k, v in zip(keys, sums[3:])})
+            record.update(means)
             if do_eval:
                 record.update(run_eval())
             metrics.write(record)

@@ -1,0 +1,62 @@
+"""TRL's DPOTrainer on the benchmark workload (works with trl 1.16 and 0.28); prints one JSON line."""
+
+import inspect
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _measure import peak_memory_mib  # noqa: E402
+
+
+def main() -> None:
+    args = json.loads(sys.argv[1])
+    import torch
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import importlib
+
+    import trl
+
+    if trl.__version__.startswith("0."):
+        # trl 0.x with transformers 5: transformers' package check returns a (found, version) tuple, which
+        # trl 0.x reads as a bool, so it tries to import optional packages that are absent (weave).
+        import importlib.util
+
+        utils = importlib.import_module("trl.import_utils")
+        utils._is_package_available = lambda name, *a, **k: importlib.util.find_spec(name) is not None
+    from trl import DPOConfig, DPOTrainer
+
+    torch.set_num_threads(args.get("threads", torch.get_num_threads()))
+    tokenizer = AutoTokenizer.from_pretrained(args["model"])
+    model = AutoModelForCausalLM.from_pretrained(args["model"], dtype=torch.float32)
+    ref_model = AutoModelForCausalLM.from_pretrained(args["ref_model"], dtype=torch.float32)
+    dataset = load_dataset("json", data_files=args["data"], split="train")
+    options = dict(
+        output_dir=args["output_dir"], per_device_train_batch_size=args["batch_size"], learning_rate=args["lr"],
+        gradient_accumulation_steps=args.get("accumulation", 1),
+        max_steps=args.get("max_steps", -1), num_train_epochs=args.get("epochs", 1), logging_steps=args["logging_steps"],
+        lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, seed=0,
+        gradient_checkpointing=False, bf16=False, fp16=False, save_strategy="no", report_to="none",
+        dataloader_num_workers=0, disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
+        beta=args["beta"], loss_type=args["loss_type"], label_smoothing=args.get("label_smoothing", 0.0),
+        precompute_ref_log_probs=args.get("precompute", False), max_length=None,
+    )
+    accepted = inspect.signature(DPOConfig).parameters
+    if "max_prompt_length" in accepted:  # trl 0.x: no truncation either
+        options.update(max_prompt_length=None, max_completion_length=None)
+    config = DPOConfig(**{k: v for k, v in options.items() if k in accepted})
+    trainer = DPOTrainer(model=model, ref_model=ref_model, args=config, train_dataset=dataset, processing_class=tokenizer)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    history = [dict(h) for h in trainer.state.log_history if "loss" in h]
+    print(json.dumps({"first": history[0], "losses": [h["loss"] for h in history], "train_seconds": seconds,
+                      "pairs": len(dataset) * (args.get("epochs", 1) if args.get("max_steps", -1) <= 0 else 1),
+                      "steps": trainer.state.global_step, **peak_memory_mib()}))
+
+
+if __name__ == "__main__":
+    main()

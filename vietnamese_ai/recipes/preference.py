@@ -1,0 +1,154 @@
+"""What the preference recipes (DPO family, ORPO, KTO) share: the config keys, reading and tokenising
+pairs, choosing the reference model, precomputing its log-probabilities, and the batch metrics."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from pydantic import Field
+
+from vietnamese_ai.data.layout import PackedBatch, layout
+from vietnamese_ai.data.loading import Record
+from vietnamese_ai.data.preference import pair_sequences, to_pair, tokenize_pair
+from vietnamese_ai.data.types import TokenizedPair, TruncationReport
+from vietnamese_ai.errors import DataError
+from vietnamese_ai.models.loading import is_peft_model, load_causal_lm
+from vietnamese_ai.models.reference import (
+    AdapterReference,
+    FrozenReference,
+    Reference,
+    data_fingerprint,
+    model_fingerprint,
+    precompute,
+)
+from vietnamese_ai.recipes.common import pad_token_id, pair_cost, resolve_packing
+from vietnamese_ai.training.config import TrainingConfig
+from vietnamese_ai.training.loop import autocast_dtype
+
+log = logging.getLogger("vietnamese_ai")
+
+
+class PreferenceConfig(TrainingConfig):
+    learning_rate: float = Field(1e-6, ge=0, description="Peak learning rate (AdamW).")
+    max_length: int | None = Field(1024, ge=2, description="Longest prompt + response; longer prompts are cut from the left.")
+    beta: float = Field(0.1, gt=0, description="Strength of the KL regularisation towards the reference (DPO's beta).")
+    packing: bool = Field(True, description="Pack several pairs per row without padding (off automatically if the model cannot pack exactly).")
+    prefix_sharing: bool = Field(True, description="Compute each prompt once: [prompt | chosen | rejected] with the responses as separate branches.")
+
+
+class ReferenceConfig(PreferenceConfig):
+    """Keys of the methods that regularise towards a reference model (DPO family, KTO)."""
+
+    ref_model_name_or_path: str | None = Field(None, description="Reference model; default: the starting policy (with LoRA: the policy with adapters disabled).")
+    precompute_ref_log_probs: bool = Field(True, description="Compute reference log-probs once before training (cached on disk) so training runs only the policy.")
+
+
+def tokenize_records(records: list[Record], convert: Callable[[Record], Any], tokenize: Callable[..., Any],
+                     tokenizer: Any, max_length: int | None, name: str) -> list[Any]:
+    """Convert and tokenise records (one record may give several examples); reports truncation."""
+    report = TruncationReport()
+    examples = []
+    for record in records:
+        converted = convert(record)
+        for item in converted if isinstance(converted, list) else [converted]:
+            tokenized = tokenize(item, tokenizer, max_length, report)
+            if tokenized is not None:
+                examples.append(tokenized)
+    log.info(report.summary(name))
+    if not examples:
+        raise DataError(f"{name} data: every record was dropped ({report.summary(name)}); raise max_length")
+    return examples
+
+
+def read_pairs(records: list[Record] | None, tokenizer: Any, max_length: int | None, name: str) -> list[TokenizedPair] | None:
+    if records is None:
+        return None
+    return tokenize_records(records, to_pair, tokenize_pair, tokenizer, max_length, name)
+
+
+def layout_flags(config: PreferenceConfig, policy: Any, reference_model: Any = None) -> tuple[bool, bool]:
+    """(pack, share): both need a model that honours 4-D masks exactly (the policy and the reference)."""
+    exact = resolve_packing(config.packing or config.prefix_sharing, policy)
+    if exact and reference_model is not None:
+        exact = resolve_packing(True, reference_model)
+    return config.packing and exact, config.prefix_sharing and exact
+
+
+def pair_collate(pack: bool, share: bool, pad_id: int, cost: float) -> Callable[[list[TokenizedPair]], PackedBatch]:
+    """Pairs as one PackedBatch; group 2i = chosen, 2i+1 = rejected; extras carry precomputed reference
+    log-probs (B, 2) and margins (B,) when the pairs have them."""
+
+    def collate(pairs: list[TokenizedPair]) -> PackedBatch:
+        batch = layout(pair_sequences(pairs, share), pack=pack, num_groups=2 * len(pairs), num_items=len(pairs),
+                       pad_token_id=pad_id, pair_cost=cost)
+        if pairs[0].ref_logps is not None:
+            batch.extras["ref_logps"] = torch.tensor([p.ref_logps for p in pairs], dtype=torch.float32)
+        if any(p.margin is not None for p in pairs):
+            batch.extras["margin"] = torch.tensor([p.margin or 0.0 for p in pairs], dtype=torch.float32)
+        return batch
+
+    return collate
+
+
+def collate_for(config: PreferenceConfig, policy: Any, tokenizer: Any, reference_model: Any = None):
+    pack, share = layout_flags(config, policy, reference_model)
+    log.info("layout: packing %s, prefix sharing %s", "on" if pack else "off", "on" if share else "off")
+    return pair_collate(pack, share, pad_token_id(tokenizer, policy), pair_cost(policy))
+
+
+def build_reference(config: ReferenceConfig, policy: Any, ref_model: Any = None) -> tuple[Reference, Any]:
+    """The reference, and the separate model behind it (None when it is the policy itself)."""
+    if ref_model is None and config.ref_model_name_or_path:
+        ref_model = load_causal_lm(config.ref_model_name_or_path, config.dtype, attn_implementation=config.attn_implementation,
+                                   trust_remote_code=config.trust_remote_code)
+    if ref_model is not None:
+        return FrozenReference(ref_model), ref_model
+    if is_peft_model(policy):
+        return AdapterReference(policy), None
+    if config.precompute_ref_log_probs:
+        return FrozenReference(policy, freeze=False), None  # read before training: it is the starting policy
+    frozen = copy.deepcopy(policy)
+    return FrozenReference(frozen), frozen
+
+
+def precompute_device() -> torch.device:
+    from accelerate import PartialState
+
+    return PartialState().device
+
+
+def attach_reference_logps(config: ReferenceConfig, reference: Reference, datasets: list[list[Any] | None],
+                           collate: Callable[[list[Any]], PackedBatch], groups: int,
+                           responses: Callable[[Any], list[list[int] | None]]) -> None:
+    """Precompute reference log-probs for each dataset and store them on the examples (`ref_logps`)."""
+    fingerprint = model_fingerprint(reference.model if isinstance(reference, FrozenReference) else reference.policy)
+    for examples in datasets:
+        if not examples:
+            continue
+        key = data_fingerprint([responses(e) for e in examples]) + fingerprint + config.dtype
+        logps = precompute(reference, examples, collate, groups, config.per_device_eval_batch_size,
+                           key=key, device=precompute_device(), autocast_dtype=autocast_dtype(config),
+                           progress=not config.disable_tqdm)
+        for example, row in zip(examples, logps.tolist()):
+            example.ref_logps = tuple(row)
+
+
+def pair_metrics(pi_w: torch.Tensor, pi_l: torch.Tensor, rewards_w: torch.Tensor, rewards_l: torch.Tensor,
+                 logits: torch.Tensor, lengths: torch.Tensor) -> dict[str, Any]:
+    """The DPO-style metrics as sums over pairs; logits/* are token-weighted means (sum, count).
+
+    Shape: pi_w, pi_l, rewards_w, rewards_l (B,); logits, lengths (2B,) mean logit and length per response
+    """
+    len_w, len_l = lengths[0::2], lengths[1::2]
+    return {
+        "rewards/chosen": rewards_w.sum(), "rewards/rejected": rewards_l.sum(),
+        "rewards/margins": (rewards_w - rewards_l).sum(),
+        "rewards/accuracies": (rewards_w > rewards_l).float().sum(),
+        "logps/chosen": pi_w.detach().sum(), "logps/rejected": pi_l.detach().sum(),
+        "logits/chosen": ((logits[0::2] * len_w).sum(), len_w.sum()),
+        "logits/rejected": ((logits[1::2] * len_l).sum(), len_l.sum()),
+    }
