@@ -22,7 +22,8 @@ ALLOWED = {
     "data": {"errors"},
     "models": {"errors", "data", "losses"},
     "training": {"errors", "data", "losses", "models"},
-    "recipes": {"errors", "data", "losses", "models", "training"},
+    "scoring": {"errors", "data", "losses", "models"},
+    "recipes": {"errors", "data", "losses", "models", "training", "scoring"},
 }
 
 

@@ -86,3 +86,16 @@ def test_sharing_and_packing_give_the_same_logps_as_plain_layout(tiny_model, att
     assert shared_packed.shape == (8,) and (plain < 0).all()
     torch.testing.assert_close(shared_packed, plain, atol=1e-5, rtol=0)
     torch.testing.assert_close(shared_rows, plain, atol=1e-5, rtol=0)
+
+
+def test_group_ends_point_at_each_response_eos_in_every_layout():
+    pairs = [TokenizedPair([1, 2], [3, 0], [4, 5, 0]), TokenizedPair([6], [7, 8, 0], [9, 0])]
+    for share in (True, False):
+        for pack in (True, False):
+            batch = layout(pair_sequences(pairs, share), pack=pack, num_groups=4, keep_ends=True)
+            tokens = batch.input_ids.reshape(-1)[batch.group_ends]
+            assert tokens.tolist() == [0, 0, 0, 0], (share, pack)  # every response ends with EOS (0)
+            before = batch.input_ids.reshape(-1)[batch.group_ends - 1].tolist()
+            assert before == [3, 5, 8, 9], (share, pack)
+            kept = batch.logits_mask.reshape(-1).nonzero().squeeze(1)
+            assert torch.equal(kept[batch.end_index], batch.group_ends)

@@ -20,6 +20,10 @@ METHODS: dict[str, tuple[str, str, str, str]] = {
             "Direct preference optimisation: loss_type=sigmoid|ipo|hinge|robust|rpo|simpo."),
     "orpo": ("vietnamese_ai.recipes.orpo", "ORPOConfig", "run_orpo", "ORPO: SFT and preference alignment in one stage, no reference."),
     "kto": ("vietnamese_ai.recipes.kto", "KTOConfig", "run_kto", "KTO: alignment from unpaired desirable/undesirable examples."),
+    "reward": ("vietnamese_ai.recipes.reward", "RewardConfig", "run_reward", "Train a Bradley-Terry reward model on preference pairs."),
+    "score": ("vietnamese_ai.recipes.score", "ScoreConfig", "run_score", "Score prompt/response records with a reward model."),
+    "score-sft": ("vietnamese_ai.recipes.score_sft", "ScoreSFTConfig", "run_score_sft",
+                  "SFT plus a score head regressed onto target scores (seed 000's RLAIF notebook)."),
 }
 
 USAGE = """vietnamese-ai <command> [--config FILE.yaml] [key=value ...]
@@ -60,10 +64,7 @@ def run_method(name: str, argv: list[str]) -> int:
 
     config = load_config(config_class, args.config, overrides)
     result = getattr(module, run_name)(config)
-    last = next((r for r in reversed(result.history) if "loss" in r), {})
-    summary = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float))
-    logging.getLogger("vietnamese_ai").info("done: %d steps; %s; model saved to %s", result.global_step, summary,
-                                            result.final_dir)
+    logging.getLogger("vietnamese_ai").info(result.summary())
     return 0
 
 

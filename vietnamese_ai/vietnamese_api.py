@@ -18,6 +18,7 @@ from typing import Any
 
 from vietnamese_ai.errors import ConfigError
 from vietnamese_ai.recipes.dpo import DPOConfig, run_dpo
+from vietnamese_ai.recipes.reward import RewardConfig, run_reward
 from vietnamese_ai.recipes.sft import SFTConfig, run_sft
 from vietnamese_ai.training.config import build_config
 
@@ -34,6 +35,7 @@ SFT_DEFAULTS = {"num_train_epochs": 3, "per_device_train_batch_size": 4, "learni
                 "gradient_accumulation_steps": 4, "max_grad_norm": 1.0, "warmup_ratio": 0.1}
 DPO_DEFAULTS = {"num_train_epochs": 1, "beta": 0.1, "learning_rate": 5e-7, "label_smoothing": 0.0,
                 "per_device_train_batch_size": 4}
+REWARD_DEFAULTS = {"learning_rate": 1e-5, "num_train_epochs": 3, "per_device_train_batch_size": 4}
 
 
 def resolve_keywords(method: str, defaults: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -129,3 +131,60 @@ class DPOTrainer:
         }
 
     train = huan_luyen
+
+
+class RewardModel:
+    """Seed-003 reward model: `RewardModel(toc_do_hoc=1e-5)`, `.huan_luyen(model, preference_data, so_vong=3)`,
+    `.diem_danh_gia(model, ["văn bản 1", ...])`. Any reward config key is accepted too."""
+
+    def __init__(self, **kwargs: Any):
+        self.values = resolve_keywords("reward", REWARD_DEFAULTS, kwargs)
+        build_config(RewardConfig, self.values)
+        self.model: Any = None        # the trained reward model
+        self.tokenizer: Any = None
+        self._trained_from: Any = None
+
+    def huan_luyen(self, model: Any, preference_data: Any, so_vong: float | None = None, du_lieu_val: Any = None,
+                   tokenizer: Any = None, **kwargs: Any) -> dict[str, Any]:
+        """Train a reward model from `model` (a causal LM or reward model, object or name/path) on
+        chosen/rejected records (a `prompt` is optional: without one the shared prefix is used)."""
+        values = dict(self.values)
+        if so_vong is not None:
+            kwargs["so_vong"] = so_vong
+        values.update(resolve_keywords("reward", {}, kwargs))
+        values["output_dir"] = self.values["output_dir"] if "output_dir" not in kwargs else values["output_dir"]
+        source = model
+        model = _model_argument(model, values)
+        result = run_reward(build_config(RewardConfig, values), model=model, tokenizer=tokenizer,
+                            train_records=preference_data, eval_records=du_lieu_val)
+        from vietnamese_ai.recipes.common import load_tokenizer_for
+
+        self.model, self._trained_from = result.model, source
+        self.tokenizer = tokenizer or load_tokenizer_for(build_config(RewardConfig, values), result.model)
+        accuracy = result.series("accuracy")
+        return {
+            "final_accuracy": accuracy[-1] if accuracy else None,
+            "accuracy_history": accuracy,
+            "train_loss_min": min_or_none(result.series("loss")),
+            "train_loss_history": result.series("loss"),
+            "margin_history": result.series("margin"),
+            "eval_accuracy": (result.series("eval/accuracy") or [None])[-1],
+            "steps": result.global_step,
+            "output_dir": result.output_dir,
+            "final_dir": result.final_dir,
+        }
+
+    def diem_danh_gia(self, model: Any, texts: list[str], prompts: list[Any] | None = None) -> list[dict[str, Any]]:
+        """Score texts: `[{"van_ban": text, "score": reward}]`. `model` may be the object (or path)
+        passed to huan_luyen (its trained reward model is used), a reward model, or a final/ path."""
+        from vietnamese_ai.scoring.reward_model import RewardModelScorer
+
+        if self.model is not None and (model is self._trained_from or model is self.model):
+            scorer = RewardModelScorer(self.model, self.tokenizer)
+        else:
+            scorer = RewardModelScorer(model)
+        rewards = scorer.rewards(prompts or [""] * len(texts), list(texts))
+        return [{"van_ban": text, "score": value} for text, value in zip(texts, rewards)]
+
+    train = huan_luyen
+    score = diem_danh_gia

@@ -53,6 +53,10 @@ class PackedBatch:
         target_index: (P,) long in [0, K), row-major order of logits_mask
         targets: (P,) long
         target_groups: (P,) long in [0, num_groups)
+        group_ends: (G,) long, flat index (row * L + column) of each group's last token: where a reward
+            head reads a response (its EOS)
+        end_index: (G,) long in [0, K), each group end's place among the kept positions; only when
+            the layout was asked to keep them (keep_ends=True), else empty
     """
 
     input_ids: torch.Tensor
@@ -67,6 +71,8 @@ class PackedBatch:
     num_tokens: int                 # real tokens, padding excluded (for tokens/s)
     num_items: int                  # what the loss is averaged over (tokens for SFT, pairs for DPO)
     packed: bool                    # several sequences share a row, or branches exist
+    group_ends: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    end_index: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
     extras: dict[str, "torch.Tensor | PackedBatch"] = field(default_factory=dict)  # method-specific inputs
 
     def to(self, device: torch.device | str) -> "PackedBatch":
@@ -134,9 +140,11 @@ def choose_rows(lengths: list[int], pair_cost: float) -> list[list[int]]:
 
 
 def layout(sequences: list[Sequence], pack: bool = True, num_groups: int | None = None,
-           pad_token_id: int = 0, num_items: int | None = None, pair_cost: float = 0.0) -> PackedBatch:
+           pad_token_id: int = 0, num_items: int | None = None, pair_cost: float = 0.0,
+           keep_ends: bool = False) -> PackedBatch:
     """Lay sequences out in rows. With pack=False each sequence gets a row of its own (padded);
-    with pack=True rows are chosen by `choose_rows` (pair_cost 0: one row)."""
+    with pack=True rows are chosen by `choose_rows` (pair_cost 0: one row). keep_ends=True also keeps
+    the logits (and hidden states) at each group's last token."""
     lengths = [sequence_length(s) for s in sequences]
     rows = choose_rows(lengths, pair_cost) if pack else [[i] for i in range(len(sequences))]
     width = max(sum(lengths[i] for i in row) for row in rows)
@@ -146,6 +154,7 @@ def layout(sequences: list[Sequence], pack: bool = True, num_groups: int | None 
     segment_ids = torch.full(shape, -1, dtype=torch.long)
     branch_ids = torch.zeros(shape, dtype=torch.long)
     predictions: list[tuple[int, int, int]] = []  # (flat position, target token, group)
+    ends: dict[int, int] = {}  # group -> flat position of its last token
     has_branches = False
 
     for r, row in enumerate(rows):
@@ -177,14 +186,21 @@ def layout(sequences: list[Sequence], pack: bool = True, num_groups: int | None 
                     source = column - 1 if t > 0 else previous
                     if piece.labels[t] != IGNORE and source is not None:
                         predictions.append((r * width + source, piece.labels[t], piece.group))
+                if any(label != IGNORE for label in piece.labels):  # prompt pieces belong to no group
+                    ends[piece.group] = r * width + offset + n - 1
                 offset += n
 
     flat = torch.tensor([p[0] for p in predictions], dtype=torch.long)
+    groups = torch.tensor([p[2] for p in predictions], dtype=torch.long)
+    total_groups = num_groups if num_groups is not None else max([int(groups.max()) + 1 if len(groups) else 0,
+                                                                  max(ends, default=-1) + 1])
+    group_ends = torch.tensor([ends.get(g, 0) for g in range(total_groups)], dtype=torch.long)
     logits_mask = torch.zeros(shape[0] * shape[1], dtype=torch.bool)
     logits_mask[flat] = True
+    if keep_ends:
+        logits_mask[group_ends] = True
     kept = logits_mask.nonzero().squeeze(1)
     target_index = torch.searchsorted(kept, flat)
-    groups = torch.tensor([p[2] for p in predictions], dtype=torch.long)
     return PackedBatch(
         input_ids=input_ids,
         position_ids=position_ids,
@@ -194,10 +210,12 @@ def layout(sequences: list[Sequence], pack: bool = True, num_groups: int | None 
         target_index=target_index,
         targets=torch.tensor([p[1] for p in predictions], dtype=torch.long),
         target_groups=groups,
-        num_groups=num_groups if num_groups is not None else (int(groups.max()) + 1 if len(groups) else 0),
+        num_groups=total_groups,
         num_tokens=sum(lengths),
         num_items=num_items if num_items is not None else len(predictions),
         packed=has_branches or any(len(row) > 1 for row in rows),
+        group_ends=group_ends,
+        end_index=torch.searchsorted(kept, group_ends) if keep_ends else torch.empty(0, dtype=torch.long),
     )
 
 

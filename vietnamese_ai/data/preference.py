@@ -90,7 +90,7 @@ def pair_to_unpaired(pair: PreferencePair) -> list[UnpairedExample]:
     return [UnpairedExample(pair.prompt, pair.chosen, True), UnpairedExample(pair.prompt, pair.rejected, False)]
 
 
-def _tokenize_responses(tokenizer: Any, prompt: PromptOrMessages, responses: list[PromptOrMessages]) -> tuple[list[int], list[list[int]]]:
+def tokenize_responses(tokenizer: Any, prompt: PromptOrMessages, responses: list[PromptOrMessages]) -> tuple[list[int], list[list[int]]]:
     """Prompt ids and EOS-terminated response ids, each tokenised on its own."""
     if isinstance(prompt, list):
         texts = [split_chat_completion(tokenizer, prompt, r) for r in responses]  # type: ignore[arg-type]
@@ -114,7 +114,7 @@ def _fit(prompt_ids: list[int], longest: int, max_length: int | None, report: Tr
 
 def tokenize_pair(pair: PreferencePair, tokenizer: Any, max_length: int | None, report: TruncationReport) -> TokenizedPair | None:
     report.total += 1
-    prompt_ids, (chosen_ids, rejected_ids) = _tokenize_responses(tokenizer, pair.prompt, [pair.chosen, pair.rejected])
+    prompt_ids, (chosen_ids, rejected_ids) = tokenize_responses(tokenizer, pair.prompt, [pair.chosen, pair.rejected])
     prompt_ids = _fit(prompt_ids, max(len(chosen_ids), len(rejected_ids)), max_length, report,
                       getattr(tokenizer, "bos_token_id", None))
     return None if prompt_ids is None else TokenizedPair(prompt_ids, chosen_ids, rejected_ids, pair.margin)
@@ -123,7 +123,7 @@ def tokenize_pair(pair: PreferencePair, tokenizer: Any, max_length: int | None, 
 def tokenize_unpaired(example: UnpairedExample, tokenizer: Any, max_length: int | None,
                       report: TruncationReport) -> TokenizedUnpaired | None:
     report.total += 1
-    prompt_ids, (completion_ids,) = _tokenize_responses(tokenizer, example.prompt, [example.completion])
+    prompt_ids, (completion_ids,) = tokenize_responses(tokenizer, example.prompt, [example.completion])
     prompt_ids = _fit(prompt_ids, len(completion_ids), max_length, report, getattr(tokenizer, "bos_token_id", None))
     return None if prompt_ids is None else TokenizedUnpaired(prompt_ids, completion_ids, example.desirable)
 

@@ -90,14 +90,21 @@ def canonical_order(batch: PackedBatch) -> torch.Tensor:
     return torch.argsort(batch.target_groups, stable=True)
 
 
+def ordered_token_logps(model: Any, batch: PackedBatch) -> torch.Tensor:
+    """Target log-probs listed sequence by sequence, whatever the row layout."""
+    return batch_target_logps(model, batch)[0][canonical_order(batch).to(batch.targets.device)]
+
+
 @torch.no_grad()
-def packing_is_exact(model: Any, tolerance: float | None = None) -> tuple[bool, str]:
+def packing_is_exact(model: Any, measure: Any = None, tolerance: float | None = None) -> tuple[bool, str]:
     """Whether this model computes packed sequences exactly as separate ones, and if not, why.
 
     Packing relies on the attention honouring a 4-D mask and on position ids restarting; recurrent
     or custom architectures may not. Three short random sequences (two of them sharing a row) are run
-    both ways and compared.
+    both ways and compared with `measure(model, batch)` (default: target log-probs; reward models pass
+    their per-sequence rewards).
     """
+    measure = measure or ordered_token_logps
     vocab = base_model(model).config.vocab_size
     generator = torch.Generator().manual_seed(0)
     tokens = [torch.randint(0, vocab, (n,), generator=generator).tolist() for n in (6, 3, 3)]
@@ -106,18 +113,15 @@ def packing_is_exact(model: Any, tolerance: float | None = None) -> tuple[bool, 
     was_training = model.training
     model.eval()
     try:
-        packed_batch, separate_batch = layout(sequences, pack=True), layout(sequences, pack=False)
-        packed, _ = batch_target_logps(model, packed_batch.to(device))
-        separate, _ = batch_target_logps(model, separate_batch.to(device))
+        packed = measure(model, layout(sequences, pack=True).to(device)).float()
+        separate = measure(model, layout(sequences, pack=False).to(device)).float()
     except Exception as e:  # an architecture that rejects 4-D masks cannot pack
         return False, f"the model rejected a packed batch ({type(e).__name__}: {e})"
     finally:
         model.train(was_training)
-    packed = packed[canonical_order(packed_batch).to(device)].float()
-    separate = separate[canonical_order(separate_batch).to(device)].float()
     dtype = next(model.parameters()).dtype
     tolerance = tolerance if tolerance is not None else (1e-4 if dtype == torch.float32 else 3e-2)
     error = float((packed - separate).abs().max())
     if error > tolerance:
-        return False, f"packed and separate log-probs differ by {error:.2e} (tolerance {tolerance:.0e})"
+        return False, f"packed and separate outputs differ by {error:.2e} (tolerance {tolerance:.0e})"
     return True, ""

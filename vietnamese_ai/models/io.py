@@ -11,16 +11,50 @@ import os
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from vietnamese_ai.models.forward import unwrap
 from vietnamese_ai.models.loading import is_peft_model
 
 
+HEADS_ATTRIBUTE = "auxiliary_heads"  # names of submodules saved beside the model, each as <name>.safetensors
+
+
+def attach_scalar_head(model: Any, name: str = "score_head") -> torch.nn.Module:
+    """Add a linear scalar head on the final hidden state as a submodule (so it trains with the
+    model), saved beside it rather than inside it: final/ still loads as a plain causal LM."""
+    from vietnamese_ai.models.forward import base_model
+
+    config = base_model(model).config
+    head = torch.nn.Linear(config.hidden_size, 1).to(next(model.parameters()).dtype)
+    torch.nn.init.normal_(head.weight, std=getattr(config, "initializer_range", 0.02))
+    torch.nn.init.zeros_(head.bias)
+    setattr(model, name, head)
+    setattr(model, HEADS_ATTRIBUTE, [*getattr(model, HEADS_ATTRIBUTE, []), name])
+    return head
+
+
 def save_model(model: Any, tokenizer: Any, path: str, state_dict: dict[str, torch.Tensor] | None = None,
                merge_lora: bool = False) -> None:
-    """Write `model` (and its tokenizer) to `path` in Hugging Face format."""
+    """Write `model` (and its tokenizer) to `path` in Hugging Face format; auxiliary heads go to
+    their own safetensors files."""
     model = unwrap(model)
+    heads = {name: getattr(model, name) for name in getattr(model, HEADS_ATTRIBUTE, [])}
+    for name, head in heads.items():
+        save_file({k: v.detach().contiguous() for k, v in head.state_dict().items()}, os.path.join(path, f"{name}.safetensors"))
+        delattr(model, name)  # out of the way of save_pretrained, put back below
+    if state_dict is not None and heads:
+        state_dict = {k: v for k, v in state_dict.items() if k.split(".")[0] not in heads}
+    try:
+        _save_weights(model, path, state_dict, merge_lora)
+    finally:
+        for name, head in heads.items():
+            setattr(model, name, head)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
+
+
+def _save_weights(model: Any, path: str, state_dict: dict[str, torch.Tensor] | None, merge_lora: bool) -> None:
     if merge_lora and is_peft_model(model):
         # Merge into a copy so that a run which goes on training keeps its adapters.
         import copy
@@ -31,8 +65,6 @@ def save_model(model: Any, tokenizer: Any, path: str, state_dict: dict[str, torc
         model.save_pretrained(path, state_dict=state_dict)
     else:
         model.save_pretrained(path)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(path)
 
 
 def _safetensors_files(path: str, stem: str) -> list[str]:
@@ -48,6 +80,9 @@ def _safetensors_files(path: str, stem: str) -> list[str]:
 def load_weights(model: Any, path: str) -> None:
     """Restore the trained weights saved by `save_model` into `model` (for resuming)."""
     model = unwrap(model)
+    heads = getattr(model, HEADS_ATTRIBUTE, [])
+    for name in heads:
+        getattr(model, name).load_state_dict(load_file(os.path.join(path, f"{name}.safetensors")))
     if is_peft_model(model):
         from peft import set_peft_model_state_dict
 
@@ -68,7 +103,7 @@ def load_weights(model: Any, path: str) -> None:
     result = model.load_state_dict(state, strict=False)
     # save_pretrained drops tied weights (lm_head = embeddings); anything else missing is an error.
     tied = set(getattr(model, "all_tied_weights_keys", {}) or {}) | set(getattr(model, "_tied_weights_keys", None) or [])
-    missing = [k for k in result.missing_keys if k not in tied]
+    missing = [k for k in result.missing_keys if k not in tied and k.split(".")[0] not in heads]
     if missing or result.unexpected_keys:
         raise RuntimeError(f"{path}: checkpoint does not match the model (missing {missing[:3]}, "
                            f"unexpected {result.unexpected_keys[:3]})")

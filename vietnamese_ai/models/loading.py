@@ -81,12 +81,14 @@ def load_causal_lm(name_or_path: str, dtype: str = "float32", device: str | None
 
 
 def apply_lora(model: Any, r: int = 16, alpha: int = 32, dropout: float = 0.05,
-               target_modules: str | list[str] = "all-linear", modules_to_save: list[str] | None = None) -> Any:
-    """Wrap `model` in LoRA adapters (PEFT). Only the adapters (and `modules_to_save`) train."""
+               target_modules: str | list[str] = "all-linear", modules_to_save: list[str] | None = None,
+               task_type: str = "CAUSAL_LM") -> Any:
+    """Wrap `model` in LoRA adapters (PEFT). Only the adapters (and `modules_to_save`) train; with
+    task_type="SEQ_CLS" PEFT also trains and saves the classification head (`score`)."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
-                        modules_to_save=modules_to_save, task_type="CAUSAL_LM")
+                        modules_to_save=modules_to_save, task_type=task_type)
     try:
         return get_peft_model(model, config)
     except ValueError as e:

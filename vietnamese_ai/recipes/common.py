@@ -42,15 +42,21 @@ def load_policy(config: TrainingConfig, model: Any = None, tokenizer: Any = None
                                trust_remote_code=config.trust_remote_code, load_in_4bit=config.load_in_4bit)
     if tokenizer is None:
         tokenizer = load_tokenizer_for(config, model)
+    return prepare_trainable(config, model), tokenizer
+
+
+def prepare_trainable(config: TrainingConfig, model: Any, task_type: str = "CAUSAL_LM") -> Any:
+    """Gradient checkpointing and LoRA as configured; logs the trainable parameter count."""
     if config.load_in_4bit and not config.use_lora:
         raise ConfigError("load_in_4bit: 4-bit weights cannot be trained directly; set use_lora=true (QLoRA)")
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.use_lora:
-        model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
+        model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules,
+                           task_type=task_type)
     trainable, total = count_parameters(model)
     log.info("model: %s parameters, %s trainable (%.2f%%)", f"{total:,}", f"{trainable:,}", 100 * trainable / max(total, 1))
-    return model, tokenizer
+    return model
 
 
 def read_split(config: TrainingConfig, which: str, records: Any = None) -> list[Record] | None:
@@ -66,11 +72,11 @@ def read_split(config: TrainingConfig, which: str, records: Any = None) -> list[
     return None
 
 
-def resolve_packing(requested: bool, model: Any) -> bool:
+def resolve_packing(requested: bool, model: Any, measure: Any = None) -> bool:
     """Packing stays on only if this model computes packed sequences exactly as separate ones."""
     if not requested:
         return False
-    exact, why = packing_is_exact(model)
+    exact, why = packing_is_exact(model, measure)
     if not exact:
         log.warning("packing disabled for this model: %s", why)
     return exact

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vietnamese_ai.errors import ConfigError
 
-C = TypeVar("C", bound="TrainingConfig")
+C = TypeVar("C", bound=BaseModel)
 
 
 class TrainingConfig(BaseModel):
@@ -137,10 +137,10 @@ def load_config(cls: type[C], config_file: str | None = None, overrides: list[st
     return build_config(cls, values, sources)
 
 
-def describe(cls: type[TrainingConfig]) -> str:
+def describe(cls: type[BaseModel]) -> str:
     """One line per option, for --help."""
     lines = []
     for name, info in cls.model_fields.items():
-        default = info.default
-        lines.append(f"  {name} (default: {default!r})\n      {info.description or ''}")
+        default = "required" if info.is_required() else f"default: {info.default!r}"
+        lines.append(f"  {name} ({default})\n      {info.description or ''}")
     return "\n".join(lines)

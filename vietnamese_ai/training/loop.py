@@ -75,6 +75,11 @@ class TrainResult:
     def series(self, key: str) -> list[float]:
         return [r[key] for r in self.history if key in r]
 
+    def summary(self) -> str:
+        last = next((r for r in reversed(self.history) if "loss" in r), {})
+        values = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float))
+        return f"done: {self.global_step} steps; {values}; model saved to {self.final_dir}"
+
 
 def mixed_precision(config: TrainingConfig) -> str:
     """'fp16', 'bf16' or 'no': bf16 by default on a GPU that supports it."""

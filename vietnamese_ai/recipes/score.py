@@ -1,0 +1,84 @@
+"""`vietnamese-ai score`: score prompt/response records with a reward model, in batches.
+
+Each input record has `response` (or `completion`) and an optional `prompt`, or a whole `text`; the
+output JSONL repeats the record with a `score` field added.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from vietnamese_ai.data.loading import Record, load_records
+from vietnamese_ai.data.records import prompt_or_messages, require_string
+from vietnamese_ai.data.types import PromptOrMessages
+from vietnamese_ai.errors import DataError
+from vietnamese_ai.recipes.common import quiet_transformers
+from vietnamese_ai.training.checkpoint import atomic_directory
+
+
+class ScoreConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model_name_or_path: str = Field(description="A trained reward model (a final/ directory, full or LoRA adapter).")
+    dataset: str = Field(description="Records to score: prompt + response (or completion), or text.")
+    dataset_split: str = Field("train", description="Split to read from a hub dataset.")
+    dataset_subset: str | None = Field(None, description="Config (subset) name of a hub dataset.")
+    output: str = Field("scores.jsonl", description="Where to write the records with their scores (JSONL).")
+    batch_size: int = Field(32, ge=1, description="Records per forward pass.")
+    max_length: int | None = Field(None, ge=2, description="Cut longer inputs from the left (the reward is read at the end).")
+    normalize: bool = Field(False, description="Write (reward - mean) / std, with the statistics saved by training.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("float32", description="Dtype the weights are loaded in.")
+    trust_remote_code: bool = Field(False, description="Allow model code from the hub to run.")
+    disable_tqdm: bool = Field(False, description="Hide the progress bar.")
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+@dataclass
+class ScoreResult:
+    output: str
+    count: int
+    mean: float
+    std: float
+
+    def summary(self) -> str:
+        return f"scored {self.count} records (mean {self.mean:.4f}, std {self.std:.4f}); written to {self.output}"
+
+
+def prompt_and_response(record: Record) -> tuple[PromptOrMessages, str]:
+    data = record.data
+    if "text" in data and "response" not in data and "completion" not in data:
+        return "", require_string(record, "text")
+    field = "response" if "response" in data else "completion"
+    if field not in data:
+        raise DataError(f"{record.where}: no 'response', 'completion' or 'text' field to score")
+    prompt = prompt_or_messages(record, "prompt", allow_empty=True) if "prompt" in data else ""
+    return prompt, require_string(record, field)
+
+
+def run_score(config: ScoreConfig) -> ScoreResult:
+    from vietnamese_ai.scoring.reward_model import RewardModelScorer
+
+    quiet_transformers()
+    records = load_records(config.dataset, config.dataset_split, subset=config.dataset_subset)
+    pairs = [prompt_and_response(r) for r in records]
+    scorer = RewardModelScorer(config.model_name_or_path, batch_size=config.batch_size, normalize=config.normalize,
+                               max_length=config.max_length, progress=not config.disable_tqdm)
+    values = scorer.rewards([p for p, _ in pairs], [r for _, r in pairs])
+    out_dir = os.path.dirname(os.path.abspath(config.output))
+    # Write through a temporary directory so a failed run never leaves a half-written output.
+    with atomic_directory(os.path.join(out_dir, ".score-output")) as tmp:
+        with open(os.path.join(tmp, "scores.jsonl"), "w", encoding="utf-8") as f:
+            for record, value in zip(records, values):
+                f.write(json.dumps({**record.data, "score": value}, ensure_ascii=False, default=str) + "\n")
+        os.replace(os.path.join(tmp, "scores.jsonl"), os.path.abspath(config.output))
+    return ScoreResult(config.output, len(values), statistics.fmean(values), statistics.pstdev(values))

@@ -1,0 +1,153 @@
+"""Score-regularised fine-tuning: the algorithm of seed 000's RLAIF notebook.
+
+The language model and a scalar score head on its final hidden state are trained together:
+
+    L = L_LM + alpha * (head(prompt + response) - target_score)^2
+
+per example, where L_LM is the example's mean token NLL (of the completion, or of the whole text)
+and the head reads the hidden state at the example's last token (EOS). Target scores come from a
+dataset field (`score_field`, e.g. a constitution score in [0, 1]) or from any Scorer
+(`target_scorer`), computed once before training. The loss is a mean over examples.
+
+final/ is a plain causal LM (loadable with AutoModelForCausalLM) with the head beside it in
+score_head.safetensors.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from pydantic import Field
+
+from vietnamese_ai.data.layout import PackedBatch, layout, sft_sequence
+from vietnamese_ai.data.loading import Record
+from vietnamese_ai.data.records import to_sft_example
+from vietnamese_ai.data.tokenize import tokenize_sft
+from vietnamese_ai.data.types import PromptCompletion, TextExample, TokenizedExample, TruncationReport
+from vietnamese_ai.errors import ConfigError, DataError
+from vietnamese_ai.losses import sequence_logps, target_logps
+from vietnamese_ai.losses.reward import score_regression_loss
+from vietnamese_ai.models.forward import base_model, kept_logits
+from vietnamese_ai.models.io import attach_scalar_head
+from vietnamese_ai.recipes.common import load_policy, pad_token_id, pair_cost, read_split, resolve_packing
+from vietnamese_ai.recipes.sft import SFTConfig
+from vietnamese_ai.scoring import Scorer
+from vietnamese_ai.training.loop import StepOutput, TrainResult, train
+
+log = logging.getLogger("vietnamese_ai")
+HEAD = "score_head"
+
+
+class ScoreSFTConfig(SFTConfig):
+    output_dir: str = Field("runs/score-sft", description="Directory for config.yaml, metrics.jsonl, checkpoints/ and final/.")
+    score_alpha: float = Field(0.1, ge=0, description="alpha: weight of the score regression (MSE) against the LM loss.")
+    score_field: str = Field("score", description="Record field holding the target score (used when target_scorer is not set).")
+    target_scorer: str | None = Field(None, description="Compute target scores with a scorer instead: 'reward_model:PATH'.")
+
+
+@dataclass
+class ScoredExample:
+    example: TokenizedExample
+    target: float
+
+    def __len__(self) -> int:
+        return len(self.example)
+
+
+def build_scorer(spec: str) -> Scorer:
+    """A Scorer from a config string. 'reward_model:PATH' is a trained reward model."""
+    kind, _, argument = spec.partition(":")
+    if kind == "reward_model" and argument:
+        from vietnamese_ai.scoring.reward_model import RewardModelScorer
+
+        return RewardModelScorer(argument)
+    raise ConfigError(f"target_scorer: unknown scorer '{spec}'; expected 'reward_model:PATH'")
+
+
+def _prompt_and_response(example: Any) -> tuple[Any, str]:
+    if isinstance(example, PromptCompletion):
+        completion = example.completion
+        return example.prompt, completion if isinstance(completion, str) else "\n".join(m.content for m in completion)
+    if isinstance(example, TextExample):
+        return "", example.text
+    raise DataError("target_scorer needs text records (prompt/completion or text), not pre-tokenised ones")
+
+
+def prepare_scored(records: list[Record], tokenizer: Any, config: ScoreSFTConfig, scorer: Scorer | None,
+                   name: str) -> list[ScoredExample]:
+    report = TruncationReport()
+    examples, targets = [], []
+    texts = []
+    for record in records:
+        example = to_sft_example(record)
+        if scorer is None:
+            value = record.data.get(config.score_field)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                problem = "missing" if value is None else f"expected a number, got {type(value).__name__}"
+                raise DataError.at(record.where, config.score_field, problem)
+            targets.append(float(value))
+        else:
+            texts.append(_prompt_and_response(example))
+        examples.append(example)
+    if scorer is not None:
+        targets = [s.value for s in scorer.score([p for p, _ in texts], [r for _, r in texts])]
+        log.info("%s targets from %s: mean %.4f", name, scorer.name, sum(targets) / len(targets))
+    out = []
+    for example, target in zip(examples, targets):
+        tokenized = tokenize_sft(example, tokenizer, config.max_length, report, config.completion_only_loss,
+                                 config.assistant_only_loss)
+        if tokenized is not None:
+            out.append(ScoredExample(tokenized, target))
+    log.info(report.summary(name))
+    if not out:
+        raise DataError(f"{name} data: every record was dropped ({report.summary(name)}); raise max_length")
+    return out
+
+
+def scored_collate(pack: bool, pad_id: int, cost: float):
+    def collate(examples: list[ScoredExample]) -> PackedBatch:
+        sequences = [sft_sequence(e.example.input_ids, e.example.labels, group=i) for i, e in enumerate(examples)]
+        batch = layout(sequences, pack=pack, num_groups=len(examples), num_items=len(examples), pad_token_id=pad_id,
+                       pair_cost=cost, keep_ends=True)
+        batch.extras["target"] = torch.tensor([e.target for e in examples], dtype=torch.float32)
+        return batch
+
+    return collate
+
+
+def score_sft_loss_fn(config: ScoreSFTConfig):
+    def loss(model: Any, batch: PackedBatch) -> StepOutput:
+        # The head reads the final hidden state, which is the input of the LM head: capture it there.
+        captured: dict[str, torch.Tensor] = {}
+        lm_head = base_model(model).get_output_embeddings()
+        handle = lm_head.register_forward_pre_hook(lambda module, args: captured.__setitem__("hidden", args[0]))
+        try:
+            logits = kept_logits(model, batch)
+        finally:
+            handle.remove()
+        hidden = captured["hidden"]
+        hidden = hidden[batch.logits_mask] if hidden.dim() == 3 else hidden  # full logits: keep the kept rows
+        token_logps = target_logps(logits, batch.target_index, batch.targets)
+        lengths = batch.response_lengths().clamp(min=1)
+        nll = -sequence_logps(token_logps, batch.target_groups, batch.num_groups) / lengths
+        predicted = getattr(model.module if hasattr(model, "module") else model, HEAD)(hidden[batch.end_index]).squeeze(-1)
+        mse = score_regression_loss(predicted, batch.extras["target"])
+        return StepOutput((nll + config.score_alpha * mse).sum(), {"lm_loss": nll.detach().sum(), "reward_mse": mse.detach().sum()})
+
+    return loss
+
+
+def run_score_sft(config: ScoreSFTConfig, model: Any = None, tokenizer: Any = None, scorer: Scorer | None = None,
+                  train_records: Any = None, eval_records: Any = None) -> TrainResult:
+    """`scorer` (Python API) or config.target_scorer gives the targets; otherwise the score field does."""
+    train_raw, eval_raw = read_split(config, "train", train_records), read_split(config, "eval", eval_records)
+    scorer = scorer or (build_scorer(config.target_scorer) if config.target_scorer else None)
+    model, tokenizer = load_policy(config, model, tokenizer)
+    train_set = prepare_scored(train_raw, tokenizer, config, scorer, "train")
+    eval_set = prepare_scored(eval_raw, tokenizer, config, scorer, "eval") if eval_raw else None
+    attach_scalar_head(model, HEAD)
+    collate = scored_collate(resolve_packing(config.packing, model), pad_token_id(tokenizer, model), pair_cost(model))
+    return train(model, tokenizer, config, train_set, collate, score_sft_loss_fn(config), eval_set)
