@@ -7,7 +7,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _measure import peak_memory_mib  # noqa: E402
+from _measure import peak_memory_mib, time_training_loop  # noqa: E402
 
 
 def main() -> None:
@@ -17,19 +17,9 @@ def main() -> None:
     import torch
 
     from vietnamese_ai.recipes import dpo as dpo_recipe
-    from vietnamese_ai.training import loop
-
+    
     torch.set_num_threads(args.get("threads", torch.get_num_threads()))
-    timing = {}
-    original_train = loop.train
-
-    def timed_train(*a, **kw):
-        start = time.perf_counter()
-        result = original_train(*a, **kw)
-        timing["seconds"] = time.perf_counter() - start
-        return result
-
-    dpo_recipe.train = timed_train
+    timing = time_training_loop(dpo_recipe)
     start = time.perf_counter()
     config = dpo_recipe.DPOConfig(
         model_name_or_path=args["model"], ref_model_name_or_path=args["ref_model"], dataset=args["data"],

@@ -3,10 +3,9 @@
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _measure import peak_memory_mib  # noqa: E402
+from _measure import peak_memory_mib, time_training_loop  # noqa: E402
 
 
 def main() -> None:
@@ -14,19 +13,9 @@ def main() -> None:
     import torch
 
     from vietnamese_ai.recipes import reward as reward_recipe
-    from vietnamese_ai.training import loop
 
     torch.set_num_threads(args.get("threads", torch.get_num_threads()))
-    timing = {}
-    original_train = loop.train
-
-    def timed_train(*a, **kw):
-        start = time.perf_counter()
-        result = original_train(*a, **kw)
-        timing["seconds"] = time.perf_counter() - start
-        return result
-
-    reward_recipe.train = timed_train
+    timing = time_training_loop(reward_recipe)
     config = reward_recipe.RewardConfig(
         model_name_or_path=args["model"], dataset=args["data"], output_dir=args["output_dir"], overwrite_output_dir=True,
         per_device_train_batch_size=args["batch_size"], gradient_accumulation_steps=args.get("accumulation", 1),

@@ -6,7 +6,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _measure import peak_memory_mib  # noqa: E402
+from _measure import trl_summary  # noqa: E402
 
 
 def main() -> None:
@@ -32,10 +32,7 @@ def main() -> None:
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
-    history = [dict(h) for h in trainer.state.log_history if "loss" in h]
-    print(json.dumps({"first": history[0], "losses": [h["loss"] for h in history], "train_seconds": seconds,
-                      "pairs": len(dataset) * (args.get("epochs", 1) if args.get("max_steps", -1) <= 0 else 1),
-                      **peak_memory_mib()}))
+    print(json.dumps(trl_summary(trainer, seconds, len(dataset), args)))
 
 
 if __name__ == "__main__":

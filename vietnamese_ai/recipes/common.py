@@ -72,6 +72,12 @@ def read_split(config: TrainingConfig, which: str, records: Any = None) -> list[
     return None
 
 
+def read_splits(config: TrainingConfig, train_records: Any = None, eval_records: Any = None) -> tuple[list[Record], list[Record] | None]:
+    """Training and (optional) evaluation records, read before any model is loaded so that a bad file
+    fails fast."""
+    return read_split(config, "train", train_records), read_split(config, "eval", eval_records)
+
+
 def resolve_packing(requested: bool, model: Any, measure: Any = None) -> bool:
     """Packing stays on only if this model computes packed sequences exactly as separate ones."""
     if not requested:

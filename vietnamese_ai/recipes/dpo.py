@@ -23,7 +23,7 @@ from vietnamese_ai.losses.preference import (
     simpo_loss,
 )
 from vietnamese_ai.models.reference import Reference, response_logps
-from vietnamese_ai.recipes.common import load_policy, read_split
+from vietnamese_ai.recipes.common import load_policy, read_splits
 from vietnamese_ai.recipes.preference import (
     ReferenceConfig,
     attach_reference_logps,
@@ -95,7 +95,7 @@ def dpo_loss_fn(config: DPOConfig, reference: Reference | None):
 def run_dpo(config: DPOConfig, model: Any = None, tokenizer: Any = None, ref_model: Any = None,
             train_records: Any = None, eval_records: Any = None) -> TrainResult:
     """Run a DPO-family method as configured; objects and in-memory records may be given (Python API)."""
-    train_raw, eval_raw = read_split(config, "train", train_records), read_split(config, "eval", eval_records)
+    train_raw, eval_raw = read_splits(config, train_records, eval_records)
     model, tokenizer = load_policy(config, model, tokenizer)
     train_set = read_pairs(train_raw, tokenizer, config.max_length, "train")
     eval_set = read_pairs(eval_raw, tokenizer, config.max_length, "eval")

@@ -21,7 +21,7 @@ from vietnamese_ai.data.types import TokenizedUnpaired
 from vietnamese_ai.losses.preference import kto_kl_estimate, kto_loss
 from vietnamese_ai.models.forward import unwrap
 from vietnamese_ai.models.reference import Reference, response_logps
-from vietnamese_ai.recipes.common import load_policy, pad_token_id, pair_cost, read_split
+from vietnamese_ai.recipes.common import load_policy, pad_token_id, pair_cost, read_splits
 from vietnamese_ai.recipes.preference import ReferenceConfig, attach_reference_logps, build_reference, layout_flags, tokenize_records
 from vietnamese_ai.training.loop import StepOutput, TrainResult, train
 
@@ -94,7 +94,7 @@ def read_unpaired(records: Any, tokenizer: Any, config: KTOConfig, name: str) ->
 
 def run_kto(config: KTOConfig, model: Any = None, tokenizer: Any = None, ref_model: Any = None,
             train_records: Any = None, eval_records: Any = None) -> TrainResult:
-    train_raw, eval_raw = read_split(config, "train", train_records), read_split(config, "eval", eval_records)
+    train_raw, eval_raw = read_splits(config, train_records, eval_records)
     model, tokenizer = load_policy(config, model, tokenizer)
     train_set = read_unpaired(train_raw, tokenizer, config, "train")
     eval_set = read_unpaired(eval_raw, tokenizer, config, "eval")

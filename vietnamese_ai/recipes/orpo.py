@@ -12,7 +12,7 @@ from pydantic import Field
 from vietnamese_ai.data.layout import PackedBatch
 from vietnamese_ai.losses.preference import orpo_loss
 from vietnamese_ai.models.reference import response_logps
-from vietnamese_ai.recipes.common import load_policy, read_split
+from vietnamese_ai.recipes.common import load_policy, read_splits
 from vietnamese_ai.recipes.preference import PreferenceConfig, collate_for, pair_metrics, read_pairs
 from vietnamese_ai.training.loop import StepOutput, TrainResult, train
 
@@ -38,7 +38,7 @@ def orpo_loss_fn(config: ORPOConfig):
 
 def run_orpo(config: ORPOConfig, model: Any = None, tokenizer: Any = None,
              train_records: Any = None, eval_records: Any = None) -> TrainResult:
-    train_raw, eval_raw = read_split(config, "train", train_records), read_split(config, "eval", eval_records)
+    train_raw, eval_raw = read_splits(config, train_records, eval_records)
     model, tokenizer = load_policy(config, model, tokenizer)
     train_set = read_pairs(train_raw, tokenizer, config.max_length, "train")
     eval_set = read_pairs(eval_raw, tokenizer, config.max_length, "eval")

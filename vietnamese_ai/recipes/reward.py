@@ -27,7 +27,7 @@ from vietnamese_ai.recipes.common import (
     pair_cost,
     prepare_trainable,
     quiet_transformers,
-    read_split,
+    read_splits,
     resolve_packing,
 )
 from vietnamese_ai.recipes.preference import pair_collate, read_pairs
@@ -95,7 +95,7 @@ def run_reward(config: RewardConfig, model: Any = None, tokenizer: Any = None,
                train_records: Any = None, eval_records: Any = None) -> TrainResult:
     from accelerate import PartialState
 
-    train_raw, eval_raw = read_split(config, "train", train_records), read_split(config, "eval", eval_records)
+    train_raw, eval_raw = read_splits(config, train_records, eval_records)
     model, tokenizer = load_reward_policy(config, model, tokenizer)
     train_set = read_pairs(train_raw, tokenizer, config.max_length, "train")
     eval_set = read_pairs(eval_raw, tokenizer, config.max_length, "eval")

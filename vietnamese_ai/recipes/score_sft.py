@@ -32,7 +32,7 @@ from vietnamese_ai.losses import sequence_logps, target_logps
 from vietnamese_ai.losses.reward import score_regression_loss
 from vietnamese_ai.models.forward import base_model, kept_logits
 from vietnamese_ai.models.io import attach_scalar_head
-from vietnamese_ai.recipes.common import load_policy, pad_token_id, pair_cost, read_split, resolve_packing
+from vietnamese_ai.recipes.common import load_policy, pad_token_id, pair_cost, read_splits, resolve_packing
 from vietnamese_ai.recipes.sft import SFTConfig
 from vietnamese_ai.scoring import Scorer
 from vietnamese_ai.training.loop import StepOutput, TrainResult, train
@@ -143,7 +143,7 @@ def score_sft_loss_fn(config: ScoreSFTConfig):
 def run_score_sft(config: ScoreSFTConfig, model: Any = None, tokenizer: Any = None, scorer: Scorer | None = None,
                   train_records: Any = None, eval_records: Any = None) -> TrainResult:
     """`scorer` (Python API) or config.target_scorer gives the targets; otherwise the score field does."""
-    train_raw, eval_raw = read_split(config, "train", train_records), read_split(config, "eval", eval_records)
+    train_raw, eval_raw = read_splits(config, train_records, eval_records)
     scorer = scorer or (build_scorer(config.target_scorer) if config.target_scorer else None)
     model, tokenizer = load_policy(config, model, tokenizer)
     train_set = prepare_scored(train_raw, tokenizer, config, scorer, "train")

@@ -18,7 +18,7 @@ from vietnamese_ai.data.tokenize import prepare_sft
 from vietnamese_ai.data.types import TokenizedExample
 from vietnamese_ai.losses import rdrop_kl
 from vietnamese_ai.models.forward import batch_target_logps
-from vietnamese_ai.recipes.common import load_policy, pad_token_id, pair_cost, read_split, resolve_packing, vocab_size
+from vietnamese_ai.recipes.common import load_policy, pad_token_id, pair_cost, read_splits, resolve_packing, vocab_size
 from vietnamese_ai.training.config import TrainingConfig
 from vietnamese_ai.training.loop import StepOutput, TrainResult, train
 
@@ -61,7 +61,7 @@ def sft_collate(pack: bool, pad_id: int, pair_cost: float = 0.0):
 def run_sft(config: SFTConfig, model: Any = None, tokenizer: Any = None,
             train_records: Any = None, eval_records: Any = None) -> TrainResult:
     """Run SFT as configured. `model`, `tokenizer` and the records may be given in memory (Python API)."""
-    train_raw, eval_raw = read_split(config, "train", train_records), read_split(config, "eval", eval_records)
+    train_raw, eval_raw = read_splits(config, train_records, eval_records)
     model, tokenizer = load_policy(config, model, tokenizer)
     vocab = vocab_size(model)
     train_set, report = prepare_sft(train_raw, tokenizer, config.max_length, vocab,
