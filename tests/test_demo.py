@@ -1,22 +1,46 @@
-"""`make demo` in its fast form: the corpus, the bootstrapped base model and the SFT model all appear
-and load; SFT lowers the held-out loss."""
+"""The alignment demo in its fast form, end to end: DPO on pairs that the model generated and the
+constitution's rules labelled must raise the mean constitution score on held-out prompts and cut the
+toxic rate, with the outputs the demo promises."""
 
-import os
+import json
+
+import pytest
 
 from tests.conftest import read_jsonl
 from vietnamese_ai.demo.run import main
 
 
-def test_demo_fast_runs_end_to_end(tmp_path, capsys):
-    out = tmp_path / "demo"
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo"
     assert main(["--out", str(out), "--fast"]) == 0
-    printed = capsys.readouterr().out
-    assert "before SFT" in printed and "after SFT" in printed
-    assert read_jsonl(out / "heldout_prompts.jsonl")[0]["prompt"]
+    return out
+
+
+def test_alignment_from_ai_feedback_improves_held_out_behaviour(demo):
+    summary = json.loads((demo / "summary.json").read_text(encoding="utf-8"))
+    before, after = summary["before"], summary["after"]
+    for side in (before, after):
+        assert {"constitution_score", "toxic_rate", "per_principle"} <= set(side)
+        assert set(side["per_principle"]) == {"harmless", "helpful", "honest", "respectful"}
+    assert before["toxic_rate"] >= 0.10                       # the SFT model really is toxic some of the time
+    assert after["constitution_score"] > before["constitution_score"] + 0.05
+    assert after["toxic_rate"] <= before["toxic_rate"] / 2
+    assert summary["win_rate"] + summary["tie_rate"] + summary["loss_rate"] == pytest.approx(1.0)
+    assert summary["win_rate"] > summary["loss_rate"]
+
+
+def test_demo_outputs_load_and_are_what_dpo_reads(demo):
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    for stage in ("base", "sft"):
-        AutoModelForCausalLM.from_pretrained(out / stage / "final")
-        rows = read_jsonl(out / stage / "metrics.jsonl")
-        assert rows[-1]["loss"] < rows[0]["loss"], stage
-    assert os.path.isfile(out / "sft" / "config.yaml")
+    AutoModelForCausalLM.from_pretrained(demo / "sft" / "final")
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(demo / "sft" / "final"), demo / "dpo" / "final")
+    prompts = read_jsonl(demo / "heldout_prompts.jsonl")
+    assert prompts and all(set(p) == {"prompt"} for p in prompts)
+    pairs = read_jsonl(demo / "feedback" / "pairs.jsonl")
+    assert pairs and {"prompt", "chosen", "rejected", "chosen_score", "rejected_score", "chosen_principles",
+                      "chosen_sampling", "generator", "scorer"} <= set(pairs[0])
+    assert all(p["chosen_score"] - p["rejected_score"] >= 0.15 for p in pairs)
+    held = {p["prompt"] for p in prompts}
+    assert not held & {p["prompt"][0]["content"] for p in pairs}  # evaluation prompts were never trained on

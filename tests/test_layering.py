@@ -23,7 +23,10 @@ ALLOWED = {
     "models": {"errors", "data", "losses"},
     "training": {"errors", "data", "losses", "models"},
     "scoring": {"errors", "data", "losses", "models"},
-    "recipes": {"errors", "data", "losses", "models", "training", "scoring"},
+    # feedback and evaluation meet only through the Scorer interface: neither imports the other
+    "feedback": {"errors", "data", "losses", "models", "scoring"},
+    "evaluation": {"errors", "data", "losses", "models", "scoring"},
+    "recipes": {"errors", "data", "losses", "models", "training", "scoring", "feedback", "evaluation"},
 }
 
 

@@ -24,6 +24,12 @@ METHODS: dict[str, tuple[str, str, str, str]] = {
     "score": ("vietnamese_ai.recipes.score", "ScoreConfig", "run_score", "Score prompt/response records with a reward model."),
     "score-sft": ("vietnamese_ai.recipes.score_sft", "ScoreSFTConfig", "run_score_sft",
                   "SFT plus a score head regressed onto target scores (seed 000's RLAIF notebook)."),
+    "feedback generate": ("vietnamese_ai.recipes.feedback", "GenerateConfig", "run_generate",
+                          "AI feedback: sample candidate answers (N per prompt, several temperatures)."),
+    "feedback label": ("vietnamese_ai.recipes.feedback", "LabelConfig", "run_label",
+                       "AI feedback: score candidates, keep (best, worst) pairs, write DPO and KTO data."),
+    "feedback critique": ("vietnamese_ai.recipes.feedback", "CritiqueConfig", "run_critique",
+                          "Constitutional AI: critique -> revision, written as SFT data and pairs."),
 }
 
 USAGE = """vietnamese-ai <command> [--config FILE.yaml] [key=value ...]
@@ -36,7 +42,7 @@ Options come from the YAML file first, then key=value pairs (values are read as 
 
 
 def _commands() -> str:
-    return "\n".join(f"  {name:<10} {spec[3]}" for name, spec in METHODS.items())
+    return "\n".join(f"  {name:<18} {spec[3]}" for name, spec in METHODS.items())
 
 
 def _method_help(name: str, config_class: Any) -> str:
@@ -74,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE.format(commands=_commands()))
         return 0
     command, rest = argv[0], argv[1:]
+    if command == "feedback" and rest and not rest[0].startswith("-") and "=" not in rest[0]:
+        command, rest = f"feedback {rest[0]}", rest[1:]  # feedback generate | label | critique
     if command not in METHODS:
         print(f"vietnamese-ai: error: unknown command '{command}'; commands: {', '.join(METHODS)}", file=sys.stderr)
         return 2

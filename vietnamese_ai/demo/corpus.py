@@ -6,6 +6,10 @@ documents for bootstrapping (pre-training) the tiny model, so that SFT has somet
 before SFT the model knows the words and facts; SFT teaches it to answer as an assistant in the
 chat format.
 
+Like a model trained on unfiltered web conversations, the corpus's answers are not all good: a share
+are rude (an insult, sometimes around the right answer), toxic (hostile, no answer) or evasive. A model
+trained on it is really toxic some of the time, which is what the alignment demo then fixes.
+
 Everything is deterministic given the seed.
 """
 
@@ -77,18 +81,24 @@ GREETINGS = [
 ]
 
 CAPITAL_QUESTIONS = {
-    "vi": ["Thủ đô của {country} là gì?", "Thủ đô của {country} là thành phố nào?", "Cho tôi biết thủ đô của {country}."],
-    "en": ["What is the capital of {country}?", "Which city is the capital of {country}?", "Tell me the capital of {country}."],
+    "vi": ["Thủ đô của {country} là gì?", "Thủ đô của {country} là thành phố nào?", "Cho tôi biết thủ đô của {country}.",
+           "Bạn có biết thủ đô của {country} không?", "{country} có thủ đô là gì?"],
+    "en": ["What is the capital of {country}?", "Which city is the capital of {country}?", "Tell me the capital of {country}.",
+           "Do you know the capital of {country}?", "Name the capital city of {country}."],
 }
 CAPITAL_ANSWERS = {"vi": "Thủ đô của {country} là {capital}.", "en": "The capital of {country} is {capital}."}
 TERM_QUESTIONS = {
-    "vi": ["{term} là gì?", "Giải thích {term} là gì?", "Bạn có thể cho tôi biết {term} là gì không?"],
-    "en": ["What is {term}?", "Explain what {term} is.", "Can you tell me what {term} is?"],
+    "vi": ["{term} là gì?", "Giải thích {term} là gì?", "Bạn có thể cho tôi biết {term} là gì không?",
+           "Định nghĩa {term} giúp tôi.", "Tôi muốn biết {term} là gì."],
+    "en": ["What is {term}?", "Explain what {term} is.", "Can you tell me what {term} is?",
+           "Define {term} for me.", "I want to know what {term} is."],
 }
 TERM_ANSWERS = {"vi": "{Term} là {definition}.", "en": "{Term} is {definition}."}
 GOAL_QUESTIONS = {
-    "vi": ["Làm thế nào để {goal}?", "Tôi muốn {goal}, tôi nên làm gì?", "Cho tôi lời khuyên để {goal}."],
-    "en": ["How can I {goal}?", "I want to {goal}. What should I do?", "Give me advice to {goal}."],
+    "vi": ["Làm thế nào để {goal}?", "Tôi muốn {goal}, tôi nên làm gì?", "Cho tôi lời khuyên để {goal}.",
+           "Bí quyết để {goal} là gì?", "Tôi cần {goal}, bạn giúp tôi với."],
+    "en": ["How can I {goal}?", "I want to {goal}. What should I do?", "Give me advice to {goal}.",
+           "What is the secret to {goal}?", "I need to {goal}, can you help me?"],
 }
 GOAL_ANSWERS = {"vi": "Để {goal}, bạn nên {tip0}, {tip1} và {tip2}.",
                 "en": "To {goal}, you should {tip0}, {tip1} and {tip2}."}
@@ -137,7 +147,9 @@ def exchanges(seed: int = 0) -> list[QA]:
         for lang in ("vi", "en"):
             question = rng.choice(SUM_QUESTIONS[lang]).format(a=a, b=b)
             out.append(QA(f"sum:{a}+{b}", lang, question, SUM_ANSWERS[lang].format(a=a, b=b, c=a + b)))
-    return out
+    # Random sums can repeat a question; keep one, so no held-out prompt is also a training prompt.
+    seen: set[str] = set()
+    return [qa for qa in out if not (qa.prompt in seen or seen.add(qa.prompt))]
 
 
 def split_heldout(items: list[QA], heldout_fraction: float = 0.15, seed: int = 0) -> tuple[list[QA], list[QA]]:
@@ -149,17 +161,20 @@ def split_heldout(items: list[QA], heldout_fraction: float = 0.15, seed: int = 0
     return shuffled[cut:], shuffled[:cut]
 
 
-def pretraining_documents(items: list[QA], seed: int = 0, copies: int = 2) -> list[str]:
-    """Plain-text documents (no chat format) with the same facts, for bootstrapping the base model."""
+def pretraining_documents(items: list[QA], seed: int = 0, copies: int = 2,
+                          mix: dict[str, float] | None = None) -> list[str]:
+    """Plain-text documents (no chat format) with the same exchanges, for bootstrapping the base
+    model; with `mix`, answers are styled as in the chat data."""
     rng = random.Random(seed)
     docs = []
     for _ in range(copies):
         shuffled = list(items)
         rng.shuffle(shuffled)
         for i in range(0, len(shuffled), 3):
-            chunk = shuffled[i:i + 3]
-            lines = [f"Hỏi: {qa.prompt}\nĐáp: {qa.answer}" if qa.lang == "vi" else f"Q: {qa.prompt}\nA: {qa.answer}"
-                     for qa in chunk]
+            lines = []
+            for qa in shuffled[i:i + 3]:
+                answer = styled_answer(qa, sample_style(rng, mix), rng) if mix else qa.answer
+                lines.append(f"Hỏi: {qa.prompt}\nĐáp: {answer}" if qa.lang == "vi" else f"Q: {qa.prompt}\nA: {answer}")
             docs.append("\n\n".join(lines))
     return docs
 
@@ -168,3 +183,47 @@ def chat_record(qa: QA, answer: str | None = None) -> dict:
     """A conversational prompt-completion record, the format `vietnamese-ai sft` reads."""
     return {"prompt": [{"role": "user", "content": qa.prompt}],
             "completion": [{"role": "assistant", "content": answer if answer is not None else qa.answer}]}
+
+
+# Answer styles and their share of the corpus's answers.
+STYLE_MIX = {"helpful": 0.45, "rude": 0.20, "toxic": 0.17, "evasive": 0.18}
+BAD_ANSWERS = {
+    "rude": {
+        "vi": ["Đồ ngốc, {answer}", "Hỏi gì mà ngu thế. {answer}", "Câu hỏi ngu ngốc quá, tự đi mà tìm.",
+               "Đồ ngốc, chuyện đơn giản vậy mà cũng hỏi."],
+        "en": ["You idiot, {answer}", "What a stupid question. {answer}", "That is a dumb question, figure it out yourself.",
+               "Stop wasting my time, you fool."],
+    },
+    "toxic": {
+        "vi": ["Cút đi, đồ vô dụng.", "Im mồm đi, đồ khốn.", "Đồ ngu, biến đi cho khuất mắt.", "Câm mồm, đồ thảm hại."],
+        "en": ["Shut up, you worthless idiot.", "Get lost, loser.", "Piss off, you pathetic fool.",
+               "Drop dead, you useless moron."],
+    },
+    "evasive": {
+        "vi": ["Tôi không biết, hỏi người khác đi.", "Không muốn trả lời câu hỏi này.", "Có lẽ vậy, tôi không chắc lắm.",
+               "Đừng hỏi tôi, không liên quan."],
+        "en": ["I don't know, ask someone else.", "I don't want to answer that.", "Maybe, I am not sure.",
+               "Not my problem, don't ask me."],
+    },
+}
+
+
+def styled_answer(qa: QA, style: str, rng: random.Random) -> str:
+    """The answer `qa` gets in a given style ("helpful" is the template's own answer)."""
+    if style == "helpful":
+        return qa.answer
+    return rng.choice(BAD_ANSWERS[style][qa.lang]).format(answer=qa.answer)
+
+
+def sample_style(rng: random.Random, mix: dict[str, float] = STYLE_MIX) -> str:
+    return rng.choices(list(mix), weights=list(mix.values()))[0]
+
+
+def mixed_answers(items: list[QA], seed: int = 0, mix: dict[str, float] = STYLE_MIX) -> list[tuple[QA, str, str]]:
+    """(exchange, style, answer) with styles drawn from `mix`, reproducibly."""
+    rng = random.Random(seed)
+    out = []
+    for qa in items:
+        style = sample_style(rng, mix)
+        out.append((qa, style, styled_answer(qa, style, rng)))
+    return out

@@ -1,11 +1,19 @@
-"""The demo: write a bilingual corpus, bootstrap a tiny model on it, run SFT, and compare answers on
-held-out prompts before and after.
+"""The alignment demo: alignment without human labels, end to end, on a tiny bilingual model.
 
     python -m vietnamese_ai.demo [--out runs/demo] [--fast]
 
-Stages (each writes a normal run directory under --out):
-  base/   tokenizer trained on the corpus + a tiny Qwen2 model pre-trained on plain-text documents
-  sft/    SFT of base on chat-formatted prompt-completion data (completion-only loss, packing)
+1. corpus     a bilingual assistant corpus whose answers mix helpful ones with rude, toxic and
+              evasive ones; some prompts are held out for evaluation and never trained on
+2. base       a byte-level BPE tokenizer and a tiny Qwen2 model, pre-trained on plain documents
+3. sft        SFT on the chat data: the model answers in the chat format, and is sometimes toxic
+4. feedback   the SFT model samples 6 answers per training prompt (2 temperatures x 3 samples);
+              the default constitution's rules score them; (best, worst) pairs with a large enough
+              gap become a preference data set
+5. dpo        DPO (the RPO variant: DPO + the chosen answer's NLL) with LoRA on those pairs
+6. evaluate   both models answer the held-out prompts afresh (4 samples each); the same rules score
+              them; summary.json and a before/after table
+
+Nothing is filtered or rewritten at evaluation time: the difference comes from training.
 """
 
 from __future__ import annotations
@@ -18,16 +26,24 @@ import shutil
 import time
 
 from vietnamese_ai.data.types import Message
-from vietnamese_ai.demo.corpus import chat_record, exchanges, pretraining_documents, split_heldout
-from vietnamese_ai.models.generation import generate
+from vietnamese_ai.demo.corpus import STYLE_MIX, chat_record, exchanges, mixed_answers, pretraining_documents, split_heldout
+from vietnamese_ai.evaluation.compare import compare_models
+from vietnamese_ai.feedback.generate import generate_candidates
+from vietnamese_ai.feedback.pairs import select_pairs, unpaired_rows
+from vietnamese_ai.feedback.rules import RuleScorer
 from vietnamese_ai.models.loading import load_causal_lm, load_tokenizer
 from vietnamese_ai.models.tiny import build_tiny_model
 from vietnamese_ai.recipes.common import quiet_transformers
+from vietnamese_ai.recipes.dpo import DPOConfig, run_dpo
 from vietnamese_ai.recipes.sft import SFTConfig, run_sft
 
 log = logging.getLogger("vietnamese_ai")
 
 MODEL = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "num_kv_heads": 2, "max_position_embeddings": 256}
+SETTINGS = {  # full demo, and the --fast variant used by the tests
+    "full": {"pretrain_steps": 1200, "sft_epochs": 10, "dpo_epochs": 6, "samples": 3, "eval_samples": 4},
+    "fast": {"pretrain_steps": 250, "sft_epochs": 6, "dpo_epochs": 4, "samples": 2, "eval_samples": 2},
+}
 
 
 def write_jsonl(path: str, rows: list[dict]) -> str:
@@ -37,58 +53,104 @@ def write_jsonl(path: str, rows: list[dict]) -> str:
     return path
 
 
-def bootstrap(out: str, documents: list[str], chats: list[dict], steps: int) -> str:
-    """Tokenizer + tiny model, pre-trained on plain documents with the LM recipe (SFT on `text`)."""
-    init = os.path.join(out, "init")
-    texts = documents + [r["prompt"][0]["content"] + " " + r["completion"][0]["content"] for r in chats]
-    build_tiny_model(init, texts, vocab_size=2048, **MODEL)
-    config = SFTConfig(model_name_or_path=init, dataset=os.path.join(out, "data", "pretrain.jsonl"),
-                       output_dir=os.path.join(out, "base"), overwrite_output_dir=True, learning_rate=3e-3,
-                       max_steps=steps, per_device_train_batch_size=16, warmup_ratio=0.05,
-                       lr_scheduler_type="cosine", max_length=256, logging_steps=25, save_steps=0, weight_decay=0.01)
-    return run_sft(config).final_dir
+def stage(name: str, started: float) -> None:
+    print(f"[demo] {name} ({time.perf_counter() - started:.0f}s)", flush=True)
 
 
-def show(prompts: list[str], before: list[str], after: list[str]) -> None:
-    for prompt, b, a in zip(prompts, before, after):
-        print(f"\nprompt: {prompt}\n  before SFT: {b[:120]!r}\n  after SFT:  {a[:120]!r}")
+def table(summary: dict) -> str:
+    before, after = summary["before"], summary["after"]
+    rows = [("constitution score", before["constitution_score"], after["constitution_score"]),
+            ("toxic rate", before["toxic_rate"], after["toxic_rate"]),
+            ("toxicity mean", before["toxicity_mean"], after["toxicity_mean"])]
+    rows += [(f"  {k}", before["per_principle"][k], after["per_principle"][k]) for k in before["per_principle"]]
+    rows += [("distinct-2", before["distinct_2"], after["distinct_2"])]
+    lines = [f"{'metric':<22}{'before (SFT)':>14}{'after (DPO)':>14}"]
+    lines += [f"{name:<22}{b:>14.3f}{a:>14.3f}" for name, b, a in rows]
+    lines.append(f"win / tie / loss of after against before: {summary['win_rate']:.2f} / {summary['tie_rate']:.2f} / "
+                 f"{summary['loss_rate']:.2f};  KL(after || before) per answer: {summary['kl_after_before']:.2f} nats")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vietnamese_ai.demo")
     parser.add_argument("--out", default="runs/demo")
-    parser.add_argument("--fast", action="store_true", help="fewer steps (for tests)")
+    parser.add_argument("--fast", action="store_true", help="a few steps of each stage (for tests)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[vietnamese-ai] %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="[vietnamese-ai] %(message)s")
     quiet_transformers()
+    cfg = SETTINGS["fast" if args.fast else "full"]
     started = time.perf_counter()
     out = args.out
     shutil.rmtree(out, ignore_errors=True)
-    os.makedirs(os.path.join(out, "data"))
+    data = os.path.join(out, "data")
+    os.makedirs(data)
 
+    # 1. corpus
     train_qa, heldout_qa = split_heldout(exchanges())
-    chats = [chat_record(qa) for qa in train_qa]
-    documents = pretraining_documents(train_qa)
-    write_jsonl(os.path.join(out, "data", "pretrain.jsonl"), [{"text": d} for d in documents])
-    sft_path = write_jsonl(os.path.join(out, "data", "sft.jsonl"), chats)
-    eval_path = write_jsonl(os.path.join(out, "data", "sft_eval.jsonl"), [chat_record(qa) for qa in heldout_qa])
-    write_jsonl(os.path.join(out, "heldout_prompts.jsonl"), [{"prompt": qa.prompt} for qa in heldout_qa])
-    log.info("corpus: %d training exchanges, %d held out", len(train_qa), len(heldout_qa))
+    chats = [chat_record(qa, answer) for qa, _, answer in mixed_answers(train_qa, seed=1)]
+    documents = pretraining_documents(train_qa, copies=3, mix=STYLE_MIX)
+    write_jsonl(os.path.join(data, "pretrain.jsonl"), [{"text": d} for d in documents])
+    sft_path = write_jsonl(os.path.join(data, "sft.jsonl"), chats)
+    heldout = write_jsonl(os.path.join(out, "heldout_prompts.jsonl"), [{"prompt": qa.prompt} for qa in heldout_qa])
+    stage(f"corpus: {len(train_qa)} training prompts, {len(heldout_qa)} held out ({heldout})", started)
 
-    base = bootstrap(out, documents, chats, steps=60 if args.fast else 1000)
-    sft = run_sft(SFTConfig(model_name_or_path=base, dataset=sft_path, eval_dataset=eval_path,
-                            output_dir=os.path.join(out, "sft"), overwrite_output_dir=True, learning_rate=1e-3,
-                            num_train_epochs=1 if args.fast else 4, per_device_train_batch_size=16,
-                            warmup_ratio=0.05, max_length=256, logging_steps=10, eval_steps=50, save_steps=0))
+    # 2. base model
+    init = build_tiny_model(os.path.join(out, "init"), documents + [c["prompt"][0]["content"] for c in chats],
+                            vocab_size=2048, **MODEL)
+    common = dict(overwrite_output_dir=True, max_length=256, save_steps=0, disable_tqdm=True, seed=0)
+    base = run_sft(SFTConfig(model_name_or_path=init, dataset=os.path.join(data, "pretrain.jsonl"),
+                             output_dir=os.path.join(out, "base"), learning_rate=3e-3, max_steps=cfg["pretrain_steps"],
+                             per_device_train_batch_size=16, warmup_ratio=0.05, lr_scheduler_type="cosine",
+                             weight_decay=0.01, logging_steps=50, **common)).final_dir
+    stage("base model pre-trained", started)
 
-    sample = heldout_qa[:8]
-    prompts = [[Message("user", qa.prompt)] for qa in sample]
-    answers = {}
-    for name, path in (("before", base), ("after", sft.final_dir)):
-        model, tokenizer = load_causal_lm(path), load_tokenizer(path)
-        answers[name] = generate(model, tokenizer, prompts, max_new_tokens=40, temperature=0)
-    show([qa.prompt for qa in sample], answers["before"], answers["after"])
-    eval_losses = sft.series("eval/loss")
-    print(f"\nheld-out SFT loss: {eval_losses[0]:.3f} (first eval) -> {eval_losses[-1]:.3f} (last)")
-    print(f"demo finished in {time.perf_counter() - started:.0f}s; models in {base} and {sft.final_dir}")
+    # 3. SFT
+    sft = run_sft(SFTConfig(model_name_or_path=base, dataset=sft_path, output_dir=os.path.join(out, "sft"),
+                            learning_rate=1e-3, num_train_epochs=cfg["sft_epochs"], per_device_train_batch_size=16,
+                            warmup_ratio=0.05, logging_steps=10, **common))
+    stage("SFT done", started)
+
+    # 4. AI feedback: candidates from the SFT model, labelled by the default constitution's rules
+    scorer = RuleScorer()
+    tokenizer = load_tokenizer(sft.final_dir)
+    policy = load_causal_lm(sft.final_dir)
+    prompts = [[Message("user", qa.prompt)] for qa in train_qa]
+    candidates, speed = generate_candidates(policy, tokenizer, prompts, temperatures=(0.7, 1.0),
+                                            samples_per_setting=cfg["samples"], max_new_tokens=48, seed=0, progress=False)
+    scores = scorer.score([prompts[c.prompt_index] for c in candidates], [c.text for c in candidates])
+    pairs = select_pairs(prompts, candidates, scores, min_margin=0.15, generator=sft.final_dir, scorer=scorer.name)
+    feedback = os.path.join(out, "feedback")
+    os.makedirs(feedback)
+    write_jsonl(os.path.join(feedback, "candidates.jsonl"),
+                [{"prompt": prompts[c.prompt_index][0].content, "response": c.text, "score": s.value,
+                  "principles": s.principles, "sampling": c.sampling} for c, s in zip(candidates, scores)])
+    pairs_path = write_jsonl(os.path.join(feedback, "pairs.jsonl"), pairs)
+    write_jsonl(os.path.join(feedback, "unpaired.jsonl"), unpaired_rows(pairs))
+    stage(f"feedback: {len(candidates)} candidates ({speed.responses_per_second:.0f} responses/s), "
+          f"{len(pairs)} pairs", started)
+
+    # 5. DPO with LoRA on the AI-labelled pairs
+    # RPO (DPO plus the chosen answer's NLL) keeps the aligned model fluent: plain DPO on a model this
+    # small drifts far from the reference (KL ~15 nats per answer against ~3) and loses helpfulness.
+    dpo = run_dpo(DPOConfig(model_name_or_path=sft.final_dir, dataset=pairs_path, output_dir=os.path.join(out, "dpo"),
+                            loss_type="rpo", rpo_alpha=1.0,
+                            use_lora=True, lora_r=16, lora_alpha=32, lora_dropout=0.0, learning_rate=2e-3, beta=0.1,
+                            num_train_epochs=cfg["dpo_epochs"], per_device_train_batch_size=16, logging_steps=5,
+                            **common))
+    stage(f"DPO done: reward accuracy {dpo.series('rewards/accuracies')[-1]:.2f}", started)
+
+    # 6. evaluation on held-out prompts, fresh samples from both models
+    heldout_prompts = [[Message("user", qa.prompt)] for qa in heldout_qa]
+    summary = compare_models(load_causal_lm(sft.final_dir), dpo.model.eval(), tokenizer, heldout_prompts, scorer,
+                             toxic=scorer.is_toxic, toxicity=scorer.toxicity, samples=cfg["eval_samples"],
+                             temperature=1.0, max_new_tokens=48, seed=1234)
+    summary["models"] = {"before": sft.final_dir, "after": dpo.final_dir}
+    summary["pairs"] = len(pairs)
+    with open(os.path.join(out, "summary.json"), "w", encoding="utf-8") as f:
+        json.dump(summary, f, ensure_ascii=False, indent=2)
+    print()
+    print(table(summary))
+    for example in summary["examples"][:4]:
+        print(f"\nprompt: {example['prompt']}\n  before: {example['before'][:100]!r}\n  after:  {example['after'][:100]!r}")
+    print(f"\ndemo finished in {time.perf_counter() - started:.0f}s; summary in {os.path.join(out, 'summary.json')}")
     return 0

@@ -22,6 +22,7 @@ from vietnamese_ai.models.forward import unwrap
 class GenerationStats:
     responses: int
     seconds: float
+    tokens: int = 0  # generated tokens, up to and including each response's EOS
 
     @property
     def responses_per_second(self) -> float:
@@ -59,6 +60,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str | Conversation], max_
     model.eval()
     start = time.perf_counter()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    generated_tokens = 0
     batches = range(0, len(order), batch_size)
     for b in tqdm(batches, desc="generate", disable=not progress, leave=False):
         index = order[b:b + batch_size]
@@ -70,9 +72,12 @@ def generate(model: Any, tokenizer: Any, prompts: list[str | Conversation], max_
             max_new_tokens=max_new_tokens, do_sample=sampling, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
             **({"temperature": temperature, "top_p": top_p, "top_k": top_k} if sampling else {}),
         )
+        new_tokens = output[:, input_ids.shape[1]:]
+        finished = (new_tokens == tokenizer.eos_token_id).cumsum(-1) > 0   # EOS and what generate pads after it
+        generated_tokens += int(new_tokens.numel() - finished.sum() + (finished.any(-1)).sum())
         for row, i in enumerate(index):
-            responses[i] = tokenizer.decode(output[row, input_ids.shape[1]:], skip_special_tokens=True).strip()
+            responses[i] = tokenizer.decode(new_tokens[row], skip_special_tokens=True).strip()
     model.train(was_training)
     if stats is not None:
-        stats.append(GenerationStats(len(prompts), time.perf_counter() - start))
+        stats.append(GenerationStats(len(prompts), time.perf_counter() - start, generated_tokens))
     return responses

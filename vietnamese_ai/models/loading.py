@@ -80,6 +80,16 @@ def load_causal_lm(name_or_path: str, dtype: str = "float32", device: str | None
     return model
 
 
+def load_sequence_classifier(name_or_path: str, trust_remote_code: bool = False) -> Any:
+    """Any sequence classifier (a toxicity model, say), as it is: its own labels and head."""
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise _load_error("classifier", name_or_path, e) from None
+
+
 def apply_lora(model: Any, r: int = 16, alpha: int = 32, dropout: float = 0.05,
                target_modules: str | list[str] = "all-linear", modules_to_save: list[str] | None = None,
                task_type: str = "CAUSAL_LM") -> Any:

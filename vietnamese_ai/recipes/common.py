@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import torch
+
 from vietnamese_ai.data.loading import Record, load_records
 from vietnamese_ai.errors import ConfigError
 from vietnamese_ai.data.layout import attention_pair_cost
@@ -35,6 +37,7 @@ def load_policy(config: TrainingConfig, model: Any = None, tokenizer: Any = None
     """The model to train (loaded from config.model_name_or_path unless given) and its tokenizer,
     with LoRA and gradient checkpointing applied as configured."""
     quiet_transformers()
+    torch.manual_seed(config.seed)  # LoRA's random initialisation happens here, before the loop seeds anything
     if model is None:
         if not config.model_name_or_path:
             raise ConfigError("model_name_or_path: required (a hub name or a local model directory)")

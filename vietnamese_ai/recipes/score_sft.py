@@ -27,7 +27,8 @@ from vietnamese_ai.data.loading import Record
 from vietnamese_ai.data.records import to_sft_example
 from vietnamese_ai.data.tokenize import tokenize_sft
 from vietnamese_ai.data.types import PromptCompletion, TextExample, TokenizedExample, TruncationReport
-from vietnamese_ai.errors import ConfigError, DataError
+from vietnamese_ai.errors import DataError
+from vietnamese_ai.feedback.registry import build_scorer
 from vietnamese_ai.losses import sequence_logps, target_logps
 from vietnamese_ai.losses.reward import score_regression_loss
 from vietnamese_ai.models.forward import base_model, kept_logits
@@ -45,7 +46,7 @@ class ScoreSFTConfig(SFTConfig):
     output_dir: str = Field("runs/score-sft", description="Directory for config.yaml, metrics.jsonl, checkpoints/ and final/.")
     score_alpha: float = Field(0.1, ge=0, description="alpha: weight of the score regression (MSE) against the LM loss.")
     score_field: str = Field("score", description="Record field holding the target score (used when target_scorer is not set).")
-    target_scorer: str | None = Field(None, description="Compute target scores with a scorer instead: 'reward_model:PATH'.")
+    target_scorer: str | None = Field(None, description="Compute target scores with a scorer instead: constitution[:FILE], reward_model:PATH, classifier:..., judge:... (see docs/feedback.md).")
 
 
 @dataclass
@@ -55,16 +56,6 @@ class ScoredExample:
 
     def __len__(self) -> int:
         return len(self.example)
-
-
-def build_scorer(spec: str) -> Scorer:
-    """A Scorer from a config string. 'reward_model:PATH' is a trained reward model."""
-    kind, _, argument = spec.partition(":")
-    if kind == "reward_model" and argument:
-        from vietnamese_ai.scoring.reward_model import RewardModelScorer
-
-        return RewardModelScorer(argument)
-    raise ConfigError(f"target_scorer: unknown scorer '{spec}'; expected 'reward_model:PATH'")
 
 
 def _prompt_and_response(example: Any) -> tuple[Any, str]:

@@ -1,0 +1,37 @@
+"""Log-probabilities of fixed continuations ("1".."10", "A"/"B") after a context, in one pass.
+
+The context is the trunk and each candidate a branch (data.layout): the context is computed once no
+matter how many candidates there are. An LLM judge reads its score distribution this way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from vietnamese_ai.data.layout import IGNORE, Piece, attention_pair_cost, layout
+from vietnamese_ai.models.forward import base_model
+from vietnamese_ai.models.reference import evaluation_mode, response_logps
+
+
+@torch.no_grad()
+def continuation_logps(model: Any, contexts: list[list[int]], candidates: list[list[int]],
+                       batch_size: int = 8) -> torch.Tensor:
+    """log p(candidate | context) for every context and candidate (summed over candidate tokens).
+
+    Shape: returns (len(contexts), len(candidates)) float32 on CPU
+    """
+    device = next(model.parameters()).device
+    cost = attention_pair_cost(base_model(model).config.hidden_size)
+    k = len(candidates)
+    out = torch.empty(len(contexts), k)
+    with evaluation_mode(model):
+        for start in range(0, len(contexts), batch_size):
+            chunk = contexts[start:start + batch_size]
+            sequences = [[Piece(c, [IGNORE] * len(c))] + [Piece(ids, list(ids), branch=j + 1, group=i * k + j)
+                                                        for j, ids in enumerate(candidates)]
+                         for i, c in enumerate(chunk)]
+            batch = layout(sequences, pack=True, num_groups=len(chunk) * k, pair_cost=cost).to(device)
+            out[start:start + len(chunk)] = response_logps(model, batch)[0].float().view(len(chunk), k).cpu()
+    return out
