@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vietnamese_ai.errors import DataError
+from vietnamese_ai.errors import ConfigError, DataError
 
 LOCAL_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -162,3 +162,25 @@ def _read_hub(name: str, split: str, subset: str | None) -> list[Record]:
         raise DataError(f"{name}: not a local file, and loading it from the Hugging Face hub failed "
                         f"(split '{split}'): {type(e).__name__}: {e}") from None
     return [Record(f"{name}[{split}]: record {i}", dict(row)) for i, row in enumerate(ds, start=1)]
+
+
+def read_yaml(path: str, what: str = "config") -> dict[str, Any]:
+    """A YAML mapping read with yaml.safe_load; every problem is a one-line ConfigError."""
+    import yaml
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: {what} file not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}: line {mark.line + 1}" if mark else path
+        raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid UTF-8") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of key: value, got {type(data).__name__}")
+    return data

@@ -25,8 +25,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
+from vietnamese_ai.data.loading import read_yaml
 from vietnamese_ai.errors import ConfigError
 from vietnamese_ai.feedback.text import BUILTIN_LEXICONS, Lexicon, builtin_lexicon, read_terms
 
@@ -119,12 +118,4 @@ def parse_constitution(data: Any, source: str, base_dir: str = ".") -> Constitut
 def load_constitution(path: str | None = None) -> Constitution:
     """The built-in constitution, or a user YAML file (read with yaml.safe_load)."""
     path = path or DEFAULT_PATH
-    if not os.path.isfile(path):
-        raise ConfigError(f"{path}: constitution file not found")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise ConfigError(f"{path}{f': line {mark.line + 1}' if mark else ''}: invalid YAML") from None
-    return parse_constitution(data, path, os.path.dirname(os.path.abspath(path)))
+    return parse_constitution(read_yaml(path, "constitution"), path, os.path.dirname(os.path.abspath(path)))

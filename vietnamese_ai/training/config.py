@@ -7,12 +7,12 @@ the field descriptions below, so it documents every option.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from vietnamese_ai.data.loading import read_yaml
 from vietnamese_ai.errors import ConfigError
 
 C = TypeVar("C", bound=BaseModel)
@@ -88,25 +88,6 @@ def parse_override(item: str) -> tuple[str, Any]:
     if isinstance(value, str) and "," in value and key.endswith("modules"):
         value = [v.strip() for v in value.split(",") if v.strip()]
     return key.strip(), value
-
-
-def read_yaml(path: str) -> dict[str, Any]:
-    if not os.path.isfile(path):
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}: line {mark.line + 1}" if mark else path
-        raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not valid UTF-8") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of key: value, got {type(data).__name__}")
-    return data
 
 
 def build_config(cls: type[C], values: dict[str, Any], sources: dict[str, str] | None = None) -> C:
