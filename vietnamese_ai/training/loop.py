@@ -202,27 +202,116 @@ def evaluate(model: Any, accelerator: Any, data: Sequence[Any], collate: Collate
     return {"eval/loss": loss / max(items, 1), **{f"eval/{k}": v for k, v in means.items()}}
 
 
+@dataclass
+class DataSchedule:
+    """Which examples each optimizer step sees: a seeded permutation per epoch, cut into micro-batches,
+    micro-batch m of a step going to rank m % world. Resuming needs only (epoch, micro_index)."""
+
+    size: int
+    batch_size: int
+    accumulation: int
+    world: int
+    rank: int
+    seed: int
+
+    def __post_init__(self) -> None:
+        # Every rank gets the same number of micro-batches; a remainder smaller than `world` is dropped.
+        self.micro_per_epoch = math.ceil(self.size / self.batch_size) // self.world * self.world
+        if self.micro_per_epoch == 0:
+            raise ConfigError(f"per_device_train_batch_size: {self.size} training examples cannot fill one "
+                              f"micro-batch on each of {self.world} processes")
+        self.steps_per_epoch = math.ceil(self.micro_per_epoch // self.world / self.accumulation)
+        self._order: tuple[int, list[int]] | None = None
+
+    def order(self, epoch: int) -> list[int]:
+        if self._order is None or self._order[0] != epoch:
+            generator = torch.Generator().manual_seed(self.seed + epoch)
+            self._order = (epoch, torch.randperm(self.size, generator=generator).tolist())
+        return self._order[1]
+
+    def next_step(self, state: TrainerState) -> list[list[int]]:
+        """This rank's micro-batches (example indices) for one optimizer step; advances `state`."""
+        order = self.order(state.epoch)
+        rounds = min(self.accumulation, (self.micro_per_epoch - state.micro_index) // self.world)
+        batches = []
+        for r in range(rounds):
+            m = state.micro_index + r * self.world + self.rank
+            batches.append(order[m * self.batch_size:(m + 1) * self.batch_size])
+        state.micro_index += rounds * self.world
+        if state.micro_index >= self.micro_per_epoch:
+            state.epoch, state.micro_index = state.epoch + 1, 0
+        return batches
+
+
+def _accumulate(model: Any, accelerator: Any, batches: list[PackedBatch], loss_fn: LossFn, window: _Window) -> float:
+    """Forward and backward over one step's micro-batches; each loss sum is divided by the item count
+    of the whole step on all ranks (times the world size, which DDP's gradient averaging divides out).
+    Returns the step's loss sum over all ranks."""
+    world = accelerator.num_processes
+    step_items = _reduce_sums(accelerator, [float(sum(b.num_items for b in batches))])[0]
+    step_loss = 0.0
+    for k, batch in enumerate(batches):
+        batch = batch.to(accelerator.device)
+        last = k == len(batches) - 1  # gradients are all-reduced once, after the last micro-batch
+        with (contextlib.nullcontext() if last else accelerator.no_sync(model)):
+            with accelerator.autocast():
+                output = loss_fn(model, batch)
+            accelerator.backward(output.loss * world / max(step_items, 1.0))
+        window.add(output, batch)
+        step_loss += float(output.loss.detach())
+    return _reduce_sums(accelerator, [step_loss])[0]
+
+
+def _check_finite(loss: float, grad_norm: float | None, step: int, output_dir: str) -> None:
+    """Stop before a non-finite loss or gradient reaches the weights, naming what can be resumed."""
+    if math.isfinite(loss) and (grad_norm is None or math.isfinite(grad_norm)):
+        return
+    kept = checkpoint_dirs(output_dir)
+    what = f"the last good checkpoint is {kept[-1]} (resume_from_checkpoint=latest)" if kept else "no checkpoint had been saved"
+    bad, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", grad_norm)
+    raise TrainingError(f"the {bad} became {value} at step {step}; stopped without updating the weights; {what}; "
+                        f"try a lower learning_rate")
+
+
+def _log_record(window: _Window, accelerator: Any, step: int, epoch: float, learning_rate: float,
+                grad_norm: float | None) -> tuple[dict[str, Any], int]:
+    """One metrics.jsonl line (item-weighted means since the last line, over all ranks), and the
+    number of tokens it covers."""
+    loss_sum, items, tokens, means = window.reduced(accelerator)
+    record: dict[str, Any] = {"step": step, "epoch": round(epoch, 4), "loss": loss_sum / max(items, 1.0),
+                              "learning_rate": learning_rate,
+                              "tokens_per_second": tokens / max(time.perf_counter() - window.start, 1e-9)}
+    if grad_norm is not None:
+        record["grad_norm"] = grad_norm
+    record.update(means)
+    return record, int(tokens)
+
+
+def _save_model_dir(accelerator: Any, model: Any, tokenizer: Any, path: str, sharded: bool, merge_lora: bool = False,
+                    extra: Callable[[str], None] | None = None) -> None:
+    """Write `path` atomically from the main process (sharded weights are gathered on every rank first)."""
+    state_dict = accelerator.get_state_dict(model) if sharded else None
+    if accelerator.is_main_process:
+        with atomic_directory(path) as tmp:
+            save_model(accelerator.unwrap_model(model), tokenizer, tmp, state_dict=state_dict, merge_lora=merge_lora)
+            if extra:
+                extra(tmp)
+    accelerator.wait_for_everyone()
+
+
 def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequence[Any], collate: Collate,
           loss_fn: LossFn, eval_data: Sequence[Any] | None = None, eval_loss_fn: LossFn | None = None) -> TrainResult:
     """Train `model` on `train_data` with `loss_fn`; writes the run files into config.output_dir."""
     accelerator = make_accelerator(config)
-    is_main = accelerator.is_main_process
     out = config.output_dir
-    resume_from = prepare_output_dir(config, is_main)
-    if is_main:
+    resume_from = prepare_output_dir(config, accelerator.is_main_process)
+    if accelerator.is_main_process:
         os.makedirs(out, exist_ok=True)
         with open(os.path.join(out, "config.yaml"), "w", encoding="utf-8") as f:
             f.write(config.to_yaml())
-
-    world, rank = accelerator.num_processes, accelerator.process_index
-    batch_size, accumulation = config.per_device_train_batch_size, config.gradient_accumulation_steps
-    micro_per_epoch = math.ceil(len(train_data) / batch_size) // world * world
-    if micro_per_epoch == 0:
-        raise ConfigError(f"per_device_train_batch_size: {len(train_data)} training examples cannot fill one "
-                          f"micro-batch on each of {world} processes")
-    rounds_per_epoch = micro_per_epoch // world
-    steps_per_epoch = math.ceil(rounds_per_epoch / accumulation)
-    total_steps = config.max_steps if config.max_steps > 0 else math.ceil(config.num_train_epochs * steps_per_epoch)
+    schedule = DataSchedule(len(train_data), config.per_device_train_batch_size, config.gradient_accumulation_steps,
+                            accelerator.num_processes, accelerator.process_index, config.seed)
+    total_steps = config.max_steps if config.max_steps > 0 else math.ceil(config.num_train_epochs * schedule.steps_per_epoch)
 
     torch.manual_seed(config.seed)
     optimizer = build_optimizer(model, config.learning_rate, config.weight_decay,
@@ -231,79 +320,22 @@ def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequen
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
     sharded = accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
-
     state = TrainerState()
     if resume_from:
         load_weights(accelerator.unwrap_model(model), resume_from)
         state = read_training_state(resume_from, optimizer, scheduler)
         log.info("resumed from %s at step %d", resume_from, state.global_step)
-    metrics = MetricsLog(os.path.join(out, "metrics.jsonl"), state.global_step if resume_from else None, is_main)
-
-    def epoch_order(epoch: int) -> list[int]:
-        generator = torch.Generator().manual_seed(config.seed + epoch)
-        return torch.randperm(len(train_data), generator=generator).tolist()
-
-    order, order_epoch = epoch_order(state.epoch), state.epoch
-
-    def next_micro_batches() -> list[PackedBatch]:
-        """This rank's micro-batches for one optimizer step; advances the data position."""
-        nonlocal order, order_epoch
-        if state.epoch != order_epoch:
-            order, order_epoch = epoch_order(state.epoch), state.epoch
-        rounds = min(accumulation, (micro_per_epoch - state.micro_index) // world)
-        batches = []
-        for r in range(rounds):
-            m = state.micro_index + r * world + rank
-            batches.append(collate([train_data[i] for i in order[m * batch_size:(m + 1) * batch_size]]))
-        state.micro_index += rounds * world
-        if state.micro_index >= micro_per_epoch:
-            state.epoch, state.micro_index = state.epoch + 1, 0
-        return batches
-
-    def save_checkpoint() -> None:
-        path = os.path.join(out, "checkpoints", f"step-{state.global_step:06d}")
-        state_dict = accelerator.get_state_dict(model) if sharded else None
-        if is_main:
-            with atomic_directory(path) as tmp:
-                save_model(accelerator.unwrap_model(model), tokenizer, tmp, state_dict=state_dict)
-                # A sharded optimizer's state_dict on one rank is only its shard: such checkpoints keep
-                # the weights but cannot resume exactly, and say so (see prepare_output_dir's check).
-                write_training_state(tmp, None if sharded else optimizer, scheduler, state)
-            prune_checkpoints(out, config.save_total_limit)
-        accelerator.wait_for_everyone()
-
-    def run_eval() -> dict[str, float]:
-        if not eval_data:
-            return {}
-        return evaluate(model, accelerator, eval_data, collate, eval_loss_fn or loss_fn, config.per_device_eval_batch_size)
+    metrics = MetricsLog(os.path.join(out, "metrics.jsonl"), state.global_step if resume_from else None,
+                         accelerator.is_main_process)
 
     window = _Window()
-    bar = tqdm(total=total_steps, initial=state.global_step, disable=config.disable_tqdm or not is_main,
+    bar = tqdm(total=total_steps, initial=state.global_step, disable=config.disable_tqdm or not accelerator.is_main_process,
                desc=os.path.basename(os.path.normpath(out)) or "train", dynamic_ncols=True)
     while state.global_step < total_steps:
-        batches = next_micro_batches()
-        step_items = _reduce_sums(accelerator, [float(sum(b.num_items for b in batches))])[0]
-        step_loss = 0.0
-        for k, batch in enumerate(batches):
-            batch = batch.to(accelerator.device)
-            sync = k == len(batches) - 1
-            with (contextlib.nullcontext() if sync else accelerator.no_sync(model)):
-                with accelerator.autocast():
-                    output = loss_fn(model, batch)
-                accelerator.backward(output.loss * world / max(step_items, 1.0))
-            window.add(output, batch)
-            step_loss += float(output.loss.detach())
-        step_loss = _reduce_sums(accelerator, [step_loss])[0]
-        grad_norm = None
-        if config.max_grad_norm:
-            grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm))
-        if not math.isfinite(step_loss) or (grad_norm is not None and not math.isfinite(grad_norm)):
-            kept = checkpoint_dirs(out)
-            what = f"the last good checkpoint is {kept[-1]} (resume_from_checkpoint=latest)" if kept else "no checkpoint had been saved"
-            bad = "loss" if not math.isfinite(step_loss) else "gradient norm"
-            raise TrainingError(f"the {bad} became {step_loss if bad == 'loss' else grad_norm} at step "
-                                f"{state.global_step + 1}; stopped without updating the weights; {what}; "
-                                f"try a lower learning_rate")
+        batches = [collate([train_data[i] for i in indices]) for indices in schedule.next_step(state)]
+        step_loss = _accumulate(model, accelerator, batches, loss_fn, window)
+        grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)) if config.max_grad_norm else None
+        _check_finite(step_loss, grad_norm, state.global_step + 1, out)
         learning_rate = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
@@ -314,29 +346,23 @@ def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequen
 
         do_eval = bool(eval_data) and ((config.eval_steps and step % config.eval_steps == 0) or step == total_steps)
         if step % config.logging_steps == 0 or step == total_steps or do_eval:
-            loss_sum, items, tokens, means = window.reduced(accelerator)
-            elapsed = max(time.perf_counter() - window.start, 1e-9)
-            state.tokens_seen += int(tokens)
-            record: dict[str, Any] = {"step": step, "epoch": round(step / steps_per_epoch, 4),
-                                      "loss": loss_sum / max(items, 1.0), "learning_rate": learning_rate,
-                                      "tokens_per_second": tokens / elapsed}
-            if grad_norm is not None:
-                record["grad_norm"] = grad_norm
-            record.update(means)
+            record, tokens = _log_record(window, accelerator, step, step / schedule.steps_per_epoch, learning_rate, grad_norm)
+            state.tokens_seen += tokens
             if do_eval:
-                record.update(run_eval())
+                record.update(evaluate(model, accelerator, eval_data, collate, eval_loss_fn or loss_fn,
+                                       config.per_device_eval_batch_size))
             metrics.write(record)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{learning_rate:.2e}",
-                            tok_s=f"{record['tokens_per_second']:.0f}")
+            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{learning_rate:.2e}", tok_s=f"{record['tokens_per_second']:.0f}")
             window = _Window()
         if config.save_steps and step % config.save_steps == 0 and step < total_steps:
-            save_checkpoint()
+            # A sharded optimizer's state_dict on one rank is only its shard: such checkpoints keep the
+            # weights but cannot resume exactly, and say so (read_training_state).
+            _save_model_dir(accelerator, model, tokenizer, os.path.join(out, "checkpoints", f"step-{step:06d}"), sharded,
+                            extra=lambda tmp: write_training_state(tmp, None if sharded else optimizer, scheduler, state))
+            if accelerator.is_main_process:
+                prune_checkpoints(out, config.save_total_limit)
     bar.close()
 
     final_dir = os.path.join(out, "final")
-    state_dict = accelerator.get_state_dict(model) if sharded else None
-    if is_main:
-        with atomic_directory(final_dir) as tmp:
-            save_model(accelerator.unwrap_model(model), tokenizer, tmp, state_dict=state_dict, merge_lora=config.merge_lora)
-    accelerator.wait_for_everyone()
+    _save_model_dir(accelerator, model, tokenizer, final_dir, sharded, merge_lora=config.merge_lora)
     return TrainResult(out, final_dir, state.global_step, metrics.history, accelerator.unwrap_model(model))
