@@ -223,3 +223,18 @@ def test_seed003_reward_model_example_runs_as_written(tmp_path, tiny_model, monk
     direct = RewardModelScorer(rm.model, rm.tokenizer).rewards(["", ""], ["văn bản 1", "văn bản 2"])
     assert [s["score"] for s in scores] == pytest.approx(direct, abs=1e-6)
     assert json.dumps(scores, ensure_ascii=False)
+
+
+def test_an_existing_reward_checkpoint_loads_as_is_and_a_multi_label_classifier_is_refused(tmp_path, trained_rm, tiny_model):
+    from transformers import AutoModelForSequenceClassification
+
+    from vietnamese_ai.errors import ConfigError
+
+    result, _ = trained_rm
+    reloaded = load_reward_model(result.final_dir)
+    saved = AutoModelForSequenceClassification.from_pretrained(result.final_dir)
+    assert torch.equal(reloaded.score.weight, saved.score.weight)  # the trained head, not a new one
+    two = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    two.save_pretrained(tmp_path / "two")
+    with pytest.raises(ConfigError, match="is a classifier with 2 labels; a reward model has one"):
+        load_reward_model(str(tmp_path / "two"))

@@ -80,6 +80,12 @@ def load_reward_model(name_or_path: str, dtype: str = "float32", attn_implementa
     try:
         if own_head or os.path.isfile(os.path.join(name_or_path, OWN_HEAD_FILE)):
             return ScalarHeadModel.from_pretrained(name_or_path, **kwargs)
+        if _is_sequence_classifier(name_or_path, trust_remote_code):
+            model = AutoModelForSequenceClassification.from_pretrained(name_or_path, **kwargs)  # its own head, as is
+            if model.config.num_labels != 1:
+                raise ConfigError(f"model_name_or_path: '{name_or_path}' is a classifier with {model.config.num_labels} "
+                                  f"labels; a reward model has one (use it as a scorer with classifier:MODEL:LABEL)")
+            return model
         try:
             return AutoModelForSequenceClassification.from_pretrained(name_or_path, num_labels=1, **kwargs)
         except ValueError as e:
@@ -88,6 +94,14 @@ def load_reward_model(name_or_path: str, dtype: str = "float32", attn_implementa
             return ScalarHeadModel.from_pretrained(name_or_path, **kwargs)  # no sequence-classification class
     except (OSError, ValueError) as e:
         raise _load_error("reward model", name_or_path, e) from None
+
+
+def _is_sequence_classifier(name_or_path: str, trust_remote_code: bool) -> bool:
+    """Whether a checkpoint already is a sequence classifier (then its head is loaded, not replaced)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    return any(a.endswith("ForSequenceClassification") for a in (getattr(config, "architectures", None) or []))
 
 
 def reward_model_from(model: Any, own_head: bool = False) -> Any:
