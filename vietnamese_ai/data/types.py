@@ -92,6 +92,20 @@ def as_conversation(messages: list) -> Conversation:
     return [m if isinstance(m, Message) else Message(m["role"], m["content"]) for m in messages]
 
 
+def message_dicts(prompt: PromptOrMessages) -> list[dict[str, str]]:
+    """A prompt as JSON-ready messages; a plain string becomes one user message."""
+    messages = [Message("user", prompt)] if isinstance(prompt, str) else prompt
+    return [{"role": m.role, "content": m.content} for m in messages]
+
+
+def prompt_text(prompt: PromptOrMessages) -> str:
+    """The text a response answers: the last user message, or the prompt string."""
+    if isinstance(prompt, str):
+        return prompt
+    users = [m.content for m in prompt if m.role == "user"]
+    return users[-1] if users else (prompt[-1].content if prompt else "")
+
+
 @dataclass
 class PreferencePair:
     """A prompt with a preferred (chosen) and a dispreferred (rejected) response."""

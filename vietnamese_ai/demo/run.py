@@ -33,7 +33,7 @@ from vietnamese_ai.feedback.pairs import select_pairs, unpaired_rows
 from vietnamese_ai.feedback.rules import RuleScorer
 from vietnamese_ai.models.loading import load_causal_lm, load_tokenizer
 from vietnamese_ai.models.tiny import build_tiny_model
-from vietnamese_ai.recipes.common import quiet_transformers
+from vietnamese_ai.recipes.common import quiet_transformers, write_jsonl
 from vietnamese_ai.recipes.dpo import DPOConfig, run_dpo
 from vietnamese_ai.recipes.sft import SFTConfig, run_sft
 
@@ -44,13 +44,6 @@ SETTINGS = {  # full demo, and the --fast variant used by the tests
     "full": {"pretrain_steps": 1200, "sft_epochs": 10, "dpo_epochs": 6, "samples": 3, "eval_samples": 4},
     "fast": {"pretrain_steps": 250, "sft_epochs": 6, "dpo_epochs": 4, "samples": 2, "eval_samples": 2},
 }
-
-
-def write_jsonl(path: str, rows: list[dict]) -> str:
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path
 
 
 def stage(name: str, started: float) -> None:

@@ -25,7 +25,7 @@ import torch
 
 from vietnamese_ai.data.layout import attention_pair_cost, layout
 from vietnamese_ai.data.preference import branched_sequences, tokenize_responses
-from vietnamese_ai.data.types import Message, PromptOrMessages
+from vietnamese_ai.data.types import Message, PromptOrMessages, prompt_text
 from vietnamese_ai.models.forward import base_model
 from vietnamese_ai.models.generation import generate
 from vietnamese_ai.models.reference import evaluation_mode, response_logps
@@ -129,10 +129,6 @@ def compare_models(before: Any, after: Any, tokenizer: Any, prompts: list[Prompt
         report["toxicity_improvement_percent"] = 100 * (1 - report["after"]["toxicity_mean"] / report["before"]["toxicity_mean"])
     report["settings"] = {"prompts": len(prompts), "samples_per_prompt": samples, "temperature": temperature,
                           "top_p": top_p, "max_new_tokens": max_new_tokens, "seed": seed, "scorer": scorer.name}
-    report["examples"] = [{"prompt": _text(p), "before": answers["before"].responses[i][0],
+    report["examples"] = [{"prompt": prompt_text(p), "before": answers["before"].responses[i][0],
                            "after": answers["after"].responses[i][0]} for i, p in enumerate(prompts[:8])]
     return report
-
-
-def _text(prompt: PromptOrMessages) -> str:
-    return prompt if isinstance(prompt, str) else prompt[-1].content

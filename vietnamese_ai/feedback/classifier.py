@@ -11,9 +11,8 @@ from typing import Any, Literal
 
 import torch
 
-from vietnamese_ai.data.types import PromptOrMessages
+from vietnamese_ai.data.types import PromptOrMessages, prompt_text
 from vietnamese_ai.errors import ConfigError
-from vietnamese_ai.feedback.rules import prompt_text
 from vietnamese_ai.scoring import Score, check_lengths
 
 

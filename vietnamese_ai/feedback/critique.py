@@ -13,9 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from vietnamese_ai.data.types import Conversation, Message, PromptOrMessages
+from vietnamese_ai.data.types import Conversation, Message, PromptOrMessages, message_dicts, prompt_text
 from vietnamese_ai.feedback.constitution import Constitution
-from vietnamese_ai.feedback.rules import prompt_text
 from vietnamese_ai.feedback.text import detect_language
 from vietnamese_ai.scoring import Scorer
 
@@ -54,10 +53,7 @@ def critique_and_revise(generate_fn: GenerateFn, prompts: list[PromptOrMessages]
 def revision_records(revisions: list[Revision], scorer: Scorer | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(SFT rows: prompt -> revision, preference rows: revision over original). With a scorer, only
     revisions that score higher than their original become pairs."""
-    def messages(prompt: PromptOrMessages) -> list[dict[str, str]]:
-        return [{"role": m.role, "content": m.content} for m in _as_conversation(prompt)]
-
-    sft = [{"prompt": messages(r.prompt), "completion": [{"role": "assistant", "content": r.revision}],
+    sft = [{"prompt": message_dicts(r.prompt), "completion": [{"role": "assistant", "content": r.revision}],
             "principle": r.principle, "critique": r.critique, "original": r.original}
            for r in revisions if r.revision.strip()]
     candidates = [r for r in revisions if r.revision.strip() and r.revision.strip() != r.original.strip()]
@@ -66,7 +62,7 @@ def revision_records(revisions: list[Revision], scorer: Scorer | None = None) ->
         before = scorer.score(prompts, [r.original for r in candidates])
         after = scorer.score(prompts, [r.revision for r in candidates])
         candidates = [r for r, b, a in zip(candidates, before, after) if a.value > b.value]
-    pairs = [{"prompt": messages(r.prompt), "chosen": [{"role": "assistant", "content": r.revision}],
+    pairs = [{"prompt": message_dicts(r.prompt), "chosen": [{"role": "assistant", "content": r.revision}],
               "rejected": [{"role": "assistant", "content": r.original}], "principle": r.principle,
               "critique": r.critique} for r in candidates]
     return sft, pairs

@@ -17,8 +17,7 @@ from typing import Any
 import torch
 
 from vietnamese_ai.data.tokenize import encode, render_chat
-from vietnamese_ai.data.types import Message, PromptOrMessages
-from vietnamese_ai.feedback.rules import prompt_text
+from vietnamese_ai.data.types import Message, PromptOrMessages, prompt_text
 from vietnamese_ai.feedback.text import detect_language
 from vietnamese_ai.models.choices import continuation_logps
 from vietnamese_ai.scoring import Score, check_lengths

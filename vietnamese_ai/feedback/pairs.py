@@ -10,15 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from vietnamese_ai.data.types import Message, PromptOrMessages
+from vietnamese_ai.data.types import Message, PromptOrMessages, message_dicts
 from vietnamese_ai.feedback.generate import Candidate
 from vietnamese_ai.scoring import Score
-
-
-def _messages(value: PromptOrMessages) -> list[dict[str, str]]:
-    if isinstance(value, str):
-        return [{"role": "user", "content": value}]
-    return [{"role": m.role, "content": m.content} for m in value]
 
 
 def _assistant(text: str) -> list[dict[str, str]]:
@@ -40,7 +34,7 @@ def select_pairs(prompts: list[PromptOrMessages], candidates: list[Candidate], s
         if gap < min_margin or candidates[best].text.strip() == candidates[worst].text.strip():
             continue
         rows.append({
-            "prompt": _messages(prompts[index]),
+            "prompt": message_dicts(prompts[index]),
             "chosen": _assistant(candidates[best].text), "rejected": _assistant(candidates[worst].text),
             "chosen_score": scores[best].value, "rejected_score": scores[worst].value, "score_gap": gap,
             "chosen_principles": scores[best].principles, "rejected_principles": scores[worst].principles,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vietnamese_ai.data.types import PromptOrMessages
+from vietnamese_ai.data.types import PromptOrMessages, prompt_text
 from vietnamese_ai.feedback.text import Lexicon, fold, words
 from vietnamese_ai.scoring import Score, check_lengths
 
@@ -31,14 +31,6 @@ class Signals:
     @property
     def toxic(self) -> bool:
         return bool(self.insults or self.toxicity or self.profanity)
-
-
-def prompt_text(prompt: PromptOrMessages) -> str:
-    """The text a response answers: the last user message, or the prompt string."""
-    if isinstance(prompt, str):
-        return prompt
-    users = [m.content for m in prompt if m.role == "user"]
-    return users[-1] if users else (prompt[-1].content if prompt else "")
 
 
 def _length_score(n: int) -> float:

@@ -3,7 +3,9 @@ and decide whether packing is exact for this model."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from typing import Any
 
 import torch
@@ -13,6 +15,7 @@ from vietnamese_ai.errors import ConfigError
 from vietnamese_ai.data.layout import attention_pair_cost
 from vietnamese_ai.models.forward import base_model, packing_is_exact
 from vietnamese_ai.models.loading import apply_lora, count_parameters, load_causal_lm, load_tokenizer
+from vietnamese_ai.training.checkpoint import atomic_directory
 from vietnamese_ai.training.config import TrainingConfig
 
 log = logging.getLogger("vietnamese_ai")
@@ -79,6 +82,18 @@ def read_splits(config: TrainingConfig, train_records: Any = None, eval_records:
     """Training and (optional) evaluation records, read before any model is loaded so that a bad file
     fails fast."""
     return read_split(config, "train", train_records), read_split(config, "eval", eval_records)
+
+
+def write_jsonl(path: str, rows: list[dict[str, Any]]) -> str:
+    """Write rows as JSON Lines through a temporary directory, so a failed run never leaves a
+    half-written file in place of a good one. Returns `path`."""
+    target = os.path.abspath(path)
+    with atomic_directory(os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.tmp")) as tmp:
+        with open(os.path.join(tmp, "rows.jsonl"), "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        os.replace(os.path.join(tmp, "rows.jsonl"), target)
+    return path
 
 
 def resolve_packing(requested: bool, model: Any, measure: Any = None) -> bool:

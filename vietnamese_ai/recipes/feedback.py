@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -19,10 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vietnamese_ai.data.loading import Record, load_records
 from vietnamese_ai.data.records import parse_messages, require_string
-from vietnamese_ai.data.types import Message, PromptOrMessages
+from vietnamese_ai.data.types import Message, PromptOrMessages, message_dicts
 from vietnamese_ai.errors import DataError
-from vietnamese_ai.recipes.common import quiet_transformers
-from vietnamese_ai.training.checkpoint import atomic_directory
+from vietnamese_ai.recipes.common import quiet_transformers, write_jsonl
 
 log = logging.getLogger("vietnamese_ai")
 
@@ -87,16 +85,6 @@ class FeedbackResult:
         return self.text
 
 
-def write_jsonl(path: str, rows: list[dict[str, Any]]) -> None:
-    """Through a temporary directory: a failed run never leaves a half-written file."""
-    target = os.path.abspath(path)
-    with atomic_directory(os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.tmp")) as tmp:
-        with open(os.path.join(tmp, "rows.jsonl"), "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(os.path.join(tmp, "rows.jsonl"), target)
-
-
 def beside(output: str, value: str | None, name: str) -> str | None:
     """'auto' puts a second output file next to the first."""
     return os.path.join(os.path.dirname(os.path.abspath(output)), name) if value == "auto" else value
@@ -125,15 +113,11 @@ def run_generate(config: GenerateConfig) -> FeedbackResult:
     candidates, speed = generate_candidates(model, tokenizer, prompts, tuple(config.temperatures), tuple(config.top_p),
                                             config.num_samples, config.max_new_tokens, config.batch_size, config.seed,
                                             progress=not config.disable_tqdm)
-    rows = [{"prompt_index": c.prompt_index, "prompt": _plain(prompts[c.prompt_index]), "response": c.text,
+    rows = [{"prompt_index": c.prompt_index, "prompt": prompts[c.prompt_index] if isinstance(prompts[c.prompt_index], str) else message_dicts(prompts[c.prompt_index]), "response": c.text,
              "sampling": c.sampling, "generator": config.model_name_or_path} for c in candidates]
     write_jsonl(config.output, rows)
     return FeedbackResult(f"{len(rows)} candidates for {len(prompts)} prompts in {speed.seconds:.1f}s "
                           f"({speed.responses_per_second:.1f} responses/s); written to {config.output}")
-
-
-def _plain(prompt: PromptOrMessages) -> Any:
-    return prompt if isinstance(prompt, str) else [{"role": m.role, "content": m.content} for m in prompt]
 
 
 def run_label(config: LabelConfig) -> FeedbackResult:

@@ -6,8 +6,6 @@ output JSONL repeats the record with a `score` field added.
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
 from dataclasses import dataclass
 from typing import Literal
@@ -18,8 +16,7 @@ from vietnamese_ai.data.loading import Record, load_records
 from vietnamese_ai.data.records import prompt_or_messages, require_string
 from vietnamese_ai.data.types import PromptOrMessages
 from vietnamese_ai.errors import DataError
-from vietnamese_ai.recipes.common import quiet_transformers
-from vietnamese_ai.training.checkpoint import atomic_directory
+from vietnamese_ai.recipes.common import quiet_transformers, write_jsonl
 
 
 class ScoreConfig(BaseModel):
@@ -74,11 +71,5 @@ def run_score(config: ScoreConfig) -> ScoreResult:
     scorer = RewardModelScorer(config.model_name_or_path, batch_size=config.batch_size, normalize=config.normalize,
                                max_length=config.max_length, progress=not config.disable_tqdm)
     values = scorer.rewards([p for p, _ in pairs], [r for _, r in pairs])
-    out_dir = os.path.dirname(os.path.abspath(config.output))
-    # Write through a temporary directory so a failed run never leaves a half-written output.
-    with atomic_directory(os.path.join(out_dir, ".score-output")) as tmp:
-        with open(os.path.join(tmp, "scores.jsonl"), "w", encoding="utf-8") as f:
-            for record, value in zip(records, values):
-                f.write(json.dumps({**record.data, "score": value}, ensure_ascii=False, default=str) + "\n")
-        os.replace(os.path.join(tmp, "scores.jsonl"), os.path.abspath(config.output))
+    write_jsonl(config.output, [{**record.data, "score": value} for record, value in zip(records, values)])
     return ScoreResult(config.output, len(values), statistics.fmean(values), statistics.pstdev(values))
