@@ -57,16 +57,17 @@ def write_jsonl(path: str, rows: list[dict]) -> str:
     return path
 
 
-def ensure_trl_venv() -> str:
-    """A separate venv with TRL (and torch pinned to the CPU wheel first). Returns its python."""
-    python = os.path.join(TRL_VENV, "bin", "python")
-    stamp = os.path.join(TRL_VENV, f".trl-{TRL_VERSION}")
+def ensure_trl_venv(version: str = TRL_VERSION) -> str:
+    """A separate venv with a TRL version (and torch pinned to the CPU wheel first). Returns its python."""
+    venv = TRL_VENV if version == TRL_VERSION else f"{TRL_VENV}-{version}"
+    python = os.path.join(venv, "bin", "python")
+    stamp = os.path.join(venv, f".trl-{version}")
     if not os.path.isfile(stamp):
-        log(f"creating {TRL_VENV} with trl=={TRL_VERSION}")
-        subprocess.run([sys.executable, "-m", "venv", TRL_VENV], check=True)
+        log(f"creating {venv} with trl=={version}")
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
         pip = [python, "-m", "pip", "install", "-q"]
         subprocess.run(pip + ["torch==2.13.0"], check=True)
-        subprocess.run(pip + [f"trl=={TRL_VERSION}"], check=True)
+        subprocess.run(pip + [f"trl=={version}"], check=True)
         open(stamp, "w").close()
     return python
 

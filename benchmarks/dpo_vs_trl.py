@@ -23,12 +23,11 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
-    HERE, WORK, build_model, ensure_trl_venv, log, median_run, run_driver, sentence, table, word_count, write_jsonl,
+    WORK, build_model, ensure_trl_venv, log, median_run, run_driver, sentence, table, word_count, write_jsonl,
 )
 
 TRL_OLD = "0.28.0"
@@ -57,18 +56,6 @@ def workload(n: int, seed: int = 0) -> tuple[str, str, str]:
     return policy, reference, data
 
 
-def ensure_old_trl_venv() -> str:
-    venv = os.path.join(HERE, f".venv-trl-{TRL_OLD}")
-    python = os.path.join(venv, "bin", "python")
-    if not os.path.isfile(os.path.join(venv, ".ready")):
-        log(f"creating {venv} with trl=={TRL_OLD}")
-        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-        subprocess.run([python, "-m", "pip", "install", "-q", "torch==2.13.0"], check=True)
-        subprocess.run([python, "-m", "pip", "install", "-q", f"trl=={TRL_OLD}"], check=True)
-        open(os.path.join(venv, ".ready"), "w").close()
-    return python
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", type=int, default=256)
@@ -78,7 +65,7 @@ def main() -> None:
     parser.add_argument("--skip-parity", action="store_true")
     args = parser.parse_args()
     policy, reference, data = workload(args.pairs)
-    trl_new, trl_old = ensure_trl_venv(), ensure_old_trl_venv()
+    trl_new, trl_old = ensure_trl_venv(), ensure_trl_venv(TRL_OLD)
     common = {"model": policy, "ref_model": reference, "data": data, "threads": args.threads, "beta": 0.1}
 
     if not args.skip_parity:

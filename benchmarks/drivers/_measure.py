@@ -35,6 +35,29 @@ def time_training_loop(recipe_module) -> dict:
     return timing
 
 
+def trl_training_args(args: dict) -> dict:
+    """The TrainingArguments every TRL driver shares: the benchmark's schedule, in fp32 without
+    gradient checkpointing (TRL's defaults turn both on), no saving, no logging integrations."""
+    import torch
+
+    return dict(output_dir=args["output_dir"], per_device_train_batch_size=args["batch_size"],
+                gradient_accumulation_steps=args.get("accumulation", 1), learning_rate=args["lr"],
+                max_steps=args.get("max_steps", -1), num_train_epochs=args.get("epochs", 1),
+                logging_steps=args["logging_steps"], lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0,
+                max_grad_norm=1.0, seed=0, gradient_checkpointing=False, bf16=False, fp16=False, save_strategy="no",
+                report_to="none", dataloader_num_workers=0, disable_tqdm=True, use_cpu=not torch.cuda.is_available())
+
+
+def train_and_report(trainer, examples: int, args: dict) -> None:
+    """Time trainer.train() and print the driver's JSON line."""
+    import json
+    import time
+
+    start = time.perf_counter()
+    trainer.train()
+    print(json.dumps(trl_summary(trainer, time.perf_counter() - start, examples, args)))
+
+
 def trl_summary(trainer, seconds: float, examples: int, args: dict) -> dict:
     """The JSON line a TRL driver prints: first logged record, losses, timing, memory."""
     history = [dict(h) for h in trainer.state.log_history if "loss" in h]

@@ -4,10 +4,9 @@ import inspect
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _measure import trl_summary  # noqa: E402
+from _measure import train_and_report, trl_training_args  # noqa: E402
 
 
 def main() -> None:
@@ -34,25 +33,15 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(args["model"], dtype=torch.float32)
     ref_model = AutoModelForCausalLM.from_pretrained(args["ref_model"], dtype=torch.float32)
     dataset = load_dataset("json", data_files=args["data"], split="train")
-    options = dict(
-        output_dir=args["output_dir"], per_device_train_batch_size=args["batch_size"], learning_rate=args["lr"],
-        gradient_accumulation_steps=args.get("accumulation", 1),
-        max_steps=args.get("max_steps", -1), num_train_epochs=args.get("epochs", 1), logging_steps=args["logging_steps"],
-        lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, seed=0,
-        gradient_checkpointing=False, bf16=False, fp16=False, save_strategy="no", report_to="none",
-        dataloader_num_workers=0, disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
-        beta=args["beta"], loss_type=args["loss_type"], label_smoothing=args.get("label_smoothing", 0.0),
-        precompute_ref_log_probs=args.get("precompute", False), max_length=None,
-    )
+    options = dict(**trl_training_args(args), beta=args["beta"], loss_type=args["loss_type"],
+                   label_smoothing=args.get("label_smoothing", 0.0),
+                   precompute_ref_log_probs=args.get("precompute", False), max_length=None)
     accepted = inspect.signature(DPOConfig).parameters
     if "max_prompt_length" in accepted:  # trl 0.x: no truncation either
         options.update(max_prompt_length=None, max_completion_length=None)
     config = DPOConfig(**{k: v for k, v in options.items() if k in accepted})
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=config, train_dataset=dataset, processing_class=tokenizer)
-    start = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - start
-    print(json.dumps(trl_summary(trainer, seconds, len(dataset), args)))
+    train_and_report(trainer, len(dataset), args)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _measure import peak_memory_mib  # noqa: E402
+from _measure import peak_memory_mib, trl_training_args  # noqa: E402
 
 
 def main() -> None:
@@ -28,14 +28,9 @@ def main() -> None:
                 losses.append(logs["loss"])
 
     config = SFTConfig(
-        output_dir=args["output_dir"], per_device_train_batch_size=args["batch_size"], learning_rate=args["lr"],
-        max_steps=args.get("max_steps", -1), num_train_epochs=args.get("epochs", 1), logging_steps=args["logging_steps"],
-        lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, seed=0,
-        gradient_checkpointing=False, bf16=False, fp16=False, save_strategy="no", report_to="none",
-        padding_free=args.get("padding_free", False), dataloader_num_workers=0,
+        **trl_training_args(args), padding_free=args.get("padding_free", False),
         # TRL refuses max_length with padding_free and no packing; the data is far below it anyway.
         max_length=None if args.get("padding_free") else args["max_length"],
-        disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
     )
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, callbacks=[Record()])
     tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
