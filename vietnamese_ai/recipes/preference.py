@@ -70,9 +70,11 @@ def read_pairs(records: list[Record] | None, tokenizer: Any, max_length: int | N
     return tokenize_records(records, to_pair, tokenize_pair, tokenizer, max_length, name)
 
 
-def layout_flags(config: PreferenceConfig, policy: Any, reference_model: Any = None) -> tuple[bool, bool]:
-    """(pack, share): both need a model that honours 4-D masks exactly (the policy and the reference)."""
-    exact = resolve_packing(config.packing or config.prefix_sharing, policy)
+def layout_flags(config: Any, policy: Any, reference_model: Any = None, measure: Any = None) -> tuple[bool, bool]:
+    """(pack, share): both need a model that honours 4-D masks exactly (the policy and the reference).
+    `config` has `packing` and `prefix_sharing`; `measure` is what the exactness probe compares
+    (default: log-probs; reward models pass their rewards)."""
+    exact = resolve_packing(config.packing or config.prefix_sharing, policy, measure)
     if exact and reference_model is not None:
         exact = resolve_packing(True, reference_model)
     return config.packing and exact, config.prefix_sharing and exact
@@ -94,8 +96,8 @@ def pair_collate(pack: bool, share: bool, pad_id: int, cost: float) -> Callable[
     return collate
 
 
-def collate_for(config: PreferenceConfig, policy: Any, tokenizer: Any, reference_model: Any = None):
-    pack, share = layout_flags(config, policy, reference_model)
+def collate_for(config: Any, policy: Any, tokenizer: Any, reference_model: Any = None, measure: Any = None):
+    pack, share = layout_flags(config, policy, reference_model, measure)
     log.info("layout: packing %s, prefix sharing %s", "on" if pack else "off", "on" if share else "off")
     return pair_collate(pack, share, pad_token_id(tokenizer, policy), pair_cost(policy))
 

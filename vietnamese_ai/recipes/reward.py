@@ -23,14 +23,11 @@ from vietnamese_ai.models.reference import evaluation_mode
 from vietnamese_ai.models.reward import load_reward_model, reward_model_from, sequence_rewards, set_pad_token, write_reward_stats
 from vietnamese_ai.recipes.common import (
     load_tokenizer_for,
-    pad_token_id,
-    pair_cost,
     prepare_trainable,
     quiet_transformers,
     read_splits,
-    resolve_packing,
 )
-from vietnamese_ai.recipes.preference import pair_collate, read_pairs
+from vietnamese_ai.recipes.preference import collate_for, read_pairs
 from vietnamese_ai.training.config import TrainingConfig
 from vietnamese_ai.training.loop import StepOutput, TrainResult, train
 
@@ -99,9 +96,7 @@ def run_reward(config: RewardConfig, model: Any = None, tokenizer: Any = None,
     model, tokenizer = load_reward_policy(config, model, tokenizer)
     train_set = read_pairs(train_raw, tokenizer, config.max_length, "train")
     eval_set = read_pairs(eval_raw, tokenizer, config.max_length, "eval")
-    exact = resolve_packing(config.packing or config.prefix_sharing, model, sequence_rewards)
-    collate = pair_collate(config.packing and exact, config.prefix_sharing and exact, pad_token_id(tokenizer, model),
-                           pair_cost(model))
+    collate = collate_for(config, model, tokenizer, measure=sequence_rewards)
     result = train(model, tokenizer, config, train_set, collate, reward_loss_fn(config), eval_set)
     mean, std = reward_statistics(result.model, train_set, collate, config.per_device_eval_batch_size)
     if PartialState().is_main_process:
