@@ -91,9 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"vietnamese-ai: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("vietnamese-ai: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM during training (errors.Interrupted says what was kept)
+        message = getattr(e, "message", "")
+        print(f"vietnamese-ai: interrupted{': ' + message if message else ''}", file=sys.stderr)
+        return 128 + int(getattr(e, "signum", 2))
 
 
 if __name__ == "__main__":

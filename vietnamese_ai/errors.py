@@ -32,3 +32,11 @@ class DataError(UserError):
 
 class TrainingError(UserError):
     """Training cannot go on (for example the loss became NaN); says what was kept."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a run; `message` says what was kept. The CLI exits 128 + signal."""
+
+    def __init__(self, signum: int, message: str = ""):
+        super().__init__(message)
+        self.signum, self.message = signum, message

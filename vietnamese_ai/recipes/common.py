@@ -12,11 +12,12 @@ import torch
 
 from vietnamese_ai.data.loading import Record, load_records
 from vietnamese_ai.errors import ConfigError
+from vietnamese_ai.files import atomic_file, storage_error
 from vietnamese_ai.data.layout import attention_pair_cost
 from vietnamese_ai.models.forward import base_model, packing_is_exact
 from vietnamese_ai.models.loading import apply_lora, count_parameters, load_causal_lm, load_tokenizer
-from vietnamese_ai.training.checkpoint import atomic_directory
 from vietnamese_ai.training.config import TrainingConfig
+from vietnamese_ai.training.rundir import check_output_dir
 
 log = logging.getLogger("vietnamese_ai")
 
@@ -80,19 +81,23 @@ def read_split(config: TrainingConfig, which: str, records: Any = None) -> list[
 
 def read_splits(config: TrainingConfig, train_records: Any = None, eval_records: Any = None) -> tuple[list[Record], list[Record] | None]:
     """Training and (optional) evaluation records, read before any model is loaded so that a bad file
-    fails fast."""
+    (or an output_dir that cannot be used) fails fast."""
+    check_output_dir(config)
     return read_split(config, "train", train_records), read_split(config, "eval", eval_records)
 
 
 def write_jsonl(path: str, rows: list[dict[str, Any]]) -> str:
-    """Write rows as JSON Lines through a temporary directory, so a failed run never leaves a
-    half-written file in place of a good one. Returns `path`."""
-    target = os.path.abspath(path)
-    with atomic_directory(os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.tmp")) as tmp:
-        with open(os.path.join(tmp, "rows.jsonl"), "w", encoding="utf-8") as f:
+    """Write rows as JSON Lines through a temporary file renamed into place, so a failed or killed run
+    never leaves a half-written file in place of a good one. Returns `path`."""
+    try:
+        with atomic_file(path) as f:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-        os.replace(os.path.join(tmp, "rows.jsonl"), target)
+    except OSError as e:
+        error = storage_error("output file", path, e)
+        if error is None:
+            raise
+        raise error from None
     return path
 
 

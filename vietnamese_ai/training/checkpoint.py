@@ -1,30 +1,34 @@
-"""Checkpoints that are written atomically and resume exactly.
+"""Checkpoints that are written atomically, checked before use, and resume exactly.
 
 A checkpoint directory holds the model in Hugging Face format (so it can be loaded on its own),
-optimizer.pt, scheduler.json, rng.safetensors and trainer_state.json (step, epoch and the position in
-the epoch's data order). It is written to a hidden temporary directory and renamed into place, so a
-crash mid-write never leaves a half-written checkpoint and never replaces a good one.
+optimizer.pt, scheduler.json, rng.safetensors, python_rng.json and, written last, trainer_state.json:
+the step, the position in the epoch's data order, the sums of the metrics window that was not logged
+yet, the settings the run was started with, and the size of every other file in the directory.
+
+Writing goes through files.atomic_directory (temporary directory, fsync, rename), so a crash never
+leaves a half-written checkpoint under a valid name. Pruning renames a checkpoint away before deleting
+it, for the same reason. Before resuming, `check_checkpoint` compares the recorded file sizes with
+what is on disk, so a checkpoint damaged later (a disk error, a manual copy cut short) is skipped
+rather than trusted.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
 import re
-import shutil
-import uuid
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from vietnamese_ai.errors import ConfigError
+from vietnamese_ai.files import atomic_directory, atomic_file, remove_directory  # noqa: F401  (re-exported)
 
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
+STATE_FILE = "trainer_state.json"
 
 
 @dataclass
@@ -33,39 +37,54 @@ class TrainerState:
     epoch: int = 0            # epoch the next micro-batch comes from
     micro_index: int = 0      # index of the next micro-batch within that epoch's order
     tokens_seen: int = 0
+    # Sums of the metrics window since the last metrics.jsonl line (training.metrics.Window.state), so
+    # that a resumed run logs the same numbers as an uninterrupted one whatever save_steps is.
+    log_window: dict[str, Any] = field(default_factory=dict)
+    # The settings that decide the data order and the optimisation (training.loop.run_settings).
+    settings: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, int] = field(default_factory=dict)   # relative path -> size in bytes
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
 
-@contextlib.contextmanager
-def atomic_directory(path: str) -> Iterator[str]:
-    """Yield a temporary directory that replaces `path` only if the block finishes without error."""
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".tmp-{os.path.basename(path)}-{uuid.uuid4().hex[:8]}")
-    os.makedirs(tmp)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if os.path.exists(path):
-        old = os.path.join(parent, f".old-{os.path.basename(path)}-{uuid.uuid4().hex[:8]}")
-        os.rename(path, old)
-    os.rename(tmp, path)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def checkpoint_dirs(output_dir: str) -> list[str]:
-    """Complete checkpoints, oldest first."""
+    """Checkpoint directories by name, oldest first (see `check_checkpoint` for their state)."""
     root = os.path.join(output_dir, "checkpoints")
     if not os.path.isdir(root):
         return []
     found = [(int(m.group(1)), name) for name in os.listdir(root) if (m := CHECKPOINT_PATTERN.match(name))]
     return [os.path.join(root, name) for _, name in sorted(found)]
+
+
+def _file_sizes(root: str) -> dict[str, int]:
+    sizes = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            sizes[os.path.relpath(path, root)] = os.path.getsize(path)
+    return sizes
+
+
+def check_checkpoint(path: str) -> str | None:
+    """None if `path` is a complete checkpoint, else what is wrong with it."""
+    state_path = os.path.join(path, STATE_FILE)
+    if not os.path.isfile(state_path):
+        return f"no {STATE_FILE}"
+    try:
+        with open(state_path) as f:
+            state = TrainerState(**json.load(f))
+    except (OSError, ValueError, TypeError) as e:
+        return f"{STATE_FILE} is unreadable ({type(e).__name__})"
+    if not state.files:
+        return f"{STATE_FILE} lists no files"
+    for name, size in state.files.items():
+        full = os.path.join(path, name)
+        if not os.path.isfile(full):
+            return f"{name} is missing"
+        if os.path.getsize(full) != size:
+            return f"{name} has {os.path.getsize(full)} bytes, {size} were written"
+    return None
 
 
 def rng_state() -> dict[str, torch.Tensor]:
@@ -83,20 +102,46 @@ def set_rng_state(state: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
 
 
-def write_training_state(path: str, optimizer: torch.optim.Optimizer | None, scheduler: Any, state: TrainerState) -> None:
-    """Everything but the weights. `optimizer=None` (sharded runs) writes no optimizer state."""
+@dataclass
+class RandomState:
+    """Every random generator the training step draws from (dropout, data order is seeded separately)."""
+
+    torch_state: dict[str, torch.Tensor]
+    python_state: Any
+
+    @classmethod
+    def capture(cls) -> "RandomState":
+        return cls(rng_state(), random.getstate())
+
+    def restore(self) -> None:
+        set_rng_state(self.torch_state)
+        random.setstate(self.python_state)
+
+
+def write_training_state(path: str, optimizer: torch.optim.Optimizer | None, scheduler: Any, state: TrainerState,
+                         randomness: RandomState | None = None) -> None:
+    """Everything but the weights, trainer_state.json last. `optimizer=None` (sharded runs) writes no
+    optimizer state; `randomness` defaults to the generators' current state."""
+    randomness = randomness or RandomState.capture()
     if optimizer is not None:
         torch.save(optimizer.state_dict(), os.path.join(path, "optimizer.pt"))
     with open(os.path.join(path, "scheduler.json"), "w") as f:
         json.dump(scheduler.state_dict(), f)
-    save_file(rng_state(), os.path.join(path, "rng.safetensors"))
+    save_file(randomness.torch_state, os.path.join(path, "rng.safetensors"))
     with open(os.path.join(path, "python_rng.json"), "w") as f:
-        json.dump(random.getstate(), f)
-    with open(os.path.join(path, "trainer_state.json"), "w") as f:
+        json.dump(randomness.python_state, f)
+    state.files = _file_sizes(path)
+    with open(os.path.join(path, STATE_FILE), "w") as f:
         f.write(state.to_json())
 
 
+def read_trainer_state(path: str) -> TrainerState:
+    with open(os.path.join(path, STATE_FILE)) as f:
+        return TrainerState(**json.load(f))
+
+
 def read_training_state(path: str, optimizer: torch.optim.Optimizer, scheduler: Any) -> TrainerState:
+    """Restore the optimizer, the schedule and the random generators; return the trainer state."""
     if not os.path.isfile(os.path.join(path, "optimizer.pt")):
         raise ConfigError(f"resume_from_checkpoint: '{path}' has no optimizer state (it was saved by a sharded "
                           f"FSDP/DeepSpeed run), so it cannot resume exactly; start a new run from its weights "
@@ -109,12 +154,13 @@ def read_training_state(path: str, optimizer: torch.optim.Optimizer, scheduler: 
     with open(os.path.join(path, "python_rng.json")) as f:
         version, internal, gauss = json.load(f)
         random.setstate((version, tuple(internal), gauss))
-    with open(os.path.join(path, "trainer_state.json")) as f:
-        return TrainerState(**json.load(f))
+    return read_trainer_state(path)
 
 
 def prune_checkpoints(output_dir: str, keep: int | None) -> None:
+    """Keep the newest `keep` checkpoints. Each one goes by rename-then-delete, so a kill during
+    pruning never leaves a half-deleted checkpoint under a valid name."""
     if keep is None:
         return
     for path in checkpoint_dirs(output_dir)[:-keep]:
-        shutil.rmtree(path, ignore_errors=True)
+        remove_directory(path)

@@ -9,16 +9,21 @@ processes.
 
 Data order: a seeded permutation per epoch; the position in it is part of the checkpoint, so a
 resumed run sees exactly the batches an uninterrupted run would have seen.
+
+Stopping: a NaN/inf loss or gradient stops before the weights change; Ctrl-C or SIGTERM stops at
+once, but never inside the optimizer update, and (with save_steps > 0) checkpoints the last completed
+step; a full disk is one line naming the checkpoint that is still intact. What the output directory
+may hold when a run starts is decided in training/rundir.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import copy
 import logging
 import math
 import os
-import shutil
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,18 +33,23 @@ import torch
 from tqdm.auto import tqdm
 
 from vietnamese_ai.data.layout import PackedBatch
-from vietnamese_ai.errors import ConfigError, TrainingError
+from vietnamese_ai.errors import ConfigError, Interrupted, TrainingError
+from vietnamese_ai.files import atomic_directory, atomic_file, storage_error
 from vietnamese_ai.models.io import load_weights, save_model
 from vietnamese_ai.training.checkpoint import (
+    RandomState,
     TrainerState,
-    atomic_directory,
     checkpoint_dirs,
     prune_checkpoints,
+    read_trainer_state,
     read_training_state,
     write_training_state,
 )
 from vietnamese_ai.training.config import TrainingConfig
+from vietnamese_ai.training.metrics import MetricsLog, Window, reduce_sums
 from vietnamese_ai.training.optim import build_optimizer, build_scheduler
+from vietnamese_ai.training.rundir import apply_current_optimisation, compare_settings, prepare_output_dir, run_settings
+from vietnamese_ai.training.signals import StopSignals
 
 log = logging.getLogger("vietnamese_ai")
 
@@ -108,90 +118,13 @@ def make_accelerator(config: TrainingConfig) -> Any:
         return Accelerator(mixed_precision=precision, cpu=not cuda)
 
 
-def prepare_output_dir(config: TrainingConfig, is_main: bool) -> str | None:
-    """Check what output_dir already holds; returns the checkpoint to resume from, if any."""
-    out = config.output_dir
-    existing = checkpoint_dirs(out)
-    resume = config.resume_from_checkpoint
-    if resume == "latest":
-        if existing:
-            return existing[-1]
-        log.info("resume_from_checkpoint=latest: no checkpoint in %s, starting from scratch", out)
-        resume = None
-    elif resume:
-        if not os.path.isfile(os.path.join(resume, "trainer_state.json")):
-            raise ConfigError(f"resume_from_checkpoint: '{resume}' is not a checkpoint directory (no trainer_state.json)")
-        return resume
-    if existing and not config.overwrite_output_dir:
-        raise ConfigError(f"output_dir: '{out}' already holds checkpoints; pass resume_from_checkpoint=latest to "
-                          f"continue or overwrite_output_dir=true to start again")
-    if is_main and config.overwrite_output_dir:
-        shutil.rmtree(os.path.join(out, "checkpoints"), ignore_errors=True)
-    return None
-
-
-class MetricsLog:
-    """metrics.jsonl: one JSON object per logged step, always with `step` and `loss`."""
-
-    def __init__(self, path: str, resume_step: int | None, enabled: bool):
-        self.path, self.enabled, self.history = path, enabled, []
-        if not enabled:
-            return
-        kept = []
-        if resume_step is not None and os.path.isfile(path):
-            # Lines written after the checkpoint belong to the interrupted run's lost steps.
-            with open(path) as f:
-                kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
-        with open(path, "w") as f:
-            f.writelines(kept)
-        self.history = [json.loads(line) for line in kept]
-
-    def write(self, record: dict[str, Any]) -> None:
-        self.history.append(record)
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-
-class _Window:
-    """Sums since the last log line."""
-
-    def __init__(self) -> None:
-        self.loss, self.items, self.tokens, self.start = 0.0, 0, 0, time.perf_counter()
-        self.metrics: dict[str, tuple[float, float]] = {}
-
-    def add(self, out: StepOutput, batch: PackedBatch) -> None:
-        self.loss += float(out.loss.detach())
-        self.items += batch.num_items
-        self.tokens += batch.num_tokens
-        for key, value in out.metrics.items():
-            total, count = value if isinstance(value, tuple) else (value, batch.num_items)
-            s, c = self.metrics.get(key, (0.0, 0.0))
-            self.metrics[key] = (s + float(total), c + float(count))
-
-    def reduced(self, accelerator: Any) -> tuple[float, float, float, dict[str, float]]:
-        """(loss sum, items, tokens, metric means), summed over all processes."""
-        keys = sorted(self.metrics)
-        flat = [self.loss, self.items, self.tokens] + [x for k in keys for x in self.metrics[k]]
-        sums = _reduce_sums(accelerator, flat)
-        means = {k: sums[3 + 2 * i] / sums[4 + 2 * i] for i, k in enumerate(keys) if sums[4 + 2 * i] > 0}
-        return sums[0], sums[1], sums[2], means
-
-
-def _reduce_sums(accelerator: Any, values: list[float]) -> list[float]:
-    if accelerator.num_processes == 1:
-        return values
-    tensor = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
-    return accelerator.reduce(tensor, reduction="sum").tolist()
-
-
 @torch.no_grad()
 def evaluate(model: Any, accelerator: Any, data: Sequence[Any], collate: Collate, loss_fn: LossFn,
              batch_size: int) -> dict[str, float]:
     """Item-weighted mean loss and metrics over `data`, prefixed `eval/`."""
     was_training = model.training
     model.eval()
-    window = _Window()
+    window = Window()
     rank, world = accelerator.process_index, accelerator.num_processes
     for start in range(rank * batch_size, len(data), batch_size * world):
         batch = collate(list(data[start:start + batch_size])).to(accelerator.device)
@@ -243,12 +176,12 @@ class DataSchedule:
         return batches
 
 
-def _accumulate(model: Any, accelerator: Any, batches: list[PackedBatch], loss_fn: LossFn, window: _Window) -> float:
+def _accumulate(model: Any, accelerator: Any, batches: list[PackedBatch], loss_fn: LossFn, window: Window) -> float:
     """Forward and backward over one step's micro-batches; each loss sum is divided by the item count
     of the whole step on all ranks (times the world size, which DDP's gradient averaging divides out).
     Returns the step's loss sum over all ranks."""
     world = accelerator.num_processes
-    step_items = _reduce_sums(accelerator, [float(sum(b.num_items for b in batches))])[0]
+    step_items = reduce_sums(accelerator, [float(sum(b.num_items for b in batches))])[0]
     step_loss = 0.0
     for k, batch in enumerate(batches):
         batch = batch.to(accelerator.device)
@@ -259,7 +192,7 @@ def _accumulate(model: Any, accelerator: Any, batches: list[PackedBatch], loss_f
             accelerator.backward(output.loss * world / max(step_items, 1.0))
         window.add(output, batch)
         step_loss += float(output.loss.detach())
-    return _reduce_sums(accelerator, [step_loss])[0]
+    return reduce_sums(accelerator, [step_loss])[0]
 
 
 def _check_finite(loss: float, grad_norm: float | None, step: int, output_dir: str) -> None:
@@ -273,7 +206,7 @@ def _check_finite(loss: float, grad_norm: float | None, step: int, output_dir: s
                         f"try a lower learning_rate")
 
 
-def _log_record(window: _Window, accelerator: Any, step: int, epoch: float, learning_rate: float,
+def _log_record(window: Window, accelerator: Any, step: int, epoch: float, learning_rate: float,
                 grad_norm: float | None) -> tuple[dict[str, Any], int]:
     """One metrics.jsonl line (item-weighted means since the last line, over all ranks), and the
     number of tokens it covers."""
@@ -287,16 +220,64 @@ def _log_record(window: _Window, accelerator: Any, step: int, epoch: float, lear
     return record, int(tokens)
 
 
-def _save_model_dir(accelerator: Any, model: Any, tokenizer: Any, path: str, sharded: bool, merge_lora: bool = False,
-                    extra: Callable[[str], None] | None = None) -> None:
-    """Write `path` atomically from the main process (sharded weights are gathered on every rank first)."""
+def _save_model_dir(accelerator: Any, model: Any, tokenizer: Any, path: str, sharded: bool, output_dir: str,
+                    merge_lora: bool = False, extra: Callable[[str], None] | None = None) -> None:
+    """Write `path` atomically from the main process (sharded weights are gathered on every rank first).
+    A full disk or a permission problem is one line that says which checkpoint is still intact."""
     state_dict = accelerator.get_state_dict(model) if sharded else None
     if accelerator.is_main_process:
-        with atomic_directory(path) as tmp:
-            save_model(accelerator.unwrap_model(model), tokenizer, tmp, state_dict=state_dict, merge_lora=merge_lora)
-            if extra:
-                extra(tmp)
+        try:
+            with atomic_directory(path) as tmp:
+                save_model(accelerator.unwrap_model(model), tokenizer, tmp, state_dict=state_dict, merge_lora=merge_lora)
+                if extra:
+                    extra(tmp)
+        except OSError as e:
+            error = storage_error("model directory", path, e)
+            if error is None:
+                raise
+            kept = [p for p in checkpoint_dirs(output_dir) if p != path]
+            intact = f"the checkpoint {kept[-1]} is intact" if kept else "no earlier checkpoint exists"
+            raise TrainingError(f"{error}; {intact}") from None
     accelerator.wait_for_everyone()
+
+
+@dataclass
+class _StepStart:
+    """What an interrupted step must be rolled back to before it can be checkpointed."""
+
+    state: TrainerState
+    window: Window
+    randomness: RandomState
+
+
+def _save_checkpoint(accelerator: Any, model: Any, tokenizer: Any, optimizer: Any, scheduler: Any, out: str,
+                     state: TrainerState, window: Window, sharded: bool, save_total_limit: int | None,
+                     randomness: RandomState | None = None) -> str:
+    path = os.path.join(out, "checkpoints", f"step-{state.global_step:06d}")
+    state.log_window = window.state(accelerator)
+    # A sharded optimizer's state_dict on one rank is only its shard: such checkpoints keep the
+    # weights but cannot resume exactly, and say so (read_training_state).
+    _save_model_dir(accelerator, model, tokenizer, path, sharded, out,
+                    extra=lambda tmp: write_training_state(tmp, None if sharded else optimizer, scheduler, state,
+                                                           randomness))
+    if accelerator.is_main_process:
+        prune_checkpoints(out, save_total_limit)
+    return path
+
+
+def _resume(config: TrainingConfig, path: str, model: Any, optimizer: Any, scheduler: Any,
+            settings: dict[str, Any]) -> TrainerState:
+    fresh_groups = [dict(group) for group in optimizer.param_groups]
+    saved = read_trainer_state(path).settings
+    changed = compare_settings(saved, settings, path)   # refuses a changed data order before touching anything
+    load_weights(model, path)
+    state = read_training_state(path, optimizer, scheduler)
+    apply_current_optimisation(optimizer, scheduler, fresh_groups, config.learning_rate)
+    if changed:
+        log.warning("resuming from %s with changed settings, applied from step %d on: %s", path, state.global_step + 1,
+                    "; ".join(changed))
+    log.info("resumed from %s at step %d", path, state.global_step)
+    return state
 
 
 def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequence[Any], collate: Collate,
@@ -307,11 +288,12 @@ def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequen
     resume_from = prepare_output_dir(config, accelerator.is_main_process)
     if accelerator.is_main_process:
         os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, "config.yaml"), "w", encoding="utf-8") as f:
+        with atomic_file(os.path.join(out, "config.yaml")) as f:
             f.write(config.to_yaml())
     schedule = DataSchedule(len(train_data), config.per_device_train_batch_size, config.gradient_accumulation_steps,
                             accelerator.num_processes, accelerator.process_index, config.seed)
     total_steps = config.max_steps if config.max_steps > 0 else math.ceil(config.num_train_epochs * schedule.steps_per_epoch)
+    settings = run_settings(config, len(train_data), accelerator.num_processes, total_steps)
 
     torch.manual_seed(config.seed)
     optimizer = build_optimizer(model, config.learning_rate, config.weight_decay,
@@ -320,49 +302,97 @@ def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequen
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
     sharded = accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
-    state = TrainerState()
+    state = TrainerState(settings=settings)
     if resume_from:
-        load_weights(accelerator.unwrap_model(model), resume_from)
-        state = read_training_state(resume_from, optimizer, scheduler)
-        log.info("resumed from %s at step %d", resume_from, state.global_step)
+        state = _resume(config, resume_from, accelerator.unwrap_model(model), optimizer, scheduler, settings)
+        state.settings = settings
     metrics = MetricsLog(os.path.join(out, "metrics.jsonl"), state.global_step if resume_from else None,
                          accelerator.is_main_process)
+    window = Window(state.log_window if accelerator.is_main_process else None)
+    last_saved = state.global_step if resume_from else None
 
-    window = _Window()
     bar = tqdm(total=total_steps, initial=state.global_step, disable=config.disable_tqdm or not accelerator.is_main_process,
                desc=os.path.basename(os.path.normpath(out)) or "train", dynamic_ncols=True)
-    while state.global_step < total_steps:
-        batches = [collate([train_data[i] for i in indices]) for indices in schedule.next_step(state)]
-        step_loss = _accumulate(model, accelerator, batches, loss_fn, window)
-        grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)) if config.max_grad_norm else None
-        _check_finite(step_loss, grad_norm, state.global_step + 1, out)
-        learning_rate = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        state.global_step += 1
-        step = state.global_step
-        bar.update(1)
+    start: _StepStart | None = None
+    with StopSignals() as signals:
+        try:
+            while state.global_step < total_steps:
+                start = _StepStart(copy.deepcopy(state), window.copy(), RandomState.capture())
+                batches = [collate([train_data[i] for i in indices]) for indices in schedule.next_step(state)]
+                step_loss = _accumulate(model, accelerator, batches, loss_fn, window)
+                grad_norm = (float(accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm))
+                             if config.max_grad_norm else None)
+                _check_finite(step_loss, grad_norm, state.global_step + 1, out)
+                learning_rate = scheduler.get_last_lr()[0]
+                with signals.critical():  # weights, optimizer, schedule and step counter move together
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    state.global_step += 1
+                    start = None
+                step = state.global_step
+                bar.update(1)
 
-        do_eval = bool(eval_data) and ((config.eval_steps and step % config.eval_steps == 0) or step == total_steps)
-        if step % config.logging_steps == 0 or step == total_steps or do_eval:
-            record, tokens = _log_record(window, accelerator, step, step / schedule.steps_per_epoch, learning_rate, grad_norm)
-            state.tokens_seen += tokens
-            if do_eval:
-                record.update(evaluate(model, accelerator, eval_data, collate, eval_loss_fn or loss_fn,
-                                       config.per_device_eval_batch_size))
-            metrics.write(record)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{learning_rate:.2e}", tok_s=f"{record['tokens_per_second']:.0f}")
-            window = _Window()
-        if config.save_steps and step % config.save_steps == 0 and step < total_steps:
-            # A sharded optimizer's state_dict on one rank is only its shard: such checkpoints keep the
-            # weights but cannot resume exactly, and say so (read_training_state).
-            _save_model_dir(accelerator, model, tokenizer, os.path.join(out, "checkpoints", f"step-{step:06d}"), sharded,
-                            extra=lambda tmp: write_training_state(tmp, None if sharded else optimizer, scheduler, state))
-            if accelerator.is_main_process:
-                prune_checkpoints(out, config.save_total_limit)
+                do_eval = bool(eval_data) and ((config.eval_steps and step % config.eval_steps == 0) or step == total_steps)
+                if step % config.logging_steps == 0 or step == total_steps or do_eval:
+                    record, tokens = _log_record(window, accelerator, step, step / schedule.steps_per_epoch,
+                                                 learning_rate, grad_norm)
+                    if do_eval:
+                        record.update(evaluate(model, accelerator, eval_data, collate, eval_loss_fn or loss_fn,
+                                               config.per_device_eval_batch_size))
+                    with signals.critical():  # a logged window is never also saved as pending
+                        _write_metrics(metrics, record)
+                        state.tokens_seen += tokens
+                        window = Window()
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{learning_rate:.2e}",
+                                    tok_s=f"{record['tokens_per_second']:.0f}")
+                if config.save_steps and step % config.save_steps == 0 and step < total_steps:
+                    _save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, out, state, window, sharded,
+                                     config.save_total_limit)
+                    last_saved = step
+        except Interrupted as stop:
+            bar.close()
+            raise _interrupted(stop, accelerator, config, start, state, window, last_saved,
+                               lambda s, w, r: _save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler,
+                                                                out, s, w, sharded, config.save_total_limit, r)) from None
     bar.close()
 
     final_dir = os.path.join(out, "final")
-    _save_model_dir(accelerator, model, tokenizer, final_dir, sharded, merge_lora=config.merge_lora)
+    _save_model_dir(accelerator, model, tokenizer, final_dir, sharded, out, merge_lora=config.merge_lora)
     return TrainResult(out, final_dir, state.global_step, metrics.history, accelerator.unwrap_model(model))
+
+
+def _write_metrics(metrics: MetricsLog, record: dict[str, Any]) -> None:
+    try:
+        metrics.write(record)
+    except OSError as e:
+        error = storage_error("metrics file", metrics.path, e)
+        if error is None:
+            raise
+        raise TrainingError(str(error)) from None
+
+
+def _interrupted(stop: Interrupted, accelerator: Any, config: TrainingConfig, start: _StepStart | None,
+                 state: TrainerState, window: Window, last_saved: int | None,
+                 save: Callable[[TrainerState, Window, RandomState | None], str]) -> Interrupted:
+    """Checkpoint the last completed step (when checkpoints are on), and say what was kept."""
+    name = signal.Signals(stop.signum).name
+    if start is not None:  # stopped inside a step: the weights are still those of the step before
+        state, window, randomness = start.state, start.window, start.randomness
+    else:
+        randomness = None
+    step = state.global_step
+    if not config.save_steps:
+        kept = "checkpoints are off (save_steps=0), nothing was saved"
+    elif accelerator.num_processes > 1:
+        # Saving needs every process, and some may already be gone: keep the periodic checkpoints.
+        newest = checkpoint_dirs(config.output_dir)
+        kept = f"the last checkpoint is {newest[-1]}" if newest else "no checkpoint had been saved"
+    elif step == 0:
+        kept = "no step had completed, nothing was saved"
+    elif last_saved == step:
+        kept = f"step {step} is checkpointed in {checkpoint_dirs(config.output_dir)[-1]}"
+    else:
+        kept = f"step {step} was checkpointed in {save(state, window, randomness)}"
+    resume = "; resume with resume_from_checkpoint=latest" if config.save_steps and step else ""
+    return Interrupted(stop.signum, f"{name} at step {step}; {kept}{resume}")

@@ -1,0 +1,166 @@
+"""Files and directories that a crash can never leave half-written.
+
+Everything the toolkit writes (checkpoints, final models, metrics.jsonl, JSONL outputs, the reference
+cache) goes through here. The pattern is always the same: write into a hidden temporary sibling,
+flush it to disk (fsync), rename it into place, fsync the parent directory so that the rename itself
+survives a power cut. A reader therefore sees the old version or the new one, never a mixture.
+
+A process killed with SIGKILL runs no cleanup, so the temporaries it leaves behind carry fixed
+prefixes and `sweep` removes them the next time a run starts in that directory:
+
+    .tmp-NAME-XXXXXXXX     a new version being written: incomplete, deleted
+    .old-NAME-XXXXXXXX     the previous version, moved aside just before the new one is renamed in:
+                           restored if NAME is missing (the kill fell between the two renames),
+                           deleted otherwise
+    .trash-NAME-XXXXXXXX   a directory renamed away for deletion (pruned checkpoints): deleted
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+
+from vietnamese_ai.errors import UserError
+
+PREFIXES = (".tmp-", ".old-", ".trash-")
+# errno values that mean "the disk or the permissions", not "a bug": reported in one line.
+STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def _sibling(path: str, prefix: str) -> str:
+    parent, name = os.path.split(os.path.abspath(path))
+    return os.path.join(parent, f"{prefix}{name}-{uuid.uuid4().hex[:8]}")
+
+
+def fsync_path(path: str) -> None:
+    """Flush a file or a directory entry to disk (directories: where the OS allows it)."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if os.path.isdir(path) else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot fsync a directory; the data files were synced already
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: str) -> None:
+    for folder, _, names in os.walk(root):
+        for name in names:
+            fsync_path(os.path.join(folder, name))
+        fsync_path(folder)
+
+
+def storage_error(what: str, path: str, error: OSError) -> UserError | None:
+    """A one-line error for a full disk or a permission problem, None for anything else."""
+    if error.errno not in STORAGE_ERRORS:
+        return None
+    return UserError(f"{what} '{path}' could not be written: {error.strerror or error}")
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str) -> Iterator[str]:
+    """Yield a temporary directory that replaces `path` only if the block finishes without error."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = _sibling(path, ".tmp-")
+    os.makedirs(tmp)
+    try:
+        yield tmp
+        fsync_tree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if os.path.exists(path):
+        old = _sibling(path, ".old-")
+        os.rename(path, old)
+    os.rename(tmp, path)
+    fsync_path(os.path.dirname(os.path.abspath(path)))
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[object]:
+    """Open a temporary sibling of `path` for writing; it replaces `path` (os.replace) on success."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = _sibling(path, ".tmp-")
+    try:
+        with open(tmp, mode, encoding=None if "b" in mode else encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    fsync_path(os.path.dirname(os.path.abspath(path)))
+
+
+def remove_directory(path: str) -> None:
+    """Delete a directory so that a kill half-way never leaves a partial copy under its name:
+    rename it away first (atomic), then delete the renamed copy."""
+    if not os.path.exists(path):
+        return
+    trash = _sibling(path, ".trash-")
+    os.rename(path, trash)
+    fsync_path(os.path.dirname(os.path.abspath(path)))
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _target_name(entry: str, prefix: str) -> str:
+    """'.old-step-000004-1a2b3c4d' -> 'step-000004'."""
+    return entry[len(prefix):].rsplit("-", 1)[0]
+
+
+def sweep(directory: str) -> list[str]:
+    """Clean up what killed writers left in `directory` (see the module docstring); returns what was
+    removed or restored, for a log line."""
+    if not os.path.isdir(directory):
+        return []
+    done = []
+    for entry in sorted(os.listdir(directory)):
+        prefix = next((p for p in PREFIXES if entry.startswith(p)), None)
+        if prefix is None:
+            continue
+        path = os.path.join(directory, entry)
+        target = os.path.join(directory, _target_name(entry, prefix))
+        if prefix == ".old-" and not os.path.exists(target):
+            os.rename(path, target)
+            done.append(f"restored {target}")
+        elif os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+            done.append(f"removed {path}")
+        else:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+            done.append(f"removed {path}")
+    return done
+
+
+def check_writable_directory(path: str, key: str) -> None:
+    """Fail in one line, before any expensive work, if `path` cannot be a directory we write into."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{key}: '{path}' is a file, not a directory")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserError(f"{key}: cannot create '{path}': '{existing}' is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{key}: '{existing}' is not writable")
+
+
+def check_writable_file(path: str, key: str) -> None:
+    """Fail in one line if `path` cannot be written as a file."""
+    if os.path.isdir(path):
+        raise UserError(f"{key}: '{path}' is a directory; give a file name")
+    check_writable_directory(os.path.dirname(os.path.abspath(path)), key)

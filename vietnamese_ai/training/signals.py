@@ -1,0 +1,54 @@
+"""Stop on Ctrl-C or SIGTERM (what cluster schedulers send before killing a job) without tearing
+an optimizer step in half.
+
+Inside `StopSignals`, both signals raise `Interrupted` at once, except within `critical()`: there
+the signal is remembered and raised when the section ends. The training loop wraps the optimizer
+update in `critical()`, so an interrupted run always stops with the weights, the optimizer state
+and the step counter describing the same completed step, and can checkpoint it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from vietnamese_ai.errors import Interrupted
+
+HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopSignals:
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.depth > 0:
+            self.pending = signum
+            return
+        raise Interrupted(signum)
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+            for signum in HANDLED:
+                self.previous[signum] = signal.signal(signum, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    @contextlib.contextmanager
+    def critical(self) -> Iterator[None]:
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if self.depth == 0 and self.pending is not None:
+            signum, self.pending = self.pending, None
+            raise Interrupted(signum)
