@@ -5,8 +5,9 @@ Three sources, chosen by the recipe:
   before training begins);
 - `AdapterReference`: with LoRA, the policy with its adapters switched off: no second copy in memory;
 - `precompute`: reference log-probabilities computed once before training and cached on disk, keyed by
-  the tokenised data and a fingerprint of the reference weights, so that training runs only the
-  policy (and a second run on the same data and model skips the reference entirely).
+  everything they depend on (the token ids, every bit of the reference weights, dtype and mixed
+  precision, tokenizer, max_length, layout), so that training runs only the policy, and a second run
+  on the same data and model skips the reference entirely while any other run misses.
 
 Reference passes run in eval mode (no dropout) and without gradients.
 """
@@ -22,10 +23,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from vietnamese_ai.data.layout import PackedBatch
+from vietnamese_ai.files import atomic_file
 from vietnamese_ai.losses import sequence_logps
 from vietnamese_ai.models.forward import batch_target_logps, unwrap
 
@@ -88,26 +90,14 @@ class AdapterReference:
 Reference = FrozenReference | AdapterReference
 
 
-def model_fingerprint(model: Any) -> str:
-    """A cheap identity of the weights: the config plus, per tensor, its name, shape, sum and sum of squares."""
-    h = hashlib.sha256()
-    config = getattr(unwrap(model), "config", None)
-    if config is not None and hasattr(config, "to_json_string"):
-        h.update(config.to_json_string(use_diff=False).encode())
-    with torch.no_grad():
-        for name, tensor in unwrap(model).state_dict().items():
-            t = tensor.detach().double()
-            h.update(f"{name}{tuple(t.shape)}{t.sum().item():.10e}{(t * t).sum().item():.10e}".encode())
-    return h.hexdigest()
-
-
 def cache_dir() -> str:
     root = os.environ.get("VIETNAMESE_AI_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "vietnamese_ai")
     return os.path.join(root, "ref_logps")
 
 
-def data_fingerprint(token_lists: Sequence[Sequence[list[int] | None]]) -> str:
-    return hashlib.sha256(json.dumps(token_lists, separators=(",", ":")).encode()).hexdigest()
+def cache_key(**parts: Any) -> str:
+    """sha256 of every input the cached log-probs depend on (see recipes.preference for the parts)."""
+    return hashlib.sha256(json.dumps({"format": 2, **parts}, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def precompute(reference: Reference, examples: Sequence[Any], collate: Callable[[list[Any]], PackedBatch],
@@ -118,12 +108,16 @@ def precompute(reference: Reference, examples: Sequence[Any], collate: Callable[
     `collate` lays out examples without reference inputs; group g * groups_per_example + k is
     response k of example g. Shape: returns (len(examples), groups_per_example) float32 on CPU.
     """
-    path = os.path.join(cache_dir(), f"{key[:32]}.safetensors")
+    path = os.path.join(cache_dir(), f"{key}.safetensors")
     if os.path.isfile(path):
-        cached = load_file(path)["logps"]
-        if cached.shape == (len(examples), groups_per_example):
-            log.info("reference log-probs: loaded from cache %s", path)
-            return cached
+        try:
+            cached = load_file(path)["logps"]
+        except Exception as e:  # a damaged cache file is a miss, never an error
+            log.warning("reference log-probs: ignoring unreadable cache file %s (%s)", path, type(e).__name__)
+        else:
+            if cached.shape == (len(examples), groups_per_example):
+                log.info("reference log-probs: loaded from cache %s", path)
+                return cached
     out = torch.empty(len(examples), groups_per_example)
     autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     starts = range(0, len(examples), batch_size)
@@ -132,9 +126,10 @@ def precompute(reference: Reference, examples: Sequence[Any], collate: Callable[
         with autocast:
             logps = reference.logps(collate(chunk).to(device))
         out[start:start + len(chunk)] = logps.float().view(len(chunk), groups_per_example).cpu()
-    os.makedirs(cache_dir(), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    save_file({"logps": out}, tmp)
-    os.replace(tmp, path)  # atomic: concurrent processes never read a half-written file
-    log.info("reference log-probs: computed for %d examples, cached in %s", len(examples), path)
+    try:
+        with atomic_file(path, "wb") as f:  # concurrent processes never read a half-written file
+            f.write(save({"logps": out}))
+        log.info("reference log-probs: computed for %d examples, cached in %s", len(examples), path)
+    except OSError as e:  # an unwritable cache costs a recomputation next time, nothing more
+        log.warning("reference log-probs: could not write the cache %s (%s)", path, e.strerror or e)
     return out

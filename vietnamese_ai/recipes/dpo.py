@@ -104,6 +104,7 @@ def run_dpo(config: DPOConfig, model: Any = None, tokenizer: Any = None, ref_mod
     collate = collate_for(config, model, tokenizer, reference_model)
     if reference is not None and config.precompute_ref_log_probs:
         attach_reference_logps(config, reference, [train_set, eval_set], collate, groups=2,
-                               responses=lambda p: [p.prompt_ids, p.chosen_ids, p.rejected_ids])
+                               responses=lambda p: [p.prompt_ids, p.chosen_ids, p.rejected_ids], tokenizer=tokenizer,
+                               layout={"method": "pairs", "pack": collate.pack, "share": collate.share})
         reference = reference_model = None  # training runs the policy alone; the reference can be freed
     return train(model, tokenizer, config, train_set, collate, dpo_loss_fn(config, reference), eval_set)

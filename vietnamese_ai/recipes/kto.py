@@ -103,6 +103,7 @@ def run_kto(config: KTOConfig, model: Any = None, tokenizer: Any = None, ref_mod
     args = (pack, share, pad_token_id(tokenizer, model), pair_cost(model))
     if config.precompute_ref_log_probs:
         attach_reference_logps(config, reference, [train_set, eval_set], kto_collate(*args, with_kl_branch=True), groups=2,
-                               responses=lambda e: [e.prompt_ids, e.completion_ids, e.kl_completion_ids])
+                               responses=lambda e: [e.prompt_ids, e.completion_ids, e.kl_completion_ids],
+                               tokenizer=tokenizer, layout={"method": "kto", "pack": pack, "share": share})
         reference = reference_model = None
     return train(model, tokenizer, config, train_set, kto_collate(*args), kto_loss_fn(config, reference), eval_set)

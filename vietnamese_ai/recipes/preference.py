@@ -4,8 +4,11 @@ pairs, choosing the reference model, precomputing its log-probabilities, and the
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,10 +24,11 @@ from vietnamese_ai.models.reference import (
     AdapterReference,
     FrozenReference,
     Reference,
-    data_fingerprint,
-    model_fingerprint,
+    cache_key,
     precompute,
 )
+from vietnamese_ai.models.fingerprint import tokenizer_fingerprint, weights_fingerprint
+from vietnamese_ai.models.forward import attn_implementation
 from vietnamese_ai.recipes.common import pad_token_id, pair_cost, resolve_packing
 from vietnamese_ai.training.config import TrainingConfig
 from vietnamese_ai.training.loop import autocast_dtype
@@ -80,26 +84,30 @@ def layout_flags(config: Any, policy: Any, reference_model: Any = None, measure:
     return config.packing and exact, config.prefix_sharing and exact
 
 
-def pair_collate(pack: bool, share: bool, pad_id: int, cost: float) -> Callable[[list[TokenizedPair]], PackedBatch]:
+@dataclass
+class PairCollate:
     """Pairs as one PackedBatch; group 2i = chosen, 2i+1 = rejected; extras carry precomputed reference
     log-probs (B, 2) and margins (B,) when the pairs have them."""
 
-    def collate(pairs: list[TokenizedPair]) -> PackedBatch:
-        batch = layout(pair_sequences(pairs, share), pack=pack, num_groups=2 * len(pairs), num_items=len(pairs),
-                       pad_token_id=pad_id, pair_cost=cost)
+    pack: bool
+    share: bool
+    pad_id: int
+    cost: float
+
+    def __call__(self, pairs: list[TokenizedPair]) -> PackedBatch:
+        batch = layout(pair_sequences(pairs, self.share), pack=self.pack, num_groups=2 * len(pairs),
+                       num_items=len(pairs), pad_token_id=self.pad_id, pair_cost=self.cost)
         if pairs[0].ref_logps is not None:
             batch.extras["ref_logps"] = torch.tensor([p.ref_logps for p in pairs], dtype=torch.float32)
         if any(p.margin is not None for p in pairs):
             batch.extras["margin"] = torch.tensor([p.margin or 0.0 for p in pairs], dtype=torch.float32)
         return batch
 
-    return collate
 
-
-def collate_for(config: Any, policy: Any, tokenizer: Any, reference_model: Any = None, measure: Any = None):
+def collate_for(config: Any, policy: Any, tokenizer: Any, reference_model: Any = None, measure: Any = None) -> PairCollate:
     pack, share = layout_flags(config, policy, reference_model, measure)
     log.info("layout: packing %s, prefix sharing %s", "on" if pack else "off", "on" if share else "off")
-    return pair_collate(pack, share, pad_token_id(tokenizer, policy), pair_cost(policy))
+    return PairCollate(pack, share, pad_token_id(tokenizer, policy), pair_cost(policy))
 
 
 def build_reference(config: ReferenceConfig, policy: Any, ref_model: Any = None) -> tuple[Reference, Any]:
@@ -125,18 +133,33 @@ def precompute_device() -> torch.device:
 
 def attach_reference_logps(config: ReferenceConfig, reference: Reference, datasets: list[list[Any] | None],
                            collate: Callable[[list[Any]], PackedBatch], groups: int,
-                           responses: Callable[[Any], list[list[int] | None]]) -> None:
-    """Precompute reference log-probs for each dataset and store them on the examples (`ref_logps`)."""
-    fingerprint = model_fingerprint(reference.model if isinstance(reference, FrozenReference) else reference.policy)
+                           responses: Callable[[Any], list[list[int] | None]], tokenizer: Any,
+                           layout: dict[str, Any]) -> None:
+    """Precompute reference log-probs for each dataset and store them on the examples (`ref_logps`).
+
+    The cache key covers everything the values depend on: the token ids, every bit of the reference
+    weights (adapters included when they are on), the weights' dtype, mixed precision and attention
+    kernel, the tokenizer, max_length, and the layout (`layout`: packing, prefix sharing, method)."""
+    model = reference.model if isinstance(reference, FrozenReference) else reference.policy
+    identity = {
+        "weights": weights_fingerprint(model, include_adapters=isinstance(reference, FrozenReference)),
+        "dtype": str(next(model.parameters()).dtype), "autocast": str(autocast_dtype(config)),
+        "attention": attn_implementation(model), "tokenizer": tokenizer_fingerprint(tokenizer),
+        "max_length": config.max_length, "batch_size": config.per_device_eval_batch_size, **layout,
+    }
     for examples in datasets:
         if not examples:
             continue
-        key = data_fingerprint([responses(e) for e in examples]) + fingerprint + config.dtype
+        key = cache_key(data=data_fingerprint([responses(e) for e in examples]), **identity)
         logps = precompute(reference, examples, collate, groups, config.per_device_eval_batch_size,
                            key=key, device=precompute_device(), autocast_dtype=autocast_dtype(config),
                            progress=not config.disable_tqdm)
         for example, row in zip(examples, logps.tolist()):
             example.ref_logps = tuple(row)
+
+
+def data_fingerprint(token_lists: list[list[list[int] | None]]) -> str:
+    return hashlib.sha256(json.dumps(token_lists, separators=(",", ":")).encode()).hexdigest()
 
 
 def pair_metrics(pi_w: torch.Tensor, pi_l: torch.Tensor, rewards_w: torch.Tensor, rewards_l: torch.Tensor,
