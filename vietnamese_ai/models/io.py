@@ -61,10 +61,19 @@ def _save_weights(model: Any, path: str, state_dict: dict[str, torch.Tensor] | N
 
         merged = copy.deepcopy(model).merge_and_unload()
         merged.save_pretrained(path)
-    elif state_dict is not None:
-        model.save_pretrained(path, state_dict=state_dict)
     else:
-        model.save_pretrained(path)
+        if is_peft_model(model):
+            _absolute_base_path(model)
+        model.save_pretrained(path, **({"state_dict": state_dict} if state_dict is not None else {}))
+
+
+def _absolute_base_path(model: Any) -> None:
+    """An adapter records its base model's name or path; a relative local path would only resolve
+    from the directory the run started in, so local paths are recorded absolute."""
+    for config in model.peft_config.values():
+        base = config.base_model_name_or_path
+        if base and os.path.isdir(base):
+            config.base_model_name_or_path = os.path.abspath(base)
 
 
 def _safetensors_files(path: str, stem: str) -> list[str]:

@@ -8,6 +8,8 @@ turns it on.
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 from typing import Any
 
 import torch
@@ -55,9 +57,52 @@ def quantization_config(load_in_4bit: bool) -> Any:
                               bnb_4bit_compute_dtype=torch.bfloat16)
 
 
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def adapter_base(name_or_path: str) -> str | None:
+    """The base model of a PEFT adapter directory (its adapter_config.json), None for anything else."""
+    config_path = os.path.join(name_or_path, ADAPTER_CONFIG)
+    if not os.path.isfile(config_path):
+        return None
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            base = json.load(f).get("base_model_name_or_path")
+    except (OSError, ValueError) as e:
+        raise UserError(f"{config_path}: unreadable adapter config ({type(e).__name__}: {e})") from None
+    if not base:
+        raise UserError(f"{config_path}: the adapter names no base model (base_model_name_or_path)")
+    return base
+
+
+def adapter_task(name_or_path: str) -> str | None:
+    """The task type recorded by a PEFT adapter directory ('CAUSAL_LM', 'SEQ_CLS', ...), None when
+    `name_or_path` is not an adapter directory."""
+    if adapter_base(name_or_path) is None:
+        return None
+    with open(os.path.join(name_or_path, ADAPTER_CONFIG), encoding="utf-8") as f:
+        return json.load(f).get("task_type") or "CAUSAL_LM"
+
+
 def load_causal_lm(name_or_path: str, dtype: str = "float32", device: str | None = None,
                    attn_implementation: str | None = None, trust_remote_code: bool = False,
-                   load_in_4bit: bool = False) -> Any:
+                   load_in_4bit: bool = False, trainable_adapter: bool = False) -> Any:
+    """A causal LM from a hub name or a local directory. A LoRA adapter directory loads its base model
+    with the adapter on top (trainable when `trainable_adapter`, frozen otherwise)."""
+    base = adapter_base(name_or_path)
+    model = _load_plain_causal_lm(base or name_or_path, dtype, attn_implementation, trust_remote_code, load_in_4bit,
+                                  kind="base model" if base else "model")
+    if base:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, name_or_path, is_trainable=trainable_adapter)
+    if device and not load_in_4bit:
+        model.to(device)
+    return model
+
+
+def _load_plain_causal_lm(name_or_path: str, dtype: str, attn_implementation: str | None, trust_remote_code: bool,
+                          load_in_4bit: bool, kind: str) -> Any:
     from transformers import AutoModelForCausalLM
 
     quantization = quantization_config(load_in_4bit)
@@ -70,13 +115,11 @@ def load_causal_lm(name_or_path: str, dtype: str = "float32", device: str | None
     try:
         model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as e:
-        raise _load_error("model", name_or_path, e) from None
+        raise _load_error(kind, name_or_path, e) from None
     if quantization is not None:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model)
-    elif device:
-        model.to(device)
     return model
 
 
@@ -103,6 +146,35 @@ def apply_lora(model: Any, r: int = 16, alpha: int = 32, dropout: float = 0.05,
         return get_peft_model(model, config)
     except ValueError as e:
         raise ConfigError(f"lora_target_modules: {e}") from None
+
+
+def continue_adapter(model: Any) -> Any:
+    """Train the adapter a PEFT model already carries (continuing from an adapter directory, or a
+    PeftModel given in memory): its parameters become trainable again, the base stays frozen."""
+    name = model.active_adapter
+    model.peft_config[name].inference_mode = False
+    for param_name, param in model.named_parameters():
+        if f".{name}." in param_name or param_name.endswith(f".{name}"):
+            param.requires_grad_(True)
+    return model
+
+
+def adapters_are_identity(model: Any) -> bool:
+    """Whether switching the adapters off changes nothing: every LoRA B matrix is still zero, as PEFT
+    initialises it. Only then is "the policy with adapters disabled" the starting policy."""
+    b_matrices = [p for n, p in model.named_parameters() if "lora_B" in n or "lora_embedding_B" in n]
+    return bool(b_matrices) and all(not bool(p.detach().any()) for p in b_matrices)
+
+
+def disable_dropout(model: Any) -> None:
+    """Set every dropout probability to 0: nn.Dropout modules (LoRA's included) and the attention
+    dropout rates that transformers' attention modules keep as plain floats."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for name in ("attention_dropout", "attn_dropout", "dropout_p"):
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
 
 
 def is_peft_model(model: Any) -> bool:

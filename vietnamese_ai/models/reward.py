@@ -106,11 +106,16 @@ def _is_sequence_classifier(name_or_path: str, trust_remote_code: bool) -> bool:
 
 def reward_model_from(model: Any, own_head: bool = False) -> Any:
     """A reward model with the weights of `model`: returned as is if it already is one; a causal LM
-    object is saved to a temporary directory and reloaded with a scalar head."""
+    object (a LoRA one with its adapter merged) is saved to a temporary directory and reloaded with a
+    scalar head."""
     import tempfile
 
     if is_reward_model(model):
         return model
+    if is_peft_model(model):  # a LoRA policy: its adapter merged into a copy of the weights
+        import copy
+
+        model = copy.deepcopy(model).merge_and_unload()
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
         dtype = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(
@@ -186,12 +191,29 @@ def read_reward_stats(path: str) -> dict[str, float] | None:
     return None
 
 
-def load_reward_for_scoring(path: str, dtype: str = "float32", trust_remote_code: bool = False) -> Any:
-    """A trained reward model from `final/`: a full checkpoint, or a LoRA adapter on its base."""
-    if os.path.isfile(os.path.join(path, "adapter_config.json")):
-        from peft import PeftConfig, PeftModel
+def load_reward_for_scoring(path: str, dtype: str = "float32", trust_remote_code: bool = False,
+                            trainable: bool = False) -> Any:
+    """A trained reward model from `final/`: a full checkpoint, or a LoRA adapter on its base.
 
-        base = load_reward_model(PeftConfig.from_pretrained(path).base_model_name_or_path, dtype,
-                                 trust_remote_code=trust_remote_code)
-        return PeftModel.from_pretrained(base, path)
+    Refuses what has no trained head: a plain causal LM would be scored through a randomly initialised
+    head, and a causal-LM adapter is a policy, not a reward model."""
+    from vietnamese_ai.models.loading import adapter_base, adapter_task
+
+    task = adapter_task(path)
+    if task is not None:
+        if task != "SEQ_CLS":
+            raise ConfigError(f"model_name_or_path: '{path}' is a {task} LoRA adapter (a language model), not a "
+                              f"reward model; train one with `vietnamese-ai reward`")
+        from peft import PeftModel
+
+        base = load_reward_model(adapter_base(path), dtype, trust_remote_code=trust_remote_code)
+        return PeftModel.from_pretrained(base, path, is_trainable=trainable)
+    try:
+        trained = _is_sequence_classifier(path, trust_remote_code) or os.path.isfile(os.path.join(path, OWN_HEAD_FILE))
+    except (OSError, ValueError) as e:
+        raise _load_error("reward model", path, e) from None
+    if not trained:
+        raise ConfigError(f"model_name_or_path: '{path}' has no trained reward head (it is not a sequence-"
+                          f"classification checkpoint); scoring with a random head would be meaningless; train one "
+                          f"with `vietnamese-ai reward`")
     return load_reward_model(path, dtype, trust_remote_code=trust_remote_code)

@@ -15,7 +15,15 @@ from vietnamese_ai.errors import ConfigError
 from vietnamese_ai.files import atomic_file, storage_error
 from vietnamese_ai.data.layout import attention_pair_cost
 from vietnamese_ai.models.forward import base_model, packing_is_exact
-from vietnamese_ai.models.loading import apply_lora, count_parameters, load_causal_lm, load_tokenizer
+from vietnamese_ai.models.loading import (
+    apply_lora,
+    continue_adapter,
+    count_parameters,
+    disable_dropout,
+    is_peft_model,
+    load_causal_lm,
+    load_tokenizer,
+)
 from vietnamese_ai.training.config import TrainingConfig
 from vietnamese_ai.training.rundir import check_output_dir
 
@@ -39,28 +47,44 @@ def load_tokenizer_for(config: TrainingConfig, model: Any = None) -> Any:
 
 def load_policy(config: TrainingConfig, model: Any = None, tokenizer: Any = None) -> tuple[Any, Any]:
     """The model to train (loaded from config.model_name_or_path unless given) and its tokenizer,
-    with LoRA and gradient checkpointing applied as configured."""
+    with LoRA and gradient checkpointing applied as configured. A LoRA adapter directory (or a PEFT
+    model object) is trained further as it is: see `prepare_trainable`."""
     quiet_transformers()
     torch.manual_seed(config.seed)  # LoRA's random initialisation happens here, before the loop seeds anything
     if model is None:
         if not config.model_name_or_path:
             raise ConfigError("model_name_or_path: required (a hub name or a local model directory)")
         model = load_causal_lm(config.model_name_or_path, config.dtype, attn_implementation=config.attn_implementation,
-                               trust_remote_code=config.trust_remote_code, load_in_4bit=config.load_in_4bit)
+                               trust_remote_code=config.trust_remote_code, load_in_4bit=config.load_in_4bit,
+                               trainable_adapter=True)
     if tokenizer is None:
         tokenizer = load_tokenizer_for(config, model)
     return prepare_trainable(config, model), tokenizer
 
 
+LORA_KEYS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
+
+
 def prepare_trainable(config: TrainingConfig, model: Any, task_type: str = "CAUSAL_LM") -> Any:
-    """Gradient checkpointing and LoRA as configured; logs the trainable parameter count."""
+    """Gradient checkpointing and LoRA as configured; logs the trainable parameter count.
+
+    A model that already carries a LoRA adapter (a LoRA run's final/, or a PEFT model object) keeps
+    it and trains it further, whatever use_lora says: a fresh adapter on top would start from the base
+    model and throw the earlier training away. Its rank and targets are the adapter's own."""
     if config.load_in_4bit and not config.use_lora:
         raise ConfigError("load_in_4bit: 4-bit weights cannot be trained directly; set use_lora=true (QLoRA)")
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if config.use_lora:
+    if is_peft_model(model):
+        model = continue_adapter(model)
+        ignored = [k for k in LORA_KEYS if k in config.model_fields_set]
+        log.info("continuing to train the model's LoRA adapter (rank %s)%s", model.peft_config[model.active_adapter].r,
+                 f"; {', '.join(ignored)} do not apply to an existing adapter" if ignored else "")
+    elif config.use_lora:
         model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules,
                            task_type=task_type)
+    if getattr(config, "disable_dropout", False):
+        disable_dropout(model)
     trainable, total = count_parameters(model)
     log.info("model: %s parameters, %s trainable (%.2f%%)", f"{total:,}", f"{trainable:,}", 100 * trainable / max(total, 1))
     return model

@@ -19,7 +19,7 @@ from vietnamese_ai.data.loading import Record
 from vietnamese_ai.data.preference import pair_sequences, to_pair, tokenize_pair
 from vietnamese_ai.data.types import TokenizedPair, TruncationReport
 from vietnamese_ai.errors import DataError
-from vietnamese_ai.models.loading import is_peft_model, load_causal_lm
+from vietnamese_ai.models.loading import adapters_are_identity, is_peft_model, load_causal_lm
 from vietnamese_ai.models.reference import (
     AdapterReference,
     FrozenReference,
@@ -42,6 +42,7 @@ class PreferenceConfig(TrainingConfig):
     beta: float = Field(0.1, gt=0, description="Strength of the KL regularisation towards the reference (DPO's beta).")
     packing: bool = Field(True, description="Pack several pairs per row without padding (off automatically if the model cannot pack exactly).")
     prefix_sharing: bool = Field(True, description="Compute each prompt once: [prompt | chosen | rejected] with the responses as separate branches.")
+    disable_dropout: bool = Field(True, description="Switch dropout off in the policy, so that its log-probs are comparable with the reference's (as in TRL).")
 
 
 class ReferenceConfig(PreferenceConfig):
@@ -111,17 +112,24 @@ def collate_for(config: Any, policy: Any, tokenizer: Any, reference_model: Any =
 
 
 def build_reference(config: ReferenceConfig, policy: Any, ref_model: Any = None) -> tuple[Reference, Any]:
-    """The reference, and the separate model behind it (None when it is the policy itself)."""
+    """The reference, and the separate model behind it (None when it is the policy itself).
+
+    By default the reference is the starting policy. With a fresh LoRA adapter that is the policy with
+    its adapters switched off; with an adapter that was already trained (continuing a LoRA SFT run)
+    switching it off would give the base model instead, so the starting policy is read before training
+    (precomputed) or kept as a frozen, merged copy."""
     if ref_model is None and config.ref_model_name_or_path:
         ref_model = load_causal_lm(config.ref_model_name_or_path, config.dtype, attn_implementation=config.attn_implementation,
                                    trust_remote_code=config.trust_remote_code)
     if ref_model is not None:
         return FrozenReference(ref_model), ref_model
-    if is_peft_model(policy):
+    if is_peft_model(policy) and adapters_are_identity(policy):
         return AdapterReference(policy), None
     if config.precompute_ref_log_probs:
         return FrozenReference(policy, freeze=False), None  # read before training: it is the starting policy
     frozen = copy.deepcopy(policy)
+    if is_peft_model(frozen):
+        frozen = frozen.merge_and_unload()
     return FrozenReference(frozen), frozen
 
 

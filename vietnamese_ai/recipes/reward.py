@@ -20,7 +20,16 @@ from vietnamese_ai.data.types import TokenizedPair
 from vietnamese_ai.errors import ConfigError
 from vietnamese_ai.losses.reward import bradley_terry_loss
 from vietnamese_ai.models.reference import evaluation_mode
-from vietnamese_ai.models.reward import load_reward_model, reward_model_from, sequence_rewards, set_pad_token, write_reward_stats
+from vietnamese_ai.models.loading import adapter_task, is_peft_model, load_causal_lm
+from vietnamese_ai.models.reward import (
+    is_reward_model,
+    load_reward_for_scoring,
+    load_reward_model,
+    reward_model_from,
+    sequence_rewards,
+    set_pad_token,
+    write_reward_stats,
+)
 from vietnamese_ai.recipes.common import (
     load_tokenizer_for,
     prepare_trainable,
@@ -40,6 +49,7 @@ class RewardConfig(TrainingConfig):
     packing: bool = Field(True, description="Pack several pairs per row without padding (off automatically if the model cannot pack exactly).")
     prefix_sharing: bool = Field(True, description="Compute each prompt once: [prompt | chosen | rejected] with the responses as separate branches.")
     center_rewards_coefficient: float | None = Field(None, ge=0, description="Weight of (r_chosen + r_rejected)^2, which keeps rewards centred on 0.")
+    disable_dropout: bool = Field(True, description="Switch dropout off, so that chosen and rejected are scored by the same function (as in TRL).")
     own_head: bool = Field(False, description="Use our own linear head even if the architecture has a sequence-classification class.")
 
 
@@ -58,22 +68,41 @@ def reward_loss_fn(config: RewardConfig):
 
 
 def load_reward_policy(config: RewardConfig, model: Any = None, tokenizer: Any = None) -> tuple[Any, Any]:
-    """The reward model to train: from config.model_name_or_path (a causal LM or an existing reward
-    checkpoint), or built around a given model object; with LoRA the head trains too."""
+    """The reward model to train: from config.model_name_or_path (a causal LM, a LoRA adapter of one,
+    or an existing reward checkpoint), or built around a given model object; with LoRA the head trains
+    too.
+
+    A causal-LM adapter (a LoRA SFT run's final/) is merged into its base first: the reward model
+    starts from the SFT policy's weights. Those merged weights exist nowhere on disk, so a LoRA reward
+    model on top of them is saved merged (final/ is then a full model)."""
     quiet_transformers()
     torch.manual_seed(config.seed)  # the new head's initialisation
+    from_policy_adapter = False
     if model is None:
         if not config.model_name_or_path:
             raise ConfigError("model_name_or_path: required (a hub name or a local model directory)")
-        model = load_reward_model(config.model_name_or_path, config.dtype, config.attn_implementation,
-                                  config.trust_remote_code, own_head=config.own_head)
+        if adapter_task(config.model_name_or_path) == "SEQ_CLS":
+            model = load_reward_for_scoring(config.model_name_or_path, config.dtype, config.trust_remote_code,
+                                            trainable=True)
+        elif adapter_task(config.model_name_or_path) is not None:
+            policy = load_causal_lm(config.model_name_or_path, config.dtype, trust_remote_code=config.trust_remote_code)
+            tokenizer = tokenizer or load_tokenizer_for(config, policy)
+            model, from_policy_adapter = reward_model_from(policy, own_head=config.own_head), True
+        else:
+            model = load_reward_model(config.model_name_or_path, config.dtype, config.attn_implementation,
+                                      config.trust_remote_code, own_head=config.own_head)
     else:
         tokenizer = tokenizer or load_tokenizer_for(config, model)  # from the original model's name or path
+        from_policy_adapter = is_peft_model(model) and not is_reward_model(model)
         model = reward_model_from(model, own_head=config.own_head)
     tokenizer = tokenizer or load_tokenizer_for(config, model)
     set_pad_token(model, tokenizer.pad_token_id)
     if config.use_lora and not hasattr(model, "get_base_model") and type(model).__name__ == "ScalarHeadModel":
         raise ConfigError("use_lora: LoRA needs a transformers sequence-classification model; this one uses own_head")
+    if from_policy_adapter and config.use_lora and not config.merge_lora:
+        log.warning("the reward model starts from a LoRA policy merged in memory; final/ is saved merged "
+                    "(merge_lora=true) because an adapter would point at a base model without the policy's adapter")
+        config.merge_lora = True
     return prepare_trainable(config, model, task_type="SEQ_CLS"), tokenizer
 
 
