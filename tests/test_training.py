@@ -13,7 +13,8 @@ from vietnamese_ai.data.layout import layout, sft_sequence
 from vietnamese_ai.data.loading import load_records
 from vietnamese_ai.data.tokenize import prepare_sft
 from vietnamese_ai.errors import ConfigError, TrainingError
-from vietnamese_ai.models.forward import batch_target_logps, canonical_order, packing_is_exact
+from vietnamese_ai.models.exactness import layout_support
+from vietnamese_ai.models.forward import batch_target_logps, canonical_order
 from vietnamese_ai.models.loading import load_causal_lm, load_tokenizer
 from vietnamese_ai.recipes.sft import SFTConfig, run_sft, sft_collate, sft_loss
 from vietnamese_ai.training.checkpoint import atomic_directory, checkpoint_dirs
@@ -41,7 +42,7 @@ def test_packed_loss_equals_unpacked_loss(tiny_model, sft_file, attn):
     torch.testing.assert_close(logps_packed[canonical_order(packed)], logps_padded[canonical_order(padded)],
                                atol=1e-5, rtol=0)
     assert abs(loss_packed.item() - loss_padded.item()) < 1e-5
-    assert packing_is_exact(model) == (True, "")
+    assert layout_support(model) == layout_support(model).__class__(True, True, True)
 
 
 def _config(tmp_path, name, tiny_model, sft_file, **overrides):

@@ -219,22 +219,40 @@ def layout(sequences: list[Sequence], pack: bool = True, num_groups: int | None 
     )
 
 
-def attention_allowed(segment_ids: torch.Tensor, branch_ids: torch.Tensor) -> torch.Tensor:
+def attention_allowed(segment_ids: torch.Tensor, branch_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
+                      window: int | None = None) -> torch.Tensor:
     """Which key each query may attend to: same sequence, not in the future, and on the trunk or on
-    the query's own branch. Padding attends to itself only, so no softmax row is empty (no NaN).
+    the query's own branch; with a sliding `window`, also at most window - 1 positions back
+    (transformers' rule, kv > q - window), measured in position ids so that a branch sees exactly the
+    trunk tokens it would see as a plain sequence. Padding attends to itself only, so no softmax row
+    is empty (no NaN).
 
     Shape:
-        segment_ids, branch_ids: (R, L)
+        segment_ids, branch_ids, position_ids: (R, L)
         returns: (R, 1, L, L) bool, [row, 0, query, key]
+
+    >>> seg, br = torch.tensor([[0, 0, 0, 0]]), torch.tensor([[0, 1, 2, 2]])   # trunk, branch 1, branch 2
+    >>> attention_allowed(seg, br)[0, 0].int()
+    tensor([[1, 0, 0, 0],
+            [1, 1, 0, 0],
+            [1, 0, 1, 0],
+            [1, 0, 1, 1]], dtype=torch.int32)
+    >>> attention_allowed(seg, br, torch.tensor([[0, 1, 1, 2]]), window=2)[0, 0].int()
+    tensor([[1, 0, 0, 0],
+            [1, 1, 0, 0],
+            [1, 0, 1, 0],
+            [0, 0, 1, 1]], dtype=torch.int32)
     """
     length = segment_ids.shape[1]
     causal = torch.ones(length, length, dtype=torch.bool, device=segment_ids.device).tril()
     same_sequence = segment_ids[:, :, None] == segment_ids[:, None, :]
     visible_branch = (branch_ids[:, None, :] == 0) | (branch_ids[:, :, None] == branch_ids[:, None, :])
     real = (segment_ids >= 0)[:, :, None]
+    allowed = causal & same_sequence & visible_branch & real
+    if window is not None:
+        allowed &= (position_ids[:, :, None] - position_ids[:, None, :]) < window
     eye = torch.eye(length, dtype=torch.bool, device=segment_ids.device)
-    allowed = (causal & same_sequence & visible_branch & real) | (eye & ~real)
-    return allowed[:, None]
+    return (allowed | (eye & ~real))[:, None]
 
 
 def attention_pair_cost(hidden_size: int) -> float:

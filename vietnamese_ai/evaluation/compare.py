@@ -26,6 +26,7 @@ import torch
 from vietnamese_ai.data.layout import attention_pair_cost, layout
 from vietnamese_ai.data.preference import branched_sequences, tokenize_responses
 from vietnamese_ai.data.types import Message, PromptOrMessages, prompt_text
+from vietnamese_ai.models.exactness import choose_layout
 from vietnamese_ai.models.forward import base_model
 from vietnamese_ai.models.generation import generate
 from vietnamese_ai.models.reference import evaluation_mode, response_logps
@@ -93,15 +94,18 @@ def sequence_logps(model: Any, tokenizer: Any, prompts: list[PromptOrMessages], 
     device = next(model.parameters()).device
     cost = attention_pair_cost(base_model(model).config.hidden_size)
     out: list[float] = []
+    encoded = []
+    for prompt, response in zip(prompts, responses):
+        reply = [Message("assistant", response)] if isinstance(prompt, list) else response
+        prompt_ids, (response_ids,) = tokenize_responses(tokenizer, prompt, [reply])
+        encoded.append((prompt_ids, response_ids))
+    pack = choose_layout([model], True, False, longest=max(len(p) + len(r) for p, r in encoded))[0] if encoded else False
     with evaluation_mode(model):
         for start in range(0, len(prompts), batch_size):
-            chunk = list(zip(prompts[start:start + batch_size], responses[start:start + batch_size]))
-            sequences = []
-            for g, (prompt, response) in enumerate(chunk):
-                reply = [Message("assistant", response)] if isinstance(prompt, list) else response
-                prompt_ids, (response_ids,) = tokenize_responses(tokenizer, prompt, [reply])
-                sequences += branched_sequences(prompt_ids, [response_ids], g, False)
-            batch = layout(sequences, pack=True, num_groups=len(chunk), pair_cost=cost).to(device)
+            chunk = encoded[start:start + batch_size]
+            sequences = [s for g, (prompt_ids, response_ids) in enumerate(chunk)
+                         for s in branched_sequences(prompt_ids, [response_ids], g, False)]
+            batch = layout(sequences, pack=pack, num_groups=len(chunk), pair_cost=cost).to(device)
             out += response_logps(model, batch)[0].tolist()
     return out
 

@@ -10,7 +10,9 @@ from typing import Any
 
 import torch
 
-from vietnamese_ai.data.layout import IGNORE, Piece, attention_pair_cost, layout
+from vietnamese_ai.data.layout import attention_pair_cost, layout
+from vietnamese_ai.data.preference import branched_sequences
+from vietnamese_ai.models.exactness import choose_layout
 from vietnamese_ai.models.forward import base_model
 from vietnamese_ai.models.reference import evaluation_mode, response_logps
 
@@ -24,14 +26,14 @@ def continuation_logps(model: Any, contexts: list[list[int]], candidates: list[l
     """
     device = next(model.parameters()).device
     cost = attention_pair_cost(base_model(model).config.hidden_size)
+    longest = max(len(c) for c in contexts) + max(len(c) for c in candidates) if contexts else 1
+    pack, share = choose_layout([model], True, True, longest=longest)
     k = len(candidates)
     out = torch.empty(len(contexts), k)
     with evaluation_mode(model):
         for start in range(0, len(contexts), batch_size):
             chunk = contexts[start:start + batch_size]
-            sequences = [[Piece(c, [IGNORE] * len(c))] + [Piece(ids, list(ids), branch=j + 1, group=i * k + j)
-                                                        for j, ids in enumerate(candidates)]
-                         for i, c in enumerate(chunk)]
-            batch = layout(sequences, pack=True, num_groups=len(chunk) * k, pair_cost=cost).to(device)
+            sequences = [s for i, c in enumerate(chunk) for s in branched_sequences(c, candidates, i * k, share)]
+            batch = layout(sequences, pack=pack, num_groups=len(chunk) * k, pair_cost=cost).to(device)
             out[start:start + len(chunk)] = response_logps(model, batch)[0].float().view(len(chunk), k).cpu()
     return out

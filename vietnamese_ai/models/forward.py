@@ -1,9 +1,11 @@
 """The forward pass over a `PackedBatch`: attention mask, position ids, and logits only where needed.
 
-Packing and prefix sharing need a 4-D mask (data.layout.attention_allowed). Transformers passes a
-ready 4-D mask through to the attention kernel untouched: SDPA takes it as bool, eager attention adds
-it as a float bias. A batch with one sequence per row and no branches gets the ordinary 2-D padding
-mask instead, which keeps SDPA's fused causal kernels.
+Packing and prefix sharing need a 4-D mask (data.layout.attention_allowed, with the model's sliding
+windows built in by models.attention). Transformers passes a ready 4-D mask through to the attention
+kernel untouched: SDPA takes it as bool, eager attention adds it as a float bias. A batch with one
+sequence per row and no branches gets the ordinary 2-D padding mask instead, which keeps SDPA's fused
+causal kernels (and lets the model apply its own window). Whether a model computes packed and shared
+batches exactly is checked before training by models.exactness.
 
 Logits are computed only at positions that predict a target (`logits_to_keep`, a boolean mask):
 for chat data about half the tokens are prompt, so this halves the vocabulary projection.
@@ -17,7 +19,8 @@ from typing import Any
 
 import torch
 
-from vietnamese_ai.data.layout import PackedBatch, attention_allowed, layout, sft_sequence
+from vietnamese_ai.data.layout import PackedBatch
+from vietnamese_ai.models.attention import attention_mask
 from vietnamese_ai.losses import target_logps
 
 
@@ -54,14 +57,11 @@ def model_inputs(model: Any, batch: PackedBatch) -> dict[str, Any]:
         padding = batch.segment_ids >= 0
         inputs["attention_mask"] = None if bool(padding.all()) else padding.long()
         return inputs
-    allowed = attention_allowed(batch.segment_ids, batch.branch_ids)
-    if attn_implementation(model) == "eager":
-        dtype = torch.get_autocast_dtype(allowed.device.type) if torch.is_autocast_enabled(allowed.device.type) \
-            else next(base_model(model).parameters()).dtype
-        inputs["attention_mask"] = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
-            ~allowed, torch.finfo(dtype).min)
-    else:
-        inputs["attention_mask"] = allowed
+    inner = base_model(model)
+    device = batch.input_ids.device
+    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) \
+        else next(inner.parameters()).dtype
+    inputs["attention_mask"] = attention_mask(inner, batch, eager=attn_implementation(model) == "eager", dtype=dtype)
     return inputs
 
 
@@ -95,33 +95,3 @@ def ordered_token_logps(model: Any, batch: PackedBatch) -> torch.Tensor:
     return batch_target_logps(model, batch)[0][canonical_order(batch).to(batch.targets.device)]
 
 
-@torch.no_grad()
-def packing_is_exact(model: Any, measure: Any = None, tolerance: float | None = None) -> tuple[bool, str]:
-    """Whether this model computes packed sequences exactly as separate ones, and if not, why.
-
-    Packing relies on the attention honouring a 4-D mask and on position ids restarting; recurrent
-    or custom architectures may not. Three short random sequences (two of them sharing a row) are run
-    both ways and compared with `measure(model, batch)` (default: target log-probs; reward models pass
-    their per-sequence rewards).
-    """
-    measure = measure or ordered_token_logps
-    vocab = base_model(model).config.vocab_size
-    generator = torch.Generator().manual_seed(0)
-    tokens = [torch.randint(0, vocab, (n,), generator=generator).tolist() for n in (6, 3, 3)]
-    sequences = [sft_sequence(t, t, group=g) for g, t in enumerate(tokens)]
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        packed = measure(model, layout(sequences, pack=True).to(device)).float()
-        separate = measure(model, layout(sequences, pack=False).to(device)).float()
-    except Exception as e:  # an architecture that rejects 4-D masks cannot pack
-        return False, f"the model rejected a packed batch ({type(e).__name__}: {e})"
-    finally:
-        model.train(was_training)
-    dtype = next(model.parameters()).dtype
-    tolerance = tolerance if tolerance is not None else (1e-4 if dtype == torch.float32 else 3e-2)
-    error = float((packed - separate).abs().max())
-    if error > tolerance:
-        return False, f"packed and separate outputs differ by {error:.2e} (tolerance {tolerance:.0e})"
-    return True, ""

@@ -133,39 +133,6 @@ def load_sequence_classifier(name_or_path: str, trust_remote_code: bool = False)
         raise _load_error("classifier", name_or_path, e) from None
 
 
-def apply_lora(model: Any, r: int = 16, alpha: int = 32, dropout: float = 0.05,
-               target_modules: str | list[str] = "all-linear", modules_to_save: list[str] | None = None,
-               task_type: str = "CAUSAL_LM") -> Any:
-    """Wrap `model` in LoRA adapters (PEFT). Only the adapters (and `modules_to_save`) train; with
-    task_type="SEQ_CLS" PEFT also trains and saves the classification head (`score`)."""
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
-                        modules_to_save=modules_to_save, task_type=task_type)
-    try:
-        return get_peft_model(model, config)
-    except ValueError as e:
-        raise ConfigError(f"lora_target_modules: {e}") from None
-
-
-def continue_adapter(model: Any) -> Any:
-    """Train the adapter a PEFT model already carries (continuing from an adapter directory, or a
-    PeftModel given in memory): its parameters become trainable again, the base stays frozen."""
-    name = model.active_adapter
-    model.peft_config[name].inference_mode = False
-    for param_name, param in model.named_parameters():
-        if f".{name}." in param_name or param_name.endswith(f".{name}"):
-            param.requires_grad_(True)
-    return model
-
-
-def adapters_are_identity(model: Any) -> bool:
-    """Whether switching the adapters off changes nothing: every LoRA B matrix is still zero, as PEFT
-    initialises it. Only then is "the policy with adapters disabled" the starting policy."""
-    b_matrices = [p for n, p in model.named_parameters() if "lora_B" in n or "lora_embedding_B" in n]
-    return bool(b_matrices) and all(not bool(p.detach().any()) for p in b_matrices)
-
-
 def disable_dropout(model: Any) -> None:
     """Set every dropout probability to 0: nn.Dropout modules (LoRA's included) and the attention
     dropout rates that transformers' attention modules keep as plain floats."""

@@ -14,10 +14,10 @@ from vietnamese_ai.data.loading import Record, load_records
 from vietnamese_ai.errors import ConfigError
 from vietnamese_ai.files import atomic_file, storage_error
 from vietnamese_ai.data.layout import attention_pair_cost
-from vietnamese_ai.models.forward import base_model, packing_is_exact
+from vietnamese_ai.models.exactness import choose_layout
+from vietnamese_ai.models.forward import base_model
+from vietnamese_ai.models.lora import apply_lora, continue_adapter
 from vietnamese_ai.models.loading import (
-    apply_lora,
-    continue_adapter,
     count_parameters,
     disable_dropout,
     is_peft_model,
@@ -125,14 +125,10 @@ def write_jsonl(path: str, rows: list[dict[str, Any]]) -> str:
     return path
 
 
-def resolve_packing(requested: bool, model: Any, measure: Any = None) -> bool:
-    """Packing stays on only if this model computes packed sequences exactly as separate ones."""
-    if not requested:
-        return False
-    exact, why = packing_is_exact(model, measure)
-    if not exact:
-        log.warning("packing disabled for this model: %s", why)
-    return exact
+def resolve_packing(requested: bool, model: Any, longest: int, measure: Any = None) -> bool:
+    """Packing stays on only if this model computes packed sequences exactly as separate ones
+    (models.exactness, probed with sequences as long as the data's `longest`)."""
+    return choose_layout([model], requested, False, measure, longest)[0]
 
 
 def pad_token_id(tokenizer: Any, model: Any) -> int:

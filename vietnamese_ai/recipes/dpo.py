@@ -101,7 +101,7 @@ def run_dpo(config: DPOConfig, model: Any = None, tokenizer: Any = None, ref_mod
     eval_set = read_pairs(eval_raw, tokenizer, config.max_length, "eval")
     reference, reference_model = (build_reference(config, model, ref_model) if config.loss_type.needs_reference
                                   else (None, None))
-    collate = collate_for(config, model, tokenizer, reference_model)
+    collate = collate_for(config, model, tokenizer, train_set, reference_model)
     if reference is not None and config.precompute_ref_log_probs:
         attach_reference_logps(config, reference, [train_set, eval_set], collate, groups=2,
                                responses=lambda p: [p.prompt_ids, p.chosen_ids, p.rejected_ids], tokenizer=tokenizer,

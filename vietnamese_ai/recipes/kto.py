@@ -99,7 +99,7 @@ def run_kto(config: KTOConfig, model: Any = None, tokenizer: Any = None, ref_mod
     train_set = read_unpaired(train_raw, tokenizer, config, "train")
     eval_set = read_unpaired(eval_raw, tokenizer, config, "eval")
     reference, reference_model = build_reference(config, model, ref_model)
-    pack, share = layout_flags(config, model, reference_model)
+    pack, share = layout_flags(config, model, train_set, reference_model)
     args = (pack, share, pad_token_id(tokenizer, model), pair_cost(model))
     if config.precompute_ref_log_probs:
         attach_reference_logps(config, reference, [train_set, eval_set], kto_collate(*args, with_kl_branch=True), groups=2,

@@ -42,4 +42,4 @@ def run_orpo(config: ORPOConfig, model: Any = None, tokenizer: Any = None,
     model, tokenizer = load_policy(config, model, tokenizer)
     train_set = read_pairs(train_raw, tokenizer, config.max_length, "train")
     eval_set = read_pairs(eval_raw, tokenizer, config.max_length, "eval")
-    return train(model, tokenizer, config, train_set, collate_for(config, model, tokenizer), orpo_loss_fn(config), eval_set)
+    return train(model, tokenizer, config, train_set, collate_for(config, model, tokenizer, train_set), orpo_loss_fn(config), eval_set)

@@ -19,7 +19,8 @@ from vietnamese_ai.data.loading import Record
 from vietnamese_ai.data.preference import pair_sequences, to_pair, tokenize_pair
 from vietnamese_ai.data.types import TokenizedPair, TruncationReport
 from vietnamese_ai.errors import DataError
-from vietnamese_ai.models.loading import adapters_are_identity, is_peft_model, load_causal_lm
+from vietnamese_ai.models.loading import is_peft_model, load_causal_lm
+from vietnamese_ai.models.lora import adapters_are_identity
 from vietnamese_ai.models.reference import (
     AdapterReference,
     FrozenReference,
@@ -29,7 +30,8 @@ from vietnamese_ai.models.reference import (
 )
 from vietnamese_ai.models.fingerprint import tokenizer_fingerprint, weights_fingerprint
 from vietnamese_ai.models.forward import attn_implementation
-from vietnamese_ai.recipes.common import pad_token_id, pair_cost, resolve_packing
+from vietnamese_ai.models.exactness import choose_layout
+from vietnamese_ai.recipes.common import pad_token_id, pair_cost
 from vietnamese_ai.training.config import TrainingConfig
 from vietnamese_ai.training.loop import autocast_dtype
 
@@ -75,14 +77,24 @@ def read_pairs(records: list[Record] | None, tokenizer: Any, max_length: int | N
     return tokenize_records(records, to_pair, tokenize_pair, tokenizer, max_length, name)
 
 
-def layout_flags(config: Any, policy: Any, reference_model: Any = None, measure: Any = None) -> tuple[bool, bool]:
-    """(pack, share): both need a model that honours 4-D masks exactly (the policy and the reference).
-    `config` has `packing` and `prefix_sharing`; `measure` is what the exactness probe compares
-    (default: log-probs; reward models pass their rewards)."""
-    exact = resolve_packing(config.packing or config.prefix_sharing, policy, measure)
-    if exact and reference_model is not None:
-        exact = resolve_packing(True, reference_model)
-    return config.packing and exact, config.prefix_sharing and exact
+def longest_sequence(examples: list[Any]) -> int:
+    """The longest prompt + response of pairs or unpaired examples (what the exactness probe must cover)."""
+    return max(len(e.prompt_ids) + max(len(r or []) for r in responses_of(e)) for e in examples)
+
+
+def responses_of(example: Any) -> list[list[int] | None]:
+    if isinstance(example, TokenizedPair):
+        return [example.chosen_ids, example.rejected_ids]
+    return [example.completion_ids, example.kl_completion_ids]
+
+
+def layout_flags(config: Any, policy: Any, examples: list[Any], reference_model: Any = None,
+                 measure: Any = None) -> tuple[bool, bool]:
+    """(pack, share): each stays on only where the policy (and a separate reference) computes it
+    exactly (models.exactness). `config` has `packing` and `prefix_sharing`; `measure` is what the
+    probe compares (default: log-probs; reward models pass their rewards)."""
+    return choose_layout([policy, reference_model], config.packing, config.prefix_sharing, measure,
+                         longest_sequence(examples))
 
 
 @dataclass
@@ -105,8 +117,9 @@ class PairCollate:
         return batch
 
 
-def collate_for(config: Any, policy: Any, tokenizer: Any, reference_model: Any = None, measure: Any = None) -> PairCollate:
-    pack, share = layout_flags(config, policy, reference_model, measure)
+def collate_for(config: Any, policy: Any, tokenizer: Any, examples: list[Any], reference_model: Any = None,
+                measure: Any = None) -> PairCollate:
+    pack, share = layout_flags(config, policy, examples, reference_model, measure)
     log.info("layout: packing %s, prefix sharing %s", "on" if pack else "off", "on" if share else "off")
     return PairCollate(pack, share, pad_token_id(tokenizer, policy), pair_cost(policy))
 

@@ -125,7 +125,7 @@ def run_reward(config: RewardConfig, model: Any = None, tokenizer: Any = None,
     model, tokenizer = load_reward_policy(config, model, tokenizer)
     train_set = read_pairs(train_raw, tokenizer, config.max_length, "train")
     eval_set = read_pairs(eval_raw, tokenizer, config.max_length, "eval")
-    collate = collate_for(config, model, tokenizer, measure=sequence_rewards)
+    collate = collate_for(config, model, tokenizer, train_set, measure=sequence_rewards)
     result = train(model, tokenizer, config, train_set, collate, reward_loss_fn(config), eval_set)
     mean, std = reward_statistics(result.model, train_set, collate, config.per_device_eval_batch_size)
     if PartialState().is_main_process:

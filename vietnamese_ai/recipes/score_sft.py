@@ -140,5 +140,7 @@ def run_score_sft(config: ScoreSFTConfig, model: Any = None, tokenizer: Any = No
     train_set = prepare_scored(train_raw, tokenizer, config, scorer, "train")
     eval_set = prepare_scored(eval_raw, tokenizer, config, scorer, "eval") if eval_raw else None
     attach_scalar_head(model, HEAD)
-    collate = scored_collate(resolve_packing(config.packing, model), pad_token_id(tokenizer, model), pair_cost(model))
+    longest = max(len(e) for e in train_set)
+    collate = scored_collate(resolve_packing(config.packing, model, longest), pad_token_id(tokenizer, model),
+                             pair_cost(model))
     return train(model, tokenizer, config, train_set, collate, score_sft_loss_fn(config), eval_set)

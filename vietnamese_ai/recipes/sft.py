@@ -72,6 +72,7 @@ def run_sft(config: SFTConfig, model: Any = None, tokenizer: Any = None,
         eval_set, eval_report = prepare_sft(eval_raw, tokenizer, config.max_length, vocab, config.completion_only_loss,
                                             config.assistant_only_loss, name="eval")
         log.info(eval_report.summary("eval"))
-    collate = sft_collate(resolve_packing(config.packing, model), pad_token_id(tokenizer, model), pair_cost(model))
+    longest = max(len(e) for e in train_set)
+    collate = sft_collate(resolve_packing(config.packing, model, longest), pad_token_id(tokenizer, model), pair_cost(model))
     loss = rdrop_loss(config.rdrop_alpha) if config.rdrop_alpha > 0 else sft_loss
     return train(model, tokenizer, config, train_set, collate, loss, eval_set, eval_loss_fn=sft_loss)

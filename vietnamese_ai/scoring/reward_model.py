@@ -10,7 +10,8 @@ from tqdm.auto import tqdm
 from vietnamese_ai.data.layout import attention_pair_cost, layout
 from vietnamese_ai.data.preference import tokenize_responses, branched_sequences
 from vietnamese_ai.data.types import Message, PromptOrMessages
-from vietnamese_ai.models.forward import base_model, packing_is_exact
+from vietnamese_ai.models.exactness import choose_layout
+from vietnamese_ai.models.forward import base_model
 from vietnamese_ai.models.loading import load_tokenizer
 from vietnamese_ai.models.reward import load_reward_for_scoring, read_reward_stats, sequence_rewards, set_pad_token
 from vietnamese_ai.scoring import Score, check_lengths
@@ -34,7 +35,6 @@ class RewardModelScorer:
         self.stats = read_reward_stats(self.path) if (normalize and self.path) else None
         if normalize and self.stats is None:
             raise ValueError("normalize=True needs the reward_stats.json written next to a trained reward model")
-        self.pack = packing_is_exact(self.model, sequence_rewards)[0]
         self.name = name or f"reward_model:{self.path or type(self.model).__name__}"
 
     def _ids(self, prompt: PromptOrMessages, response: str) -> tuple[list[int], list[int]]:
@@ -54,13 +54,14 @@ class RewardModelScorer:
         device = next(self.model.parameters()).device
         cost = attention_pair_cost(base_model(self.model).config.hidden_size)
         out = [0.0] * len(encoded)
+        pack = choose_layout([self.model], True, False, sequence_rewards, max(sum(map(len, e)) for e in encoded))[0]
         was_training = self.model.training
         self.model.eval()
         starts = range(0, len(order), self.batch_size)
         for start in tqdm(starts, desc="scoring", disable=not self.progress, leave=False):
             index = order[start:start + self.batch_size]
             sequences = [branched_sequences(encoded[i][0], [encoded[i][1]], g, False)[0] for g, i in enumerate(index)]
-            batch = layout(sequences, pack=self.pack, num_groups=len(index), pair_cost=cost).to(device)
+            batch = layout(sequences, pack=pack, num_groups=len(index), pair_cost=cost).to(device)
             for i, value in zip(index, sequence_rewards(self.model, batch).tolist()):
                 out[i] = value
         self.model.train(was_training)

@@ -34,7 +34,7 @@ class TrainingConfig(BaseModel):
     use_lora: bool = Field(False, description="Train LoRA adapters (PEFT) instead of all weights.")
     lora_r: int = Field(16, ge=1, description="LoRA rank.")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = lora_alpha / lora_r).")
-    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    lora_dropout: float | None = Field(None, ge=0, lt=1, description="Dropout on the LoRA input; unset: 0.05, or 0 on mixture-of-experts models whose expert weights are adapted (PEFT cannot apply dropout there).")
     lora_target_modules: str | list[str] = Field("all-linear", description="Modules that get adapters: 'all-linear' or a list of names (q_proj,v_proj or c_attn,c_proj for GPT-2).")
     load_in_4bit: bool = Field(False, description="QLoRA: load the base model in 4-bit NF4 (needs bitsandbytes and CUDA).")
     merge_lora: bool = Field(False, description="Merge the adapters into the base weights when saving final/.")
