@@ -19,6 +19,7 @@ from vietnamese_ai.feedback.pairs import select_pairs, unpaired_rows
 from vietnamese_ai.feedback.registry import build_scorer
 from vietnamese_ai.feedback.rules import RuleScorer
 from vietnamese_ai.feedback.text import detect_language, fold
+from vietnamese_ai.models.loading import load_tokenizer
 from vietnamese_ai.scoring import Score
 from vietnamese_ai.scoring.combine import WeightedScorer
 
@@ -123,8 +124,8 @@ def test_pointwise_judge_reads_a_probability_weighted_score(tiny_model):
     from vietnamese_ai.data.tokenize import encode
     from vietnamese_ai.models.choices import continuation_logps
 
-    context = judge.llm.context("Rate: 1 to 10?")
-    candidates = [encode(judge.llm.tokenizer, str(k), first=False) for k in range(1, 11)]
+    context = judge.llm.context("Rate: 1 to 9?")
+    candidates = [encode(judge.llm.tokenizer, str(k), first=False) for k in range(1, 10)]
     together = continuation_logps(judge.llm.model, [context], candidates)[0]
     separately = torch.stack([continuation_logps(judge.llm.model, [context], [c])[0, 0] for c in candidates])
     torch.testing.assert_close(together, separately, atol=1e-5, rtol=0)
@@ -265,3 +266,23 @@ def test_toxicity_level_is_bounded():
     assert RULES.toxicity("Đồ ngốc, đồ vô dụng, cút đi, im mồm") == 1.0
     assert RULES.toxicity("Xin chào") == 0.0
     assert math.isclose(RULES.toxicity("Đồ ngốc"), 0.5)
+
+
+def test_llm_judge_scores_are_prefix_free_so_a_judge_without_opinion_gives_the_midpoint(tiny_model):
+    """Regression: with "1".."10" as answers, P("10") = P("1") P("0"|"1") could never exceed P("1"),
+    so a model with uniform next-token probabilities scored below the midpoint."""
+    from vietnamese_ai.models.loading import load_causal_lm
+
+    model = load_causal_lm(tiny_model)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.zero_()   # every logit 0: uniform next-token probabilities
+    judge = PointwiseJudge(model, load_tokenizer(tiny_model))
+    scores = judge.score(["Thủ đô của Việt Nam là gì?", "What is AI?"], ["Hà Nội.", "A field."])
+    assert [s.value for s in scores] == pytest.approx([0.5, 0.5], abs=1e-6)
+
+
+def test_answers_that_are_prefixes_of_others_get_an_eos():
+    from vietnamese_ai.models.choices import prefix_free
+
+    one, ten = [49], [49, 48]   # a tokenizer that splits "10" into "1", "0"
+    assert prefix_free([one, ten], eos_token_id=2) == [[49, 2], [49, 48, 2]]

@@ -1,8 +1,17 @@
 """LLM judges: any local causal LM, loaded with the same code as every other model.
 
-Pointwise (direct RLAIF, Lee et al., 2023): the judge is asked for a 1-10 score, and the score is
-the probability-weighted mean over the ten score strings, read from one forward pass (the question
-is the trunk, each score a branch), rather than one sampled number. Normalised to [0, 1] by (s - 1) / 9.
+Pointwise (direct RLAIF, Lee et al., 2023): the judge is asked for a score from 1 to 9, and the
+score is the probability-weighted mean over the nine answers, read from one forward pass (the
+question is the trunk, each answer a branch), rather than one sampled number. Normalised to [0, 1]
+by (s - 1) / 8.
+
+Why 1 to 9 and not 1 to 10: the answers are compared as token sequences, and those must be
+prefix-free. Most tokenizers split "10" into "1", "0", so P("10") = P("1") P("0" | "1") can never
+exceed P("1"), and the scale leans low. Single digits are one token each (or the same number of
+tokens each) in every common tokenizer, so a judge with no opinion (uniform next-token
+probabilities) scores exactly the midpoint. Should a tokenizer still make one answer a prefix of
+another, every answer gets the EOS token appended (models.choices.prefix_free), which makes them
+prefix-free: the probability of "this answer and nothing more".
 
 Pairwise: the judge is asked whether response A or B is better, twice, with the order swapped, and
 the two answers are averaged. A judge that favours whichever answer comes first is cancelled:
@@ -19,13 +28,13 @@ import torch
 from vietnamese_ai.data.tokenize import encode, render_chat
 from vietnamese_ai.data.types import Message, PromptOrMessages, prompt_text
 from vietnamese_ai.feedback.text import detect_language
-from vietnamese_ai.models.choices import continuation_logps
+from vietnamese_ai.models.choices import continuation_logps, prefix_free
 from vietnamese_ai.scoring import Score, check_lengths
 
 POINTWISE = {
-    "en": "Rate how good the assistant's answer is ({criteria}) on a scale from 1 (worst) to 10 (best).\n\n"
+    "en": "Rate how good the assistant's answer is ({criteria}) on a scale from 1 (worst) to 9 (best).\n\n"
           "Question: {prompt}\n\nAnswer: {response}\n\nReply with the score only.",
-    "vi": "Hãy chấm câu trả lời của trợ lý ({criteria}) theo thang điểm từ 1 (tệ nhất) đến 10 (tốt nhất).\n\n"
+    "vi": "Hãy chấm câu trả lời của trợ lý ({criteria}) theo thang điểm từ 1 (tệ nhất) đến 9 (tốt nhất).\n\n"
           "Câu hỏi: {prompt}\n\nCâu trả lời: {response}\n\nChỉ trả lời bằng một con số.",
 }
 PAIRWISE = {
@@ -55,21 +64,24 @@ class _LLM:
 
     def choice_probabilities(self, questions: list[str], choices: list[str]) -> torch.Tensor:
         """Shape: (len(questions), len(choices)), rows summing to 1."""
-        candidates = [encode(self.tokenizer, c, first=False) for c in choices]
+        candidates = prefix_free([encode(self.tokenizer, c, first=False) for c in choices], self.tokenizer.eos_token_id)
         logps = continuation_logps(self.model, [self.context(q) for q in questions], candidates, self.batch_size)
         return torch.softmax(logps, dim=-1)
 
 
 class PointwiseJudge:
-    """Scores each response 1-10 with an LLM; value = (expected score - 1) / 9 in [0, 1]. With a
+    """Scores each response 1-9 with an LLM; value = (expected score - 1) / 8 in [0, 1]. With a
     constitution, one question per principle, and the overall value is their weighted mean."""
 
-    SCORES = [str(k) for k in range(1, 11)]
+    SCORES = [str(k) for k in range(1, 10)]
 
     def __init__(self, model: Any, tokenizer: Any = None, constitution: Any = None, batch_size: int = 8):
         self.llm = _LLM(model, tokenizer, batch_size)
         self.constitution = constitution
         self.name = f"judge:{self.llm.path}"
+
+    def normalise(self, expected: float) -> float:
+        return (expected - 1) / (len(self.SCORES) - 1)
 
     def expected_scores(self, prompts: list[PromptOrMessages], responses: list[str], criteria: list[str] | None = None) -> list[float]:
         questions = []
@@ -79,17 +91,17 @@ class PointwiseJudge:
             questions.append(POINTWISE[lang].format(criteria=criteria[i] if criteria else CRITERIA[lang],
                                                     prompt=text, response=response))
         probs = self.llm.choice_probabilities(questions, self.SCORES)
-        return (probs * torch.arange(1, 11, dtype=torch.float32)).sum(-1).tolist()
+        return (probs * torch.arange(1, len(self.SCORES) + 1, dtype=torch.float32)).sum(-1).tolist()
 
     def score(self, prompts: list[PromptOrMessages], responses: list[str]) -> list[Score]:
         check_lengths(prompts, responses)
         if self.constitution is None:
-            return [Score((s - 1) / 9, reasoning=f"expected score {s:.2f}/10") for s in self.expected_scores(prompts, responses)]
+            return [Score(self.normalise(s), reasoning=f"expected score {s:.2f}/9") for s in self.expected_scores(prompts, responses)]
         per_principle: dict[str, list[float]] = {}
         for p in self.constitution.principles:
             langs = [detect_language(prompt_text(x)) for x in prompts]
             expected = self.expected_scores(prompts, responses, [p.description[lang] for lang in langs])
-            per_principle[p.id] = [(s - 1) / 9 for s in expected]
+            per_principle[p.id] = [self.normalise(s) for s in expected]
         weights = self.constitution.weights()
         total = sum(weights.values())
         out = []

@@ -4,7 +4,7 @@
     constitution:my.yaml               the rule scorer with a user constitution
     reward_model:runs/rm/final         a trained reward model
     classifier:MODEL:LABEL[:logit]     a sequence classifier's label probability (or logit)
-    judge:MODEL                        an LLM judge (pointwise, 1-10, per principle of the constitution)
+    judge:MODEL                        an LLM judge (pointwise, 1-9, per principle of the constitution)
     constitution@0.7+reward_model:runs/rm/final@0.3     a weighted combination
 """
 

@@ -1,4 +1,4 @@
-"""Log-probabilities of fixed continuations ("1".."10", "A"/"B") after a context, in one pass.
+"""Log-probabilities of fixed continuations ("1".."9", "A"/"B") after a context, in one pass.
 
 The context is the trunk and each candidate a branch (data.layout): the context is computed once no
 matter how many candidates there are. An LLM judge reads its score distribution this way.
@@ -15,6 +15,23 @@ from vietnamese_ai.data.preference import branched_sequences
 from vietnamese_ai.models.exactness import choose_layout
 from vietnamese_ai.models.forward import base_model
 from vietnamese_ai.models.reference import evaluation_mode, response_logps
+
+
+def prefix_free(candidates: list[list[int]], eos_token_id: int | None) -> list[list[int]]:
+    """Candidates as given when no token sequence is a prefix of another; otherwise each with EOS
+    appended, so that P(candidate) means "this and nothing more" (P("1") would include P("10")).
+
+    >>> prefix_free([[5], [6]], eos_token_id=0)
+    [[5], [6]]
+    >>> prefix_free([[1], [1, 0]], eos_token_id=2)
+    [[1, 2], [1, 0, 2]]
+    """
+    clash = any(a != b and b[:len(a)] == a for a in candidates for b in candidates)
+    if not clash:
+        return candidates
+    if eos_token_id is None:
+        raise ValueError("the candidate answers are not prefix-free and the tokenizer has no EOS token to end them")
+    return [list(c) + [eos_token_id] for c in candidates]
 
 
 @torch.no_grad()
