@@ -93,7 +93,18 @@ def test_rdrop_adds_a_positive_kl_only_with_dropout(tmp_path, tiny_model, tiny_d
     assert min(with_dropout.series("rdrop_kl")) > 1e-6  # an untrained model is near-uniform, so KL is small
     assert max(without.series("rdrop_kl")) < 1e-10
     row = with_dropout.history[0]
-    assert row["loss"] == pytest.approx(row["nll"] + 1.0 * row["rdrop_kl"], rel=1e-5)
+    assert row["loss"] == pytest.approx(2 * row["nll"] + 1.0 * row["rdrop_kl"], rel=1e-5)
+
+
+def test_rdrop_sums_the_two_passes_nll_as_its_equation_does(tmp_path, tiny_model, sft_file):
+    """Regression: the two NLL terms were averaged while R-Drop's Eq. 3 sums them (which doubles
+    alpha's effective weight against the paper's). Without dropout both passes are equal."""
+    common = dict(model_name_or_path=tiny_model, dataset=sft_file, max_steps=1, logging_steps=1,
+                  per_device_train_batch_size=4, disable_tqdm=True)
+    plain = run_sft(SFTConfig(output_dir=str(tmp_path / "plain"), **common)).history[0]
+    rdrop = run_sft(SFTConfig(output_dir=str(tmp_path / "rdrop"), rdrop_alpha=0.5, **common)).history[0]
+    assert rdrop["loss"] == pytest.approx(2 * plain["loss"], rel=1e-6)
+    assert rdrop["nll"] == pytest.approx(plain["loss"], rel=1e-6)
 
 
 def test_chat_template_and_fallback(tiny_model):

@@ -152,3 +152,12 @@ def test_atomic_directory_never_leaves_half_written_or_replaces_good(tmp_path):
             raise KeyboardInterrupt
     assert sorted(os.listdir(tmp_path)) == ["ckpt"]
     assert os.listdir(target) == ["good"]
+
+
+def test_negative_max_grad_norm_is_refused(tmp_path, tiny_model, sft_file):
+    """Regression: max_grad_norm=-1 was accepted, and clipping to a negative norm flips the gradient,
+    so training ran uphill."""
+    with pytest.raises(ConfigError, match="max_grad_norm"):
+        from vietnamese_ai.training.config import load_config
+
+        load_config(SFTConfig, overrides=["max_grad_norm=-1"])

@@ -1,11 +1,13 @@
 """Batched sampling with a KV cache and left padding.
 
 Prompts are sorted by length before batching so that a batch pads as little as possible, then the
-outputs are put back in the caller's order. Sampling is seeded per batch, so a call is reproducible.
+outputs are put back in the caller's order. Sampling is seeded per batch from a forked random
+generator, so a call is reproducible and leaves the caller's random state exactly as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +18,7 @@ from tqdm.auto import tqdm
 from vietnamese_ai.data.tokenize import prompt_ids
 from vietnamese_ai.data.types import Conversation
 from vietnamese_ai.models.forward import unwrap
+from vietnamese_ai.models.reference import evaluation_mode
 
 
 @dataclass
@@ -46,38 +49,66 @@ def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
     return ids, mask
 
 
+@dataclass
+class Sample:
+    """One sampled response: the token ids exactly as sampled (online RL trains on these, not on a
+    re-tokenisation of the text), and their text."""
+
+    token_ids: list[int]     # up to and including EOS; nothing after it
+    text: str                # decoded without special tokens, not stripped
+    finished: bool           # ended with EOS (False: cut at max_new_tokens)
+
+
+@contextlib.contextmanager
+def own_random_stream(seed: int, device: torch.device):
+    """Sampling draws from the global generator (transformers' generate has no generator argument):
+    fork it, seed the fork, and give the caller its own state back afterwards, so that generating
+    never moves the caller's dropout or data-order randomness."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
 @torch.no_grad()
-def generate(model: Any, tokenizer: Any, prompts: list[str | Conversation], max_new_tokens: int = 64,
-             temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, batch_size: int = 32,
-             seed: int = 0, progress: bool = False, stats: list[GenerationStats] | None = None) -> list[str]:
-    """One sampled response per prompt (greedy when temperature == 0), decoded without special tokens."""
+def sample(model: Any, tokenizer: Any, prompts: list[str | Conversation], max_new_tokens: int = 64,
+           temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, batch_size: int = 32,
+           seed: int = 0, progress: bool = False, stats: list[GenerationStats] | None = None) -> list[Sample]:
+    """One sampled response per prompt (greedy when temperature == 0), reproducible from `seed`."""
+    if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
+        raise ValueError(f"sampling: temperature must be >= 0, top_p in (0, 1], top_k >= 0 "
+                         f"(got {temperature}, {top_p}, {top_k})")
     model = unwrap(model)
     device = next(model.parameters()).device
     encoded = [prompt_ids(tokenizer, p) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    responses: list[str] = [""] * len(prompts)
-    was_training = model.training
-    model.eval()
+    samples: list[Sample | None] = [None] * len(prompts)
     start = time.perf_counter()
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     generated_tokens = 0
-    batches = range(0, len(order), batch_size)
-    for b in tqdm(batches, desc="generate", disable=not progress, leave=False):
-        index = order[b:b + batch_size]
-        input_ids, attention_mask = left_pad([encoded[i] for i in index], pad)
-        torch.manual_seed(seed + b)
-        sampling = temperature > 0
-        output = model.generate(
-            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-            max_new_tokens=max_new_tokens, do_sample=sampling, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
-            **({"temperature": temperature, "top_p": top_p, "top_k": top_k} if sampling else {}),
-        )
-        new_tokens = output[:, input_ids.shape[1]:]
-        finished = (new_tokens == tokenizer.eos_token_id).cumsum(-1) > 0   # EOS and what generate pads after it
-        generated_tokens += int(new_tokens.numel() - finished.sum() + (finished.any(-1)).sum())
-        for row, i in enumerate(index):
-            responses[i] = tokenizer.decode(new_tokens[row], skip_special_tokens=True).strip()
-    model.train(was_training)
+    with evaluation_mode(model):
+        for b in tqdm(range(0, len(order), batch_size), desc="generate", disable=not progress, leave=False):
+            index = order[b:b + batch_size]
+            input_ids, attention_mask = left_pad([encoded[i] for i in index], pad)
+            sampling = temperature > 0
+            with own_random_stream(seed + b, device):
+                output = model.generate(
+                    input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                    max_new_tokens=max_new_tokens, do_sample=sampling, pad_token_id=pad, eos_token_id=eos,
+                    **({"temperature": temperature, "top_p": top_p, "top_k": top_k} if sampling else {}),
+                )
+            for row, i in enumerate(index):
+                tokens = output[row, input_ids.shape[1]:].tolist()
+                finished = eos in tokens
+                tokens = tokens[:tokens.index(eos) + 1] if finished else tokens
+                generated_tokens += len(tokens)
+                samples[i] = Sample(tokens, tokenizer.decode(tokens, skip_special_tokens=True), finished)
     if stats is not None:
         stats.append(GenerationStats(len(prompts), time.perf_counter() - start, generated_tokens))
-    return responses
+    return samples  # type: ignore[return-value]
+
+
+def generate(model: Any, tokenizer: Any, prompts: list[str | Conversation], **kwargs: Any) -> list[str]:
+    """The text of `sample`'s responses (same arguments)."""
+    return [s.text for s in sample(model, tokenizer, prompts, **kwargs)]

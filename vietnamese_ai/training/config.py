@@ -58,7 +58,7 @@ class TrainingConfig(BaseModel):
     adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
     adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW beta2.")
     adam_epsilon: float = Field(1e-8, gt=0, description="AdamW epsilon.")
-    max_grad_norm: float | None = Field(1.0, description="Clip the gradient norm to this value; null or 0 disables clipping.")
+    max_grad_norm: float | None = Field(1.0, ge=0, description="Clip the gradient norm to this value; null or 0 disables clipping.")
     bf16: bool | None = Field(None, description="bfloat16 autocast; by default on when a GPU supports it.")
     fp16: bool = Field(False, description="float16 autocast with loss scaling (GPU only).")
     seed: int = Field(42, description="Seed for initialisation, data order and dropout.")
