@@ -59,7 +59,7 @@ BAD = {
     "not an object": (b'[1, 2]\n', ["line 1", "expected a JSON object"]),
     "bad role": (b'{"messages": [{"role": "bot", "content": "x"}]}\n', ["line 1", "field 'messages[0].role'"]),
     "labels length": (b'{"input_ids": [1, 2, 3], "labels": [1, 2]}\n', ["line 1", "field 'labels'", "has 2 entries"]),
-    "ids not ints": (b'{"input_ids": [1, "a"]}\n', ["line 1", "field 'input_ids'", "list of integers"]),
+    "ids not ints": (b'{"input_ids": [1, "a"]}\n', ["line 1", "field 'input_ids[1]'", "expected an integer, got str 'a'"]),
     "nothing to learn": (b'{"input_ids": [1, 2], "labels": [-100, -100]}\n', ["line 1", "field 'labels'", "nothing to learn"]),
     "unknown fields": (b'{"question": "a"}\n', ["line 1", "no known fields", "'question'"]),
 }

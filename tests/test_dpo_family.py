@@ -130,7 +130,7 @@ def test_cli_dpo_orpo_kto(tmp_path, tiny_model, pref_file, capsys):
     assert main(["dpo", f"model_name_or_path={tiny_model}", "loss_type=dpo2"]) == 2
     assert "key 'loss_type'" in capsys.readouterr().err
     assert main(["dpo", "--help"]) == 0
-    assert "prefix_sharing (default: True)" in capsys.readouterr().out
+    assert "prefix_sharing (bool; default: True)" in capsys.readouterr().out
 
 
 def test_seed003_dpo_example_runs_as_written(tmp_path, tiny_model, monkeypatch):

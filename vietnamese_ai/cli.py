@@ -6,8 +6,10 @@ This module only wires a config to a recipe. User mistakes (UserError) print one
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
 import sys
 from typing import Any
 
@@ -37,12 +39,13 @@ USAGE = """vietnamese-ai <command> [--config FILE.yaml] [key=value ...]
 Commands:
 {commands}
 
-`vietnamese-ai <command> --help` lists every option of a command with its default.
-Options come from the YAML file first, then key=value pairs (values are read as YAML)."""
+`vietnamese-ai <command> --help` lists every option of a command: its type, its default (or
+REQUIRED) and what it does. Options come from the YAML file first, then key=value pairs (values are
+read as YAML). `vietnamese-ai --version` prints the version."""
 
 
-def _commands() -> str:
-    return "\n".join(f"  {name:<18} {spec[3]}" for name, spec in METHODS.items())
+def _commands(prefix: str = "") -> str:
+    return "\n".join(f"  {name:<18} {spec[3]}" for name, spec in METHODS.items() if name.startswith(prefix))
 
 
 def _method_help(name: str, config_class: Any) -> str:
@@ -74,16 +77,28 @@ def run_method(name: str, argv: list[str]) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE.format(commands=_commands()))
         return 0
+    if argv[0] in ("--version", "-V"):
+        from vietnamese_ai import __version__
+
+        print(f"vietnamese-ai {__version__}")
+        return 0
     command, rest = argv[0], argv[1:]
-    if command == "feedback" and rest and not rest[0].startswith("-") and "=" not in rest[0]:
-        command, rest = f"feedback {rest[0]}", rest[1:]  # feedback generate | label | critique
+    if command == "feedback":
+        if not rest or rest[0] in ("-h", "--help", "help"):
+            print(f"vietnamese-ai feedback <generate|label|critique> [--config FILE.yaml] [key=value ...]\n\n"
+                  f"{_commands('feedback ')}\n\n`vietnamese-ai feedback <sub-command> --help` lists its options.")
+            return 0 if rest else 2
+        command, rest = f"feedback {rest[0]}", rest[1:]
     if command not in METHODS:
-        print(f"vietnamese-ai: error: unknown command '{command}'; commands: {', '.join(METHODS)}", file=sys.stderr)
+        from vietnamese_ai.training.config import closest
+
+        suggestion = closest(command, list(METHODS))
+        hint = f"did you mean '{suggestion}'? " if suggestion else ""
+        print(f"vietnamese-ai: error: unknown command '{command}'; {hint}commands: {', '.join(METHODS)}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="[vietnamese-ai] %(message)s")
     try:
@@ -95,6 +110,25 @@ def main(argv: list[str] | None = None) -> int:
         message = getattr(e, "message", "")
         print(f"vietnamese-ai: interrupted{': ' + message if message else ''}", file=sys.stderr)
         return 128 + int(getattr(e, "signum", 2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = _dispatch(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # The reader went away (`vietnamese-ai sft --help | head -1`): not an error. Point stdout at
+        # devnull so that the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as e:
+        if e.errno == errno.ENOSPC and not (isinstance(e.filename, str)):  # stdout itself is full
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            print(f"vietnamese-ai: error: could not write the output: {e.strerror}", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

@@ -32,6 +32,11 @@ def load_records(dataset: str | Iterable[Mapping[str, Any]], split: str = "train
     """
     if not isinstance(dataset, (str, os.PathLike)):
         label = name or "data"
+        if isinstance(dataset, Mapping):
+            raise DataError(f"{label}: expected a list of records (dicts) or a file path, got one dict; "
+                            f"wrap it in a list")
+        if isinstance(dataset, (bytes, int, float, bool)) or dataset is None or not isinstance(dataset, Iterable):
+            raise DataError(f"{label}: expected a list of records (dicts) or a file path, got {type(dataset).__name__}")
         records = []
         for i, item in enumerate(dataset, start=1):
             where = f"{label}: record {i}"
@@ -168,6 +173,8 @@ def read_yaml(path: str, what: str = "config") -> dict[str, Any]:
     """A YAML mapping read with yaml.safe_load; every problem is a one-line ConfigError."""
     import yaml
 
+    if os.path.isdir(path):
+        raise ConfigError(f"{path}: is a directory, not a {what} file")
     if not os.path.isfile(path):
         raise ConfigError(f"{path}: {what} file not found")
     try:

@@ -14,7 +14,7 @@ from typing import Any
 
 from vietnamese_ai.data.layout import IGNORE, Piece, Sequence
 from vietnamese_ai.data.loading import Record
-from vietnamese_ai.data.records import prompt_or_messages
+from vietnamese_ai.data.records import finite_number, prompt_or_messages
 from vietnamese_ai.data.tokenize import _cut_prompt_left, encode, split_chat_completion, with_eos
 from vietnamese_ai.data.types import (
     PreferencePair,
@@ -68,10 +68,7 @@ def to_pair(record: Record) -> PreferencePair:
             raise DataError.at(record.where, "prompt", "prompt and responses must all be strings or all be message lists")
     else:
         prompt, chosen, rejected = split_shared_prefix(chosen, rejected)
-    margin = record.data.get("margin")
-    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))):
-        raise DataError.at(record.where, "margin", f"expected a number, got {type(margin).__name__}")
-    return PreferencePair(prompt, chosen, rejected, None if margin is None else float(margin))
+    return PreferencePair(prompt, chosen, rejected, finite_number(record, "margin", required=False))
 
 
 def to_unpaired(record: Record) -> list[UnpairedExample]:

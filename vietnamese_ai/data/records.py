@@ -5,6 +5,7 @@ The first bad record stops the run with one line: where it is, which field, what
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from vietnamese_ai.data.loading import Record
@@ -26,6 +27,21 @@ SFT_KINDS = ("'text'", "'messages'", "'prompt' + 'completion'", "'instruction' +
 
 def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
+
+
+def finite_number(record: Record, field: str, required: bool = True) -> float | None:
+    """A number field (a score, a margin): a real, finite number; NaN and infinity are named here,
+    before they can reach a loss and look like a learning-rate problem."""
+    value = record.data.get(field)
+    if value is None:
+        if required:
+            raise DataError.at(record.where, field, "missing")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DataError.at(record.where, field, f"expected a number, got {_type_name(value)}")
+    if not math.isfinite(value):
+        raise DataError.at(record.where, field, f"is {value}; expected a finite number")
+    return float(value)
 
 
 def require_string(record: Record, field: str, allow_empty: bool = False) -> str:
@@ -80,8 +96,11 @@ def _int_list(record: Record, field: str) -> list[int]:
     value = record.data.get(field)
     if value is None:
         raise DataError.at(record.where, field, "missing")
-    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    if not isinstance(value, list):
         raise DataError.at(record.where, field, f"expected a list of integers, got {_type_name(value)}")
+    for i, v in enumerate(value):
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise DataError.at(record.where, f"{field}[{i}]", f"expected an integer, got {_type_name(v)} {v!r}")
     if not value:
         raise DataError.at(record.where, field, "is empty")
     return list(value)

@@ -25,17 +25,66 @@ def resolve_dtype(name: str) -> Any:
     return DTYPES[name]
 
 
-def _load_error(kind: str, name_or_path: str, error: Exception) -> UserError:
-    return UserError(f"{kind} '{name_or_path}' could not be loaded: not a local model directory, and the "
-                     f"Hugging Face hub did not provide it ({type(error).__name__}: {error})")
+# What from_pretrained raises for a bad model directory or name (missing or damaged files, a config it
+# cannot read, a kernel that is not installed); each becomes a one-line UserError.
+LOAD_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, ImportError, KeyError, RuntimeError)
+try:
+    from safetensors import SafetensorError
+
+    LOAD_ERRORS += (SafetensorError,)
+except ImportError:  # older safetensors: its errors are RuntimeErrors or OSErrors
+    pass
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spiece.model", "sentencepiece.bpe.model")
+
+
+def _load_error(kind: str, name_or_path: str, error: BaseException) -> UserError:
+    detail = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+    if os.path.isdir(name_or_path):
+        return UserError(f"{kind} '{name_or_path}' could not be loaded ({detail})")
+    if os.path.exists(name_or_path):
+        return UserError(f"{kind} '{name_or_path}' is a file; give the model's directory (or a hub name)")
+    if os.path.isabs(name_or_path) or name_or_path.startswith(".") or name_or_path.count("/") > 1:
+        return UserError(f"{kind} '{name_or_path}': no such directory")
+    return UserError(f"{kind} '{name_or_path}' could not be loaded: not a local directory, and the Hugging Face "
+                     f"hub did not provide it ({detail})")
+
+
+def check_safetensors(directory: str) -> None:
+    """Every .safetensors file in a local model directory is complete: its header parses and the
+    data it describes fits in the file. Cheap (headers only), and it runs before a long load."""
+    for name in sorted(os.listdir(directory)):
+        if not name.endswith(".safetensors"):
+            continue
+        path = os.path.join(directory, name)
+        size = os.path.getsize(path)
+        try:
+            with open(path, "rb") as f:
+                header_length = int.from_bytes(f.read(8), "little")
+                if header_length <= 0 or 8 + header_length > size:
+                    raise ValueError("header longer than the file")
+                header = json.loads(f.read(header_length))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError):
+            raise UserError(f"{path}: not a readable safetensors file (damaged or cut short)") from None
+        if 8 + header_length + end > size:
+            raise UserError(f"{path}: cut short ({size} bytes, the header describes {8 + header_length + end})")
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
+    """A tokenizer from a hub name or a local directory (an adapter directory without tokenizer files
+    falls back to its base model's)."""
     from transformers import AutoTokenizer
 
+    if os.path.isdir(name_or_path) and not any(os.path.isfile(os.path.join(name_or_path, f)) for f in TOKENIZER_FILES):
+        base = adapter_base(name_or_path)
+        if base is None:
+            raise UserError(f"tokenizer: '{name_or_path}' has no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...); "
+                            f"save the tokenizer there or pass tokenizer_name_or_path")
+        return load_tokenizer(base, trust_remote_code)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
+    except LOAD_ERRORS as e:
         raise _load_error("tokenizer", name_or_path, e) from None
     if tokenizer.pad_token_id is None:
         # Padding only fills unused slots (the mask hides them), so EOS is a safe stand-in.
@@ -95,7 +144,10 @@ def load_causal_lm(name_or_path: str, dtype: str = "float32", device: str | None
     if base:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, name_or_path, is_trainable=trainable_adapter)
+        try:
+            model = PeftModel.from_pretrained(model, name_or_path, is_trainable=trainable_adapter)
+        except LOAD_ERRORS as e:
+            raise _load_error("LoRA adapter", name_or_path, e) from None
     if device and not load_in_4bit:
         model.to(device)
     return model
@@ -112,9 +164,13 @@ def _load_plain_causal_lm(name_or_path: str, dtype: str, attn_implementation: st
     if quantization is not None:
         kwargs["quantization_config"] = quantization
         kwargs["device_map"] = {"": torch.cuda.current_device()}
+    if os.path.isdir(name_or_path):
+        if not os.path.isfile(os.path.join(name_or_path, "config.json")):
+            raise UserError(f"{kind} '{name_or_path}' has no config.json: not a Hugging Face model directory")
+        check_safetensors(name_or_path)
     try:
         model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
-    except (OSError, ValueError) as e:
+    except LOAD_ERRORS as e:
         raise _load_error(kind, name_or_path, e) from None
     if quantization is not None:
         from peft import prepare_model_for_kbit_training
@@ -127,9 +183,14 @@ def load_sequence_classifier(name_or_path: str, trust_remote_code: bool = False)
     """Any sequence classifier (a toxicity model, say), as it is: its own labels and head."""
     from transformers import AutoModelForSequenceClassification
 
+    if adapter_base(name_or_path) is not None:
+        raise UserError(f"classifier '{name_or_path}' is a LoRA adapter directory; give a full sequence-classification "
+                        f"model (merge the adapter into its base first)")
+    if os.path.isdir(name_or_path):
+        check_safetensors(name_or_path)
     try:
         return AutoModelForSequenceClassification.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
+    except LOAD_ERRORS as e:
         raise _load_error("classifier", name_or_path, e) from None
 
 

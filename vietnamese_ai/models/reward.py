@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from vietnamese_ai.data.layout import PackedBatch
 from vietnamese_ai.errors import ConfigError
 from vietnamese_ai.models.forward import model_inputs, unwrap
-from vietnamese_ai.models.loading import _load_error, is_peft_model, resolve_dtype
+from vietnamese_ai.models.loading import LOAD_ERRORS, _load_error, check_safetensors, is_peft_model, resolve_dtype
 
 OWN_HEAD_FILE = "scalar_head.safetensors"
 STATS_FILE = "reward_stats.json"
@@ -77,6 +77,8 @@ def load_reward_model(name_or_path: str, dtype: str = "float32", attn_implementa
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype), "trust_remote_code": trust_remote_code}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    if os.path.isdir(name_or_path):
+        check_safetensors(name_or_path)
     try:
         if own_head or os.path.isfile(os.path.join(name_or_path, OWN_HEAD_FILE)):
             return ScalarHeadModel.from_pretrained(name_or_path, **kwargs)
@@ -92,7 +94,7 @@ def load_reward_model(name_or_path: str, dtype: str = "float32", attn_implementa
             if "Unrecognized configuration class" not in str(e):
                 raise
             return ScalarHeadModel.from_pretrained(name_or_path, **kwargs)  # no sequence-classification class
-    except (OSError, ValueError) as e:
+    except LOAD_ERRORS as e:
         raise _load_error("reward model", name_or_path, e) from None
 
 
@@ -210,7 +212,7 @@ def load_reward_for_scoring(path: str, dtype: str = "float32", trust_remote_code
         return PeftModel.from_pretrained(base, path, is_trainable=trainable)
     try:
         trained = _is_sequence_classifier(path, trust_remote_code) or os.path.isfile(os.path.join(path, OWN_HEAD_FILE))
-    except (OSError, ValueError) as e:
+    except LOAD_ERRORS as e:
         raise _load_error("reward model", path, e) from None
     if not trained:
         raise ConfigError(f"model_name_or_path: '{path}' has no trained reward head (it is not a sequence-"

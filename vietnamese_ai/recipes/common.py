@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 
@@ -28,6 +29,7 @@ from vietnamese_ai.training.config import TrainingConfig
 from vietnamese_ai.training.rundir import check_output_dir
 
 log = logging.getLogger("vietnamese_ai")
+C = TypeVar("C", bound=TrainingConfig)
 
 
 def quiet_transformers() -> None:
@@ -38,11 +40,43 @@ def quiet_transformers() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
+def model_argument(config: C, model: Any, key: str = "model_name_or_path") -> tuple[C, Any]:
+    """A model given in Python: a loaded model, or a hub name / local path (which goes into the config)."""
+    if model is None or isinstance(model, torch.nn.Module):
+        return config, model
+    if isinstance(model, (str, os.PathLike)):
+        return config.model_copy(update={key: os.fspath(model)}), None
+    raise ConfigError(f"{key.replace('_name_or_path', '')}: expected a transformers model or a hub name / local path, "
+                      f"got {type(model).__name__}")
+
+
 def load_tokenizer_for(config: TrainingConfig, model: Any = None) -> Any:
+    """The tokenizer: tokenizer_name_or_path, else the model's (by path, or the loaded model's name).
+    Loaded before the model, so that the data is tokenised (and checked) before the expensive load."""
     name = config.tokenizer_name_or_path or config.model_name_or_path
     if name is None and model is not None:
         name = getattr(getattr(model, "config", None), "_name_or_path", None) or None
-    return load_tokenizer(name, config.trust_remote_code) if name else None
+    if not name:
+        raise ConfigError("model_name_or_path: required (a hub name or a local model directory)")
+    return load_tokenizer(name, config.trust_remote_code)
+
+
+def declared_vocab_size(config: TrainingConfig, model: Any = None) -> int | None:
+    """The model's vocabulary size without loading its weights (from its config), for checking
+    pre-tokenised ids early; None when it cannot be read."""
+    if model is not None:
+        return vocab_size(model)
+    from transformers import AutoConfig
+
+    from vietnamese_ai.models.loading import adapter_base
+
+    path = adapter_base(config.model_name_or_path) or config.model_name_or_path
+    try:
+        model_config = AutoConfig.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+    except Exception:  # the model load reports the problem properly
+        return None
+    return getattr(model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config,
+                   "vocab_size", None)
 
 
 def load_policy(config: TrainingConfig, model: Any = None, tokenizer: Any = None) -> tuple[Any, Any]:
@@ -103,11 +137,17 @@ def read_split(config: TrainingConfig, which: str, records: Any = None) -> list[
     return None
 
 
-def read_splits(config: TrainingConfig, train_records: Any = None, eval_records: Any = None) -> tuple[list[Record], list[Record] | None]:
-    """Training and (optional) evaluation records, read before any model is loaded so that a bad file
-    (or an output_dir that cannot be used) fails fast."""
+def read_splits(config: TrainingConfig, train_records: Any = None, eval_records: Any = None,
+                validate: Callable[[Record], Any] | None = None) -> tuple[list[Record], list[Record] | None]:
+    """Training and (optional) evaluation records, read before anything is loaded so that a bad file,
+    a bad record (`validate` converts each one to its canonical type) or an output_dir that cannot be
+    used fails in seconds, not after a model load."""
     check_output_dir(config)
-    return read_split(config, "train", train_records), read_split(config, "eval", eval_records)
+    train, held_out = read_split(config, "train", train_records), read_split(config, "eval", eval_records)
+    if validate is not None:
+        for record in train + (held_out or []):
+            validate(record)
+    return train, held_out
 
 
 def write_jsonl(path: str, rows: list[dict[str, Any]]) -> str:

@@ -23,7 +23,8 @@ from vietnamese_ai.losses.preference import (
     simpo_loss,
 )
 from vietnamese_ai.models.reference import Reference, response_logps
-from vietnamese_ai.recipes.common import load_policy, read_splits
+from vietnamese_ai.data.preference import to_pair
+from vietnamese_ai.recipes.common import load_policy, load_tokenizer_for, model_argument, read_splits
 from vietnamese_ai.recipes.preference import (
     ReferenceConfig,
     attach_reference_logps,
@@ -95,10 +96,13 @@ def dpo_loss_fn(config: DPOConfig, reference: Reference | None):
 def run_dpo(config: DPOConfig, model: Any = None, tokenizer: Any = None, ref_model: Any = None,
             train_records: Any = None, eval_records: Any = None) -> TrainResult:
     """Run a DPO-family method as configured; objects and in-memory records may be given (Python API)."""
-    train_raw, eval_raw = read_splits(config, train_records, eval_records)
-    model, tokenizer = load_policy(config, model, tokenizer)
+    config, model = model_argument(config, model)
+    config, ref_model = model_argument(config, ref_model, "ref_model_name_or_path")
+    train_raw, eval_raw = read_splits(config, train_records, eval_records, validate=to_pair)
+    tokenizer = tokenizer or load_tokenizer_for(config, model)
     train_set = read_pairs(train_raw, tokenizer, config.max_length, "train")
     eval_set = read_pairs(eval_raw, tokenizer, config.max_length, "eval")
+    model, tokenizer = load_policy(config, model, tokenizer)
     reference, reference_model = (build_reference(config, model, ref_model) if config.loss_type.needs_reference
                                   else (None, None))
     collate = collate_for(config, model, tokenizer, train_set, reference_model)

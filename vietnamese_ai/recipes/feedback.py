@@ -10,37 +10,34 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, field_validator
 
 from vietnamese_ai.data.loading import Record, load_records
 from vietnamese_ai.data.records import parse_messages, require_string
 from vietnamese_ai.data.types import Message, PromptOrMessages, message_dicts
 from vietnamese_ai.errors import DataError
 from vietnamese_ai.recipes.common import quiet_transformers, write_jsonl
+from vietnamese_ai.training.config import Config
 
 log = logging.getLogger("vietnamese_ai")
 
 
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    def to_yaml(self) -> str:
-        import yaml
-
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
-class GenerateConfig(_Config):
+class GenerateConfig(Config):
     model_name_or_path: str = Field(description="The model that writes the candidates.")
     prompts: str = Field(description="A file (or hub data set) of records with a 'prompt' field: a string or messages.")
     prompts_split: str = Field("train", description="Split to read from a hub data set.")
     output: str = Field("candidates.jsonl", description="Where to write the candidates (JSONL).")
-    temperatures: list[float] = Field([0.7, 1.0], description="Sampling temperatures; one pass over all prompts per temperature, top-p and sample.")
-    top_p: list[float] = Field([1.0], description="Nucleus sampling values.")
+    temperatures: list[float] = Field([0.7, 1.0], min_length=1, description="Sampling temperatures (each > 0); one pass over all prompts per temperature, top-p and sample.")
+    top_p: list[float] = Field([1.0], min_length=1, description="Nucleus sampling values, each in (0, 1].")
     num_samples: int = Field(2, ge=1, description="Samples per prompt for each (temperature, top_p) setting.")
     max_new_tokens: int = Field(128, ge=1, description="Longest response.")
     batch_size: int = Field(32, ge=1, description="Prompts per batched generate call.")
@@ -50,8 +47,27 @@ class GenerateConfig(_Config):
     trust_remote_code: bool = Field(False, description="Allow model code from the hub to run.")
     disable_tqdm: bool = Field(False, description="Hide the progress bar.")
 
+    @field_validator("temperatures", "top_p", mode="before")
+    @classmethod
+    def _one_value_is_a_list(cls, value: Any) -> Any:
+        return _as_list(value)
 
-class LabelConfig(_Config):
+    @field_validator("temperatures")
+    @classmethod
+    def _positive(cls, values: list[float]) -> list[float]:
+        if any(not t > 0 or not math.isfinite(t) for t in values):
+            raise ValueError("every temperature must be > 0 (candidates are sampled; 0 would repeat one greedy answer)")
+        return values
+
+    @field_validator("top_p")
+    @classmethod
+    def _probability(cls, values: list[float]) -> list[float]:
+        if any(not 0 < p <= 1 for p in values):
+            raise ValueError("every top_p must be in (0, 1]")
+        return values
+
+
+class LabelConfig(Config):
     candidates: str = Field(description="Candidates from `feedback generate` (prompt_index, prompt, response, sampling).")
     output: str = Field("pairs.jsonl", description="Preference pairs for `vietnamese-ai dpo`.")
     unpaired_output: str | None = Field("auto", description="Unpaired rows for `vietnamese-ai kto`; 'auto': unpaired.jsonl next to output; null: none.")
@@ -61,7 +77,7 @@ class LabelConfig(_Config):
     min_margin: float = Field(0.1, ge=0, description="Keep a pair only if best - worst >= min_margin.")
 
 
-class CritiqueConfig(_Config):
+class CritiqueConfig(Config):
     model_name_or_path: str = Field(description="The model that critiques and revises its answers.")
     dataset: str = Field(description="Records with 'prompt' and 'response' (or 'completion').")
     dataset_split: str = Field("train", description="Split to read from a hub data set.")

@@ -21,7 +21,7 @@ from vietnamese_ai.data.types import TokenizedUnpaired
 from vietnamese_ai.losses.preference import kto_kl_estimate, kto_loss
 from vietnamese_ai.models.forward import unwrap
 from vietnamese_ai.models.reference import Reference, response_logps
-from vietnamese_ai.recipes.common import load_policy, pad_token_id, pair_cost, read_splits
+from vietnamese_ai.recipes.common import load_policy, load_tokenizer_for, model_argument, pad_token_id, pair_cost, read_splits
 from vietnamese_ai.recipes.preference import ReferenceConfig, attach_reference_logps, build_reference, layout_flags, tokenize_records
 from vietnamese_ai.training.loop import StepOutput, TrainResult, train
 
@@ -94,10 +94,13 @@ def read_unpaired(records: Any, tokenizer: Any, config: KTOConfig, name: str) ->
 
 def run_kto(config: KTOConfig, model: Any = None, tokenizer: Any = None, ref_model: Any = None,
             train_records: Any = None, eval_records: Any = None) -> TrainResult:
-    train_raw, eval_raw = read_splits(config, train_records, eval_records)
-    model, tokenizer = load_policy(config, model, tokenizer)
+    config, model = model_argument(config, model)
+    config, ref_model = model_argument(config, ref_model, "ref_model_name_or_path")
+    train_raw, eval_raw = read_splits(config, train_records, eval_records, validate=to_unpaired)
+    tokenizer = tokenizer or load_tokenizer_for(config, model)
     train_set = read_unpaired(train_raw, tokenizer, config, "train")
     eval_set = read_unpaired(eval_raw, tokenizer, config, "eval")
+    model, tokenizer = load_policy(config, model, tokenizer)
     reference, reference_model = build_reference(config, model, ref_model)
     pack, share = layout_flags(config, model, train_set, reference_model)
     args = (pack, share, pad_token_id(tokenizer, model), pair_cost(model))

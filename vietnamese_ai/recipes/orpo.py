@@ -12,7 +12,8 @@ from pydantic import Field
 from vietnamese_ai.data.layout import PackedBatch
 from vietnamese_ai.losses.preference import orpo_loss
 from vietnamese_ai.models.reference import response_logps
-from vietnamese_ai.recipes.common import load_policy, read_splits
+from vietnamese_ai.data.preference import to_pair
+from vietnamese_ai.recipes.common import load_policy, load_tokenizer_for, model_argument, read_splits
 from vietnamese_ai.recipes.preference import PreferenceConfig, collate_for, pair_metrics, read_pairs
 from vietnamese_ai.training.loop import StepOutput, TrainResult, train
 
@@ -38,8 +39,10 @@ def orpo_loss_fn(config: ORPOConfig):
 
 def run_orpo(config: ORPOConfig, model: Any = None, tokenizer: Any = None,
              train_records: Any = None, eval_records: Any = None) -> TrainResult:
-    train_raw, eval_raw = read_splits(config, train_records, eval_records)
-    model, tokenizer = load_policy(config, model, tokenizer)
+    config, model = model_argument(config, model)
+    train_raw, eval_raw = read_splits(config, train_records, eval_records, validate=to_pair)
+    tokenizer = tokenizer or load_tokenizer_for(config, model)
     train_set = read_pairs(train_raw, tokenizer, config.max_length, "train")
     eval_set = read_pairs(eval_raw, tokenizer, config.max_length, "eval")
+    model, tokenizer = load_policy(config, model, tokenizer)
     return train(model, tokenizer, config, train_set, collate_for(config, model, tokenizer, train_set), orpo_loss_fn(config), eval_set)

@@ -34,8 +34,10 @@ from vietnamese_ai.recipes.common import (
     load_tokenizer_for,
     prepare_trainable,
     quiet_transformers,
+    model_argument,
     read_splits,
 )
+from vietnamese_ai.data.preference import to_pair
 from vietnamese_ai.recipes.preference import collate_for, read_pairs
 from vietnamese_ai.training.config import TrainingConfig
 from vietnamese_ai.training.loop import StepOutput, TrainResult, train
@@ -121,10 +123,12 @@ def run_reward(config: RewardConfig, model: Any = None, tokenizer: Any = None,
                train_records: Any = None, eval_records: Any = None) -> TrainResult:
     from accelerate import PartialState
 
-    train_raw, eval_raw = read_splits(config, train_records, eval_records)
-    model, tokenizer = load_reward_policy(config, model, tokenizer)
+    config, model = model_argument(config, model)
+    train_raw, eval_raw = read_splits(config, train_records, eval_records, validate=to_pair)
+    tokenizer = tokenizer or load_tokenizer_for(config, model)
     train_set = read_pairs(train_raw, tokenizer, config.max_length, "train")
     eval_set = read_pairs(eval_raw, tokenizer, config.max_length, "eval")
+    model, tokenizer = load_reward_policy(config, model, tokenizer)
     collate = collate_for(config, model, tokenizer, train_set, measure=sequence_rewards)
     result = train(model, tokenizer, config, train_set, collate, reward_loss_fn(config), eval_set)
     mean, std = reward_statistics(result.model, train_set, collate, config.per_device_eval_batch_size)

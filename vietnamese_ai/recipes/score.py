@@ -10,18 +10,17 @@ import statistics
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from vietnamese_ai.data.loading import Record, load_records
 from vietnamese_ai.data.records import prompt_or_messages, require_string
 from vietnamese_ai.data.types import PromptOrMessages
 from vietnamese_ai.errors import DataError
 from vietnamese_ai.recipes.common import quiet_transformers, write_jsonl
+from vietnamese_ai.training.config import Config
 
 
-class ScoreConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
+class ScoreConfig(Config):
     model_name_or_path: str = Field(description="A trained reward model (a final/ directory, full or LoRA adapter).")
     dataset: str = Field(description="Records to score: prompt + response (or completion), or text.")
     dataset_split: str = Field("train", description="Split to read from a hub dataset.")
@@ -33,11 +32,6 @@ class ScoreConfig(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("float32", description="Dtype the weights are loaded in.")
     trust_remote_code: bool = Field(False, description="Allow model code from the hub to run.")
     disable_tqdm: bool = Field(False, description="Hide the progress bar.")
-
-    def to_yaml(self) -> str:
-        import yaml
-
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
 @dataclass

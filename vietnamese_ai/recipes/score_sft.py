@@ -24,7 +24,7 @@ from pydantic import Field
 
 from vietnamese_ai.data.layout import PackedBatch, layout, sft_sequence
 from vietnamese_ai.data.loading import Record
-from vietnamese_ai.data.records import to_sft_example
+from vietnamese_ai.data.records import finite_number, to_sft_example
 from vietnamese_ai.data.tokenize import tokenize_sft
 from vietnamese_ai.data.types import PromptCompletion, TextExample, TokenizedExample, TruncationReport
 from vietnamese_ai.errors import DataError
@@ -33,7 +33,15 @@ from vietnamese_ai.losses import sequence_logps, target_logps
 from vietnamese_ai.losses.reward import score_regression_loss
 from vietnamese_ai.models.forward import base_model, kept_logits
 from vietnamese_ai.models.io import attach_scalar_head
-from vietnamese_ai.recipes.common import load_policy, pad_token_id, pair_cost, read_splits, resolve_packing
+from vietnamese_ai.recipes.common import (
+    load_policy,
+    load_tokenizer_for,
+    model_argument,
+    pad_token_id,
+    pair_cost,
+    read_splits,
+    resolve_packing,
+)
 from vietnamese_ai.recipes.sft import SFTConfig
 from vietnamese_ai.scoring import Scorer
 from vietnamese_ai.training.loop import StepOutput, TrainResult, train
@@ -67,19 +75,21 @@ def _prompt_and_response(example: Any) -> tuple[Any, str]:
     raise DataError("target_scorer needs text records (prompt/completion or text), not pre-tokenised ones")
 
 
+def scored_example(record: Record, config: ScoreSFTConfig, needs_score: bool) -> tuple[Any, float | None]:
+    """A record as an SFT example and its target score (when the data gives it)."""
+    example = to_sft_example(record)
+    return example, finite_number(record, config.score_field) if needs_score else None
+
+
 def prepare_scored(records: list[Record], tokenizer: Any, config: ScoreSFTConfig, scorer: Scorer | None,
                    name: str) -> list[ScoredExample]:
     report = TruncationReport()
     examples, targets = [], []
     texts = []
     for record in records:
-        example = to_sft_example(record)
+        example, target = scored_example(record, config, needs_score=scorer is None)
         if scorer is None:
-            value = record.data.get(config.score_field)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                problem = "missing" if value is None else f"expected a number, got {type(value).__name__}"
-                raise DataError.at(record.where, config.score_field, problem)
-            targets.append(float(value))
+            targets.append(target)
         else:
             texts.append(_prompt_and_response(example))
         examples.append(example)
@@ -134,11 +144,15 @@ def score_sft_loss_fn(config: ScoreSFTConfig):
 def run_score_sft(config: ScoreSFTConfig, model: Any = None, tokenizer: Any = None, scorer: Scorer | None = None,
                   train_records: Any = None, eval_records: Any = None) -> TrainResult:
     """`scorer` (Python API) or config.target_scorer gives the targets; otherwise the score field does."""
-    train_raw, eval_raw = read_splits(config, train_records, eval_records)
+    config, model = model_argument(config, model)
+    train_raw, eval_raw = read_splits(config, train_records, eval_records,
+                                      validate=lambda record: scored_example(record, config, needs_score=scorer is None
+                                                                             and not config.target_scorer))
     scorer = scorer or (build_scorer(config.target_scorer) if config.target_scorer else None)
-    model, tokenizer = load_policy(config, model, tokenizer)
+    tokenizer = tokenizer or load_tokenizer_for(config, model)
     train_set = prepare_scored(train_raw, tokenizer, config, scorer, "train")
     eval_set = prepare_scored(eval_raw, tokenizer, config, scorer, "eval") if eval_raw else None
+    model, tokenizer = load_policy(config, model, tokenizer)
     attach_scalar_head(model, HEAD)
     longest = max(len(e) for e in train_set)
     collate = scored_collate(resolve_packing(config.packing, model, longest), pad_token_id(tokenizer, model),

@@ -19,7 +19,17 @@ from vietnamese_ai.data.tokenize import prepare_sft
 from vietnamese_ai.data.types import TokenizedExample
 from vietnamese_ai.losses import rdrop_kl
 from vietnamese_ai.models.forward import batch_target_logps
-from vietnamese_ai.recipes.common import load_policy, pad_token_id, pair_cost, read_splits, resolve_packing, vocab_size
+from vietnamese_ai.data.records import to_sft_example
+from vietnamese_ai.recipes.common import (
+    declared_vocab_size,
+    load_policy,
+    load_tokenizer_for,
+    model_argument,
+    pad_token_id,
+    pair_cost,
+    read_splits,
+    resolve_packing,
+)
 from vietnamese_ai.training.config import TrainingConfig
 from vietnamese_ai.training.loop import StepOutput, TrainResult, train
 
@@ -65,9 +75,10 @@ def sft_collate(pack: bool, pad_id: int, pair_cost: float = 0.0):
 def run_sft(config: SFTConfig, model: Any = None, tokenizer: Any = None,
             train_records: Any = None, eval_records: Any = None) -> TrainResult:
     """Run SFT as configured. `model`, `tokenizer` and the records may be given in memory (Python API)."""
-    train_raw, eval_raw = read_splits(config, train_records, eval_records)
-    model, tokenizer = load_policy(config, model, tokenizer)
-    vocab = vocab_size(model)
+    config, model = model_argument(config, model)
+    train_raw, eval_raw = read_splits(config, train_records, eval_records, validate=to_sft_example)
+    tokenizer = tokenizer or load_tokenizer_for(config, model)
+    vocab = declared_vocab_size(config, model)
     train_set, report = prepare_sft(train_raw, tokenizer, config.max_length, vocab,
                                     config.completion_only_loss, config.assistant_only_loss, name="train")
     log.info(report.summary("train"))
@@ -76,6 +87,7 @@ def run_sft(config: SFTConfig, model: Any = None, tokenizer: Any = None,
         eval_set, eval_report = prepare_sft(eval_raw, tokenizer, config.max_length, vocab, config.completion_only_loss,
                                             config.assistant_only_loss, name="eval")
         log.info(eval_report.summary("eval"))
+    model, tokenizer = load_policy(config, model, tokenizer)
     longest = max(len(e) for e in train_set)
     collate = sft_collate(resolve_packing(config.packing, model, longest), pad_token_id(tokenizer, model), pair_cost(model))
     loss = rdrop_loss(config.rdrop_alpha) if config.rdrop_alpha > 0 else sft_loss

@@ -7,27 +7,96 @@ the field descriptions below, so it documents every option.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+import difflib
+import enum
+import importlib.util
+import typing
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vietnamese_ai.data.loading import read_yaml
 from vietnamese_ai.errors import ConfigError
 
 C = TypeVar("C", bound=BaseModel)
+ATTENTION_KERNELS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 
 
-class TrainingConfig(BaseModel):
+class InvalidValue(ConfigError):
+    """A config key with a bad value (or an unknown key); `key` lets callers say where it came from."""
+
+    def __init__(self, key: str | None, problem: str):
+        super().__init__(f"key '{key}': {problem}" if key else problem)
+        self.key, self.problem = key, problem
+
+
+def closest(key: str, valid: list[str]) -> str | None:
+    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def unknown_key(key: str, valid: list[str]) -> InvalidValue:
+    suggestion = closest(key, valid)
+    hint = f"did you mean '{suggestion}'?" if suggestion else f"valid keys: {', '.join(sorted(valid))}"
+    return InvalidValue(None, f"unknown key '{key}'; {hint}")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class Config(BaseModel):
+    """Base of every command's config: unknown keys and bad values raise a one-line ConfigError
+    (never pydantic's multi-line report), numbers given for text keys are text (output_dir=2024 is a
+    directory), and values are checked again on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(),
+                              coerce_numbers_to_str=True)
+
+    def __init__(self, **values: Any):
+        for key in values:
+            if key not in type(self).model_fields:
+                raise unknown_key(key, list(type(self).model_fields))
+        try:
+            super().__init__(**values)
+        except ValidationError as e:
+            raise invalid(e) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as e:
+            raise invalid(e) from None
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def invalid(error: ValidationError) -> InvalidValue:
+    """The first problem of a pydantic error, in one line: the key, what is wrong, the value given."""
+    first = error.errors()[0]
+    message = first["msg"].removeprefix("Value error, ")
+    if not first["loc"]:  # a check across keys (model validator): its message names the keys
+        return InvalidValue(None, message)
+    key = str(first["loc"][0])
+    if first["type"] == "missing":
+        return InvalidValue(key, "required")
+    return InvalidValue(key, f"{message} (got {_shown(first.get('input'))})")
+
+
+class TrainingConfig(Config):
     """Keys shared by every training method."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    # Optional in Python (a model object and records may be passed instead), required on the command line.
+    required_on_command_line: ClassVar[tuple[str, ...]] = ("model_name_or_path", "dataset")
 
     # Model
     model_name_or_path: str | None = Field(None, description="Hugging Face hub name or local directory of the starting model.")
     tokenizer_name_or_path: str | None = Field(None, description="Tokenizer to use, when it is not the model's own.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("float32", description="Dtype the weights are loaded in (mixed precision is separate: bf16/fp16).")
-    attn_implementation: str | None = Field(None, description="Attention kernel: sdpa (default), eager, flash_attention_2.")
+    attn_implementation: str | None = Field(None, description="Attention kernel: sdpa (the default), eager, flash_attention_2, flash_attention_3, flex_attention, or a hub kernel 'org/name'.")
     trust_remote_code: bool = Field(False, description="Allow model code from the hub to run. Off unless you trust the repository.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
     # LoRA / QLoRA
@@ -72,12 +141,27 @@ class TrainingConfig(BaseModel):
     eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (always once at the end when eval data is given).")
     disable_tqdm: bool = Field(False, description="Hide the progress bar.")
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    @field_validator("attn_implementation")
+    @classmethod
+    def _known_kernel(cls, value: str | None) -> str | None:
+        return check_attention_kernel(value)
 
 
-def parse_override(item: str) -> tuple[str, Any]:
-    """`key=value`, where value is read as YAML: numbers, booleans, null and [lists] work."""
+def check_attention_kernel(value: str | None) -> str | None:
+    """A kernel transformers knows, and whose package is installed: found here, not minutes into a load."""
+    if value is None or "/" in value:  # "org/kernel": a hub kernel, fetched by transformers
+        return value
+    if value not in ATTENTION_KERNELS:
+        raise ValueError(f"expected one of {', '.join(ATTENTION_KERNELS)} (or a hub kernel 'org/name')")
+    package = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_interface"}.get(value)
+    if package and importlib.util.find_spec(package) is None:
+        raise ValueError(f"{value} needs the '{package}' package, which is not installed (and a CUDA GPU); "
+                         f"use sdpa")
+    return value
+
+
+def parse_override(item: str) -> tuple[str, Any, str]:
+    """`key=value` -> (key, value read as YAML, the raw text): numbers, booleans, null and [lists] work."""
     if "=" not in item:
         raise ConfigError(f"command line: '{item}' is not key=value")
     key, raw = item.split("=", 1)
@@ -87,23 +171,26 @@ def parse_override(item: str) -> tuple[str, Any]:
         value = raw
     if isinstance(value, str) and "," in value and key.endswith("modules"):
         value = [v.strip() for v in value.split(",") if v.strip()]
-    return key.strip(), value
+    return key.strip(), value, raw
+
+
+def _text_only(cls: type[BaseModel], key: str) -> bool:
+    """Whether a key holds text and nothing else (str or str | None): its command-line value is taken
+    as written, so output_dir=2024 or output_dir=010 names that directory."""
+    field = cls.model_fields.get(key)
+    if field is None:
+        return False
+    allowed = set(typing.get_args(field.annotation)) or {field.annotation}
+    return str in allowed and allowed <= {str, type(None)}
 
 
 def build_config(cls: type[C], values: dict[str, Any], sources: dict[str, str] | None = None) -> C:
-    """Validate `values` into `cls`; the error names the key, where it came from, and the valid keys."""
+    """Validate `values` into `cls`; the one-line error says where the bad key came from."""
     sources = sources or {}
-    valid = sorted(cls.model_fields)
-    for key in values:
-        if key not in cls.model_fields:
-            where = sources.get(key, "config")
-            raise ConfigError(f"{where}: unknown key '{key}'; valid keys: {', '.join(valid)}")
     try:
         return cls(**values)
-    except ValidationError as e:
-        error = e.errors()[0]
-        key = str(error["loc"][0]) if error["loc"] else "?"
-        raise ConfigError(f"{sources.get(key, 'config')}: key '{key}': {error['msg']} (got {error.get('input')!r})") from None
+    except InvalidValue as e:
+        raise ConfigError(f"{sources.get(e.key or '', 'config')}: {e}") from None
 
 
 def load_config(cls: type[C], config_file: str | None = None, overrides: list[str] | None = None) -> C:
@@ -113,15 +200,35 @@ def load_config(cls: type[C], config_file: str | None = None, overrides: list[st
         for key, value in read_yaml(config_file).items():
             values[str(key)], sources[str(key)] = value, config_file
     for item in overrides or []:
-        key, value = parse_override(item)
-        values[key], sources[key] = value, "command line"
+        key, value, raw = parse_override(item)
+        values[key], sources[key] = (raw if _text_only(cls, key) and value is not None else value), "command line"
+    for key in values:
+        if key not in cls.model_fields:
+            raise ConfigError(f"{sources.get(key, 'config')}: {unknown_key(key, list(cls.model_fields))}")
     return build_config(cls, values, sources)
 
 
+def type_name(annotation: Any) -> str:
+    """'int', 'float or null', 'one of: a, b', 'list of str' ... for --help."""
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return "one of: " + ", ".join(str(m.value) for m in annotation)
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return "one of: " + ", ".join(str(a) for a in args)
+    if origin in (list, tuple):
+        return f"list of {type_name(args[0])}" if args else "list"
+    if args and (origin is typing.Union or str(origin) == "<class 'types.UnionType'>"):
+        names = [type_name(a) for a in args if a is not type(None)]
+        return " or ".join(names) + (" or null" if type(None) in args else "")
+    return getattr(annotation, "__name__", str(annotation))
+
+
 def describe(cls: type[BaseModel]) -> str:
-    """One line per option, for --help."""
+    """Every option for --help: name, type (choices listed), default or REQUIRED, and what it does."""
     lines = []
+    required = getattr(cls, "required_on_command_line", ())
     for name, info in cls.model_fields.items():
-        default = "required" if info.is_required() else f"default: {info.default!r}"
-        lines.append(f"  {name} ({default})\n      {info.description or ''}")
+        default = "REQUIRED" if info.is_required() or name in required else f"default: {info.default.value if isinstance(info.default, enum.Enum) else info.default!r}"
+        kind = type_name(info.annotation).removesuffix(" or null") if name in required else type_name(info.annotation)
+        lines.append(f"  {name} ({kind}; {default})\n      {info.description or ''}")
     return "\n".join(lines)
