@@ -259,7 +259,7 @@ def test_critique_cli(tmp_path, tiny_model):
                  f"output={tmp_path / 'rev.jsonl'}", "max_new_tokens=8", "temperature=1.0", "seed=1"]) == 0
     [row] = read_jsonl(tmp_path / "rev.jsonl")
     assert {"prompt", "completion", "principle", "critique", "original"} <= set(row)
-    assert os.path.isfile(tmp_path / "revision_pairs.jsonl")
+    assert os.path.isfile(tmp_path / "rev_pairs.jsonl")   # named after the output
 
 
 def test_toxicity_level_is_bounded():

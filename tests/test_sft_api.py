@@ -176,7 +176,7 @@ def test_seed003_rejects_the_same_option_twice_and_unknown_keywords():
 
     with pytest.raises(ConfigError, match="'so_vong' and 'num_epochs' set the same option"):
         SFTTrainer(so_vong=2, num_epochs=3)
-    with pytest.raises(ConfigError, match="unknown key 'so_vongg'"):
+    with pytest.raises(ConfigError, match="unknown keyword 'so_vongg'; did you mean 'so_vong'"):
         SFTTrainer(so_vongg=2)
 
 

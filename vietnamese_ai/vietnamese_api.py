@@ -14,13 +14,16 @@ accepted as well.
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
+
+import torch
 
 from vietnamese_ai.errors import ConfigError
 from vietnamese_ai.recipes.dpo import DPOConfig, run_dpo
 from vietnamese_ai.recipes.reward import RewardConfig, run_reward
 from vietnamese_ai.recipes.sft import SFTConfig, run_sft
-from vietnamese_ai.training.config import build_config
+from vietnamese_ai.training.config import InvalidValue, closest
 
 # Seed-003 keyword -> config key; English short forms map to the same keys.
 ALIASES = {
@@ -38,19 +41,38 @@ DPO_DEFAULTS = {"num_train_epochs": 1, "beta": 0.1, "learning_rate": 5e-7, "labe
 REWARD_DEFAULTS = {"learning_rate": 1e-5, "num_train_epochs": 3, "per_device_train_batch_size": 4}
 
 
-def resolve_keywords(method: str, defaults: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Map Vietnamese and English keywords onto config keys; the same setting twice is an error."""
+def resolve_keywords(method: str, defaults: dict[str, Any], kwargs: dict[str, Any],
+                     config_class: type | None = None) -> dict[str, Any]:
+    """Map Vietnamese and English keywords onto config keys; the same setting twice, or a keyword no
+    config knows (the closest one is suggested), is an error that names the keyword as typed."""
     values = dict(defaults)
     given: dict[str, str] = {}
     for key, value in kwargs.items():
         target = ALIASES.get(key, key)
+        if config_class is not None and target not in config_class.model_fields:
+            suggestion = closest(key, list(ALIASES) + list(config_class.model_fields))
+            raise ConfigError(f"{method}: unknown keyword '{key}'" + (f"; did you mean '{suggestion}'?" if suggestion else ""))
         if target in given:
             raise ConfigError(f"{method}: '{given[target]}' and '{key}' set the same option; give one of them")
         given[target] = key
         values[target] = value
-    values.setdefault("output_dir", f"runs/{method}-{time.strftime('%Y%m%d-%H%M%S')}")
     values.setdefault("logging_steps", 1)
+    values["_given"] = given
     return values
+
+
+def make_config(method: str, config_class: type, values: dict[str, Any]) -> Any:
+    """The config, with a bad value reported under the keyword the user typed (so_vong, not
+    num_train_epochs). Without an output_dir, each run gets its own fresh one under runs/."""
+    given = values.get("_given", {})
+    values = {k: v for k, v in values.items() if k != "_given"}
+    values.setdefault("output_dir", f"runs/{method}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}")
+    try:
+        return config_class(**values)
+    except InvalidValue as e:
+        if e.key is None:
+            raise ConfigError(f"{method}: {e.problem}") from None
+        raise ConfigError(f"{method}: '{given.get(e.key, e.key)}': {e.problem}") from None
 
 
 def _model_argument(model: Any, values: dict[str, Any], key: str = "model_name_or_path") -> Any:
@@ -70,8 +92,8 @@ class SFTTrainer:
     gradient_clip=1.0, warmup_ratio=0.1)`."""
 
     def __init__(self, **kwargs: Any):
-        self.values = resolve_keywords("sft", SFT_DEFAULTS, kwargs)
-        build_config(SFTConfig, {**self.values, "model_name_or_path": None})  # fail early on a bad keyword
+        self.values = resolve_keywords("sft", SFT_DEFAULTS, kwargs, SFTConfig)
+        make_config("sft", SFTConfig, {**self.values, "model_name_or_path": None})  # fail early on a bad value
         self.model: Any = None
 
     def huan_luyen(self, model: Any, du_lieu: Any, du_lieu_val: Any = None, tokenizer: Any = None) -> dict[str, Any]:
@@ -79,7 +101,7 @@ class SFTTrainer:
         dicts (pre-tokenised input_ids + labels, text, prompt/completion, messages) or a file path."""
         values = dict(self.values)
         model = _model_argument(model, values)
-        config = build_config(SFTConfig, values)
+        config = make_config("sft", SFTConfig, values)
         result = run_sft(config, model=model, tokenizer=tokenizer, train_records=du_lieu,
                          eval_records=du_lieu_val)
         self.model = result.model
@@ -102,8 +124,8 @@ class DPOTrainer:
     config key (loss_type, prefix_sharing, ...) is accepted too."""
 
     def __init__(self, **kwargs: Any):
-        self.values = resolve_keywords("dpo", DPO_DEFAULTS, kwargs)
-        build_config(DPOConfig, self.values)
+        self.values = resolve_keywords("dpo", DPO_DEFAULTS, kwargs, DPOConfig)
+        make_config("dpo", DPOConfig, self.values)
         self.model: Any = None
 
     def huan_luyen(self, model: Any, ref_model: Any, preference_data: Any, du_lieu_val: Any = None,
@@ -113,7 +135,7 @@ class DPOTrainer:
         values = dict(self.values)
         model = _model_argument(model, values)
         ref_model = _model_argument(ref_model, values, "ref_model_name_or_path") if ref_model is not None else None
-        result = run_dpo(build_config(DPOConfig, values), model=model, tokenizer=tokenizer, ref_model=ref_model,
+        result = run_dpo(make_config("dpo", DPOConfig, values), model=model, tokenizer=tokenizer, ref_model=ref_model,
                          train_records=preference_data, eval_records=du_lieu_val)
         self.model = result.model
         margins = result.series("rewards/margins")
@@ -138,8 +160,8 @@ class RewardModel:
     `.diem_danh_gia(model, ["văn bản 1", ...])`. Any reward config key is accepted too."""
 
     def __init__(self, **kwargs: Any):
-        self.values = resolve_keywords("reward", REWARD_DEFAULTS, kwargs)
-        build_config(RewardConfig, self.values)
+        self.values = resolve_keywords("reward", REWARD_DEFAULTS, kwargs, RewardConfig)
+        make_config("reward", RewardConfig, self.values)
         self.model: Any = None        # the trained reward model
         self.tokenizer: Any = None
         self._trained_from: Any = None
@@ -148,19 +170,19 @@ class RewardModel:
                    tokenizer: Any = None, **kwargs: Any) -> dict[str, Any]:
         """Train a reward model from `model` (a causal LM or reward model, object or name/path) on
         chosen/rejected records (a `prompt` is optional: without one the shared prefix is used)."""
-        values = dict(self.values)
         if so_vong is not None:
             kwargs["so_vong"] = so_vong
-        values.update(resolve_keywords("reward", {}, kwargs))
-        values["output_dir"] = self.values["output_dir"] if "output_dir" not in kwargs else values["output_dir"]
+        extra = resolve_keywords("reward", {}, kwargs, RewardConfig)
+        values = {**self.values, **extra, "_given": {**self.values["_given"], **extra["_given"]}}
         source = model
         model = _model_argument(model, values)
-        result = run_reward(build_config(RewardConfig, values), model=model, tokenizer=tokenizer,
-                            train_records=preference_data, eval_records=du_lieu_val)
+        config = make_config("reward", RewardConfig, values)
+        result = run_reward(config, model=model, tokenizer=tokenizer, train_records=preference_data,
+                            eval_records=du_lieu_val)
         from vietnamese_ai.recipes.common import load_tokenizer_for
 
         self.model, self._trained_from = result.model, source
-        self.tokenizer = tokenizer or load_tokenizer_for(build_config(RewardConfig, values), result.model)
+        self.tokenizer = tokenizer or load_tokenizer_for(config, result.model)
         accuracy = result.series("accuracy")
         return {
             "final_accuracy": accuracy[-1] if accuracy else None,
@@ -179,10 +201,22 @@ class RewardModel:
         passed to huan_luyen (its trained reward model is used), a reward model, or a final/ path."""
         from vietnamese_ai.scoring.reward_model import RewardModelScorer
 
-        if self.model is not None and (model is self._trained_from or model is self.model):
+        if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+            raise ConfigError(f"diem_danh_gia: texts must be a list of strings, got "
+                              f"{'one string (wrap it in a list)' if isinstance(texts, str) else type(texts).__name__}")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ConfigError(f"diem_danh_gia: texts[{i}] must be a string, got {type(text).__name__}")
+        if prompts is not None and len(prompts) != len(texts):
+            raise ConfigError(f"diem_danh_gia: {len(prompts)} prompts for {len(texts)} texts")
+        trained = self.model is not None and (model is self.model or model is self._trained_from
+                                              or (isinstance(model, str) and model == self._trained_from))
+        if trained:
             scorer = RewardModelScorer(self.model, self.tokenizer)
-        else:
+        elif isinstance(model, str) or isinstance(model, torch.nn.Module):
             scorer = RewardModelScorer(model)
+        else:
+            raise ConfigError(f"diem_danh_gia: model must be a reward model or its path, got {type(model).__name__}")
         rewards = scorer.rewards(prompts or [""] * len(texts), list(texts))
         return [{"van_ban": text, "score": value} for text, value in zip(texts, rewards)]
 

@@ -8,6 +8,7 @@ and scorer. An unpaired file for KTO labels the chosen responses desirable and t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from vietnamese_ai.data.types import Message, PromptOrMessages, message_dicts
@@ -19,7 +20,7 @@ def _assistant(text: str) -> list[dict[str, str]]:
     return [{"role": "assistant", "content": text}]
 
 
-def select_pairs(prompts: list[PromptOrMessages], candidates: list[Candidate], scores: list[Score],
+def select_pairs(prompts: Mapping[int, PromptOrMessages] | list[PromptOrMessages], candidates: list[Candidate], scores: list[Score],
                  min_margin: float, generator: str, scorer: str) -> list[dict[str, Any]]:
     """One (best, worst) row per prompt whose candidates differ by at least min_margin."""
     by_prompt: dict[int, list[int]] = {}

@@ -201,6 +201,8 @@ def load_reward_for_scoring(path: str, dtype: str = "float32", trust_remote_code
     head, and a causal-LM adapter is a policy, not a reward model."""
     from vietnamese_ai.models.loading import adapter_base, adapter_task
 
+    if os.path.isdir(path):
+        check_safetensors(path)
     task = adapter_task(path)
     if task is not None:
         if task != "SEQ_CLS":

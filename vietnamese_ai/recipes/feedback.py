@@ -20,7 +20,8 @@ from pydantic import Field, field_validator
 from vietnamese_ai.data.loading import Record, load_records
 from vietnamese_ai.data.records import parse_messages, require_string
 from vietnamese_ai.data.types import Message, PromptOrMessages, message_dicts
-from vietnamese_ai.errors import DataError
+from vietnamese_ai.errors import DataError, UserError
+from vietnamese_ai.files import check_writable_file
 from vietnamese_ai.recipes.common import quiet_transformers, write_jsonl
 from vietnamese_ai.training.config import Config
 
@@ -70,7 +71,7 @@ class GenerateConfig(Config):
 class LabelConfig(Config):
     candidates: str = Field(description="Candidates from `feedback generate` (prompt_index, prompt, response, sampling).")
     output: str = Field("pairs.jsonl", description="Preference pairs for `vietnamese-ai dpo`.")
-    unpaired_output: str | None = Field("auto", description="Unpaired rows for `vietnamese-ai kto`; 'auto': unpaired.jsonl next to output; null: none.")
+    unpaired_output: str | None = Field("auto", description="Unpaired rows for `vietnamese-ai kto`; 'auto': next to output, named after it (pairs.jsonl -> pairs_unpaired.jsonl); null: none.")
     scores_output: str | None = Field(None, description="Also write every candidate with its scores.")
     scorer: str = Field("constitution", description="constitution[:FILE.yaml], reward_model:PATH, classifier:MODEL:LABEL[:logit], judge:MODEL; combine as a@0.7+b@0.3.")
     constitution: str | None = Field(None, description="Constitution YAML for 'constitution' and 'judge' scorers (default: built-in).")
@@ -82,7 +83,7 @@ class CritiqueConfig(Config):
     dataset: str = Field(description="Records with 'prompt' and 'response' (or 'completion').")
     dataset_split: str = Field("train", description="Split to read from a hub data set.")
     output: str = Field("revisions.jsonl", description="SFT rows: prompt -> revision.")
-    pairs_output: str | None = Field("auto", description="Pairs preferring the revision; 'auto': revision_pairs.jsonl next to output; null: none.")
+    pairs_output: str | None = Field("auto", description="Pairs preferring the revision; 'auto': next to output, named after it (revisions.jsonl -> revisions_pairs.jsonl); null: none.")
     constitution: str | None = Field(None, description="Constitution YAML (default: built-in).")
     filter_pairs: bool = Field(True, description="Keep a revision pair only if the constitution's rules score the revision higher.")
     max_new_tokens: int = Field(128, ge=1, description="Longest critique or revision.")
@@ -101,9 +102,37 @@ class FeedbackResult:
         return self.text
 
 
-def beside(output: str, value: str | None, name: str) -> str | None:
-    """'auto' puts a second output file next to the first."""
-    return os.path.join(os.path.dirname(os.path.abspath(output)), name) if value == "auto" else value
+def beside(output: str, value: str | None, suffix: str) -> str | None:
+    """'auto' puts a second output file next to the first, named after it (pairs.jsonl ->
+    pairs_unpaired.jsonl), so that it never replaces an unrelated file with a generic name."""
+    if value != "auto":
+        return value
+    stem, ext = os.path.splitext(os.path.abspath(output))
+    return f"{stem}_{suffix}{ext or '.jsonl'}"
+
+
+def check_outputs(**paths: str | None) -> None:
+    """Every output file can be written (and none is a directory), before any model is loaded."""
+    for key, path in paths.items():
+        if path:
+            check_writable_file(path, key)
+
+
+def read_sampling(record: Record) -> tuple[float, float, int]:
+    """The (temperature, top_p, sample) provenance of a candidate; absent fields take their defaults."""
+    sampling = record.data.get("sampling")
+    if sampling is None:
+        return 0.0, 1.0, 0
+    if not isinstance(sampling, dict):
+        raise DataError.at(record.where, "sampling", f"expected an object, got {type(sampling).__name__}")
+    values = []
+    for key, default, kind in (("temperature", 0.0, float), ("top_p", 1.0, float), ("sample", 0, int)):
+        value = sampling.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
+            raise DataError.at(record.where, f"sampling.{key}", f"expected {'an integer' if kind is int else 'a number'}, "
+                                                                f"got {value!r}")
+        values.append(kind(value))
+    return values[0], values[1], values[2]
 
 
 def read_prompt(record: Record, chat: bool = True) -> PromptOrMessages:
@@ -124,6 +153,7 @@ def _load(path: str, dtype: str, trust_remote_code: bool) -> tuple[Any, Any]:
 def run_generate(config: GenerateConfig) -> FeedbackResult:
     from vietnamese_ai.feedback.generate import generate_candidates
 
+    check_outputs(output=config.output)
     prompts = [read_prompt(r, config.chat) for r in load_records(config.prompts, config.prompts_split)]
     model, tokenizer = _load(config.model_name_or_path, config.dtype, config.trust_remote_code)
     candidates, speed = generate_candidates(model, tokenizer, prompts, tuple(config.temperatures), tuple(config.top_p),
@@ -141,33 +171,52 @@ def run_label(config: LabelConfig) -> FeedbackResult:
     from vietnamese_ai.feedback.pairs import select_pairs, unpaired_rows
     from vietnamese_ai.feedback.registry import build_scorer
 
+    unpaired = beside(config.output, config.unpaired_output, "unpaired")
+    check_outputs(output=config.output, unpaired_output=unpaired, scores_output=config.scores_output)
     records = load_records(config.candidates)
     prompts: dict[int, PromptOrMessages] = {}
+    first_seen: dict[int, str] = {}
     candidates = []
     generators = set()
     for record in records:
         index = record.data.get("prompt_index")
         if not isinstance(index, int) or isinstance(index, bool):
             raise DataError.at(record.where, "prompt_index", "missing or not an integer")
-        prompts.setdefault(index, read_prompt(record))
-        sampling = record.data.get("sampling") or {}
-        candidates.append(Candidate(index, require_string(record, "response", allow_empty=True),
-                                    float(sampling.get("temperature", 0.0)), float(sampling.get("top_p", 1.0)),
-                                    int(sampling.get("sample", 0))))
+        prompt = read_prompt(record)
+        if index in prompts and prompts[index] != prompt:
+            raise DataError.at(record.where, "prompt", f"prompt_index {index} already belongs to another prompt "
+                                                       f"({first_seen[index]}); each prompt needs its own index")
+        prompts.setdefault(index, prompt)
+        first_seen.setdefault(index, record.where)
+        candidates.append(Candidate(index, require_string(record, "response", allow_empty=True), *read_sampling(record)))
         generators.add(str(record.data.get("generator", "unknown")))
     scorer = build_scorer(config.scorer, config.constitution)
-    ordered = [prompts[i] for i in range(max(prompts) + 1)] if prompts else []
     scores = scorer.score([prompts[c.prompt_index] for c in candidates], [c.text for c in candidates])
-    pairs = select_pairs(ordered, candidates, scores, config.min_margin, ",".join(sorted(generators)), scorer.name)
-    write_jsonl(config.output, pairs)
-    unpaired = beside(config.output, config.unpaired_output, "unpaired.jsonl")
-    if unpaired:
-        write_jsonl(unpaired, unpaired_rows(pairs))
     if config.scores_output:
         write_jsonl(config.scores_output, [{**r.data, "score": s.value, "principles": s.principles, "reasoning": s.reasoning}
                                            for r, s in zip(records, scores)])
+    pairs = select_pairs(prompts, candidates, scores, config.min_margin, ",".join(sorted(generators)), scorer.name)
+    if not pairs:
+        raise UserError(f"feedback label: 0 pairs from {len(candidates)} candidates: {no_pairs_reason(candidates, scores, config.min_margin)}")
+    write_jsonl(config.output, pairs)
+    if unpaired:
+        write_jsonl(unpaired, unpaired_rows(pairs))
     return FeedbackResult(f"{len(pairs)} pairs from {len(candidates)} candidates for {len(prompts)} prompts "
                           f"(min_margin {config.min_margin}, scorer {scorer.name}); written to {config.output}")
+
+
+def no_pairs_reason(candidates: list[Any], scores: list[Any], min_margin: float) -> str:
+    """Why no prompt gave a pair, with the number that would have to change."""
+    by_prompt: dict[int, list[int]] = {}
+    for k, c in enumerate(candidates):
+        by_prompt.setdefault(c.prompt_index, []).append(k)
+    if all(len(group) < 2 for group in by_prompt.values()):
+        return "every prompt has a single candidate; sample several per prompt (feedback generate num_samples=...)"
+    gaps = [max(scores[k].value for k in g) - min(scores[k].value for k in g) for g in by_prompt.values() if len(g) > 1]
+    if max(gaps) < min_margin:
+        return (f"no prompt's best and worst candidates differ by min_margin={min_margin} or more (the largest gap is "
+                f"{max(gaps):.3g}); lower min_margin, or sample more varied candidates (higher temperatures)")
+    return "the candidates that differ enough in score have the same text"
 
 
 def run_critique(config: CritiqueConfig) -> FeedbackResult:
@@ -175,6 +224,8 @@ def run_critique(config: CritiqueConfig) -> FeedbackResult:
     from vietnamese_ai.feedback.critique import critique_and_revise, model_generate_fn, revision_records
     from vietnamese_ai.feedback.rules import RuleScorer
 
+    pairs_path = beside(config.output, config.pairs_output, "pairs")
+    check_outputs(output=config.output, pairs_output=pairs_path)
     records = load_records(config.dataset, config.dataset_split)
     prompts = [read_prompt(r) for r in records]
     responses = [require_string(r, "response" if "response" in r.data else "completion") for r in records]
@@ -183,8 +234,14 @@ def run_critique(config: CritiqueConfig) -> FeedbackResult:
     generate_fn = model_generate_fn(model, tokenizer, config.max_new_tokens, config.temperature, config.batch_size, config.seed)
     revisions = critique_and_revise(generate_fn, prompts, responses, constitution, config.seed)
     sft, pairs = revision_records(revisions, RuleScorer(constitution) if config.filter_pairs else None)
+    if not sft:
+        raise UserError(f"feedback critique: 0 revisions: the model's revision of every one of the {len(records)} "
+                        f"answers was empty; raise max_new_tokens, or use a model that follows instructions")
     write_jsonl(config.output, sft)
-    pairs_path = beside(config.output, config.pairs_output, "revision_pairs.jsonl")
     if pairs_path:
+        if not pairs:
+            why = ("the constitution's rules scored no revision above its original (filter_pairs=true)"
+                   if config.filter_pairs else "every revision repeats its original")
+            log.warning("feedback critique: 0 revision pairs from %d revisions: %s", len(sft), why)
         write_jsonl(pairs_path, pairs)
     return FeedbackResult(f"{len(sft)} revisions, {len(pairs)} revision pairs; written to {config.output}")

@@ -10,6 +10,7 @@ only shifts the point rewards are measured against.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -24,6 +25,8 @@ from vietnamese_ai.models.reference import Reference, response_logps
 from vietnamese_ai.recipes.common import load_policy, load_tokenizer_for, model_argument, pad_token_id, pair_cost, read_splits
 from vietnamese_ai.recipes.preference import ReferenceConfig, attach_reference_logps, build_reference, layout_flags, tokenize_records
 from vietnamese_ai.training.loop import StepOutput, TrainResult, train
+
+log = logging.getLogger("vietnamese_ai")
 
 
 class KTOConfig(ReferenceConfig):
@@ -88,6 +91,11 @@ def read_unpaired(records: Any, tokenizer: Any, config: KTOConfig, name: str) ->
     if records is None:
         return None
     examples = tokenize_records(records, to_unpaired, tokenize_unpaired, tokenizer, config.max_length, name)
+    desirable = sum(e.desirable for e in examples)
+    if name == "train" and desirable in (0, len(examples)):
+        log.warning("KTO %s data: all %d examples are %s; the loss then only pushes one way, and the rewards/%s "
+                    "metrics stay empty", name, len(examples), "desirable" if desirable else "undesirable",
+                    "rejected" if desirable else "chosen")
     assign_kl_completions(examples, config.seed, config.max_length)
     return examples
 

@@ -6,6 +6,7 @@ output JSONL repeats the record with a `score` field added.
 
 from __future__ import annotations
 
+import os
 import statistics
 from dataclasses import dataclass
 from typing import Literal
@@ -15,7 +16,8 @@ from pydantic import Field
 from vietnamese_ai.data.loading import Record, load_records
 from vietnamese_ai.data.records import prompt_or_messages, require_string
 from vietnamese_ai.data.types import PromptOrMessages
-from vietnamese_ai.errors import DataError
+from vietnamese_ai.errors import ConfigError, DataError
+from vietnamese_ai.files import check_writable_file
 from vietnamese_ai.recipes.common import quiet_transformers, write_jsonl
 from vietnamese_ai.training.config import Config
 
@@ -59,6 +61,12 @@ def prompt_and_response(record: Record) -> tuple[PromptOrMessages, str]:
 def run_score(config: ScoreConfig) -> ScoreResult:
     from vietnamese_ai.scoring.reward_model import RewardModelScorer
 
+    from vietnamese_ai.models.reward import STATS_FILE
+
+    check_writable_file(config.output, "output")
+    if config.normalize and not os.path.isfile(os.path.join(config.model_name_or_path, STATS_FILE)):
+        raise ConfigError(f"normalize: '{config.model_name_or_path}' has no {STATS_FILE} (written by `vietnamese-ai "
+                          f"reward` next to the model it trains); score without normalize=true")
     quiet_transformers()
     records = load_records(config.dataset, config.dataset_split, subset=config.dataset_subset)
     pairs = [prompt_and_response(r) for r in records]

@@ -14,6 +14,7 @@ from vietnamese_ai.models.exactness import choose_layout
 from vietnamese_ai.models.forward import base_model
 from vietnamese_ai.models.loading import load_tokenizer
 from vietnamese_ai.models.reward import load_reward_for_scoring, read_reward_stats, sequence_rewards, set_pad_token
+from vietnamese_ai.errors import ConfigError
 from vietnamese_ai.scoring import Score, check_lengths
 
 
@@ -34,7 +35,7 @@ class RewardModelScorer:
         self.batch_size, self.max_length, self.progress = batch_size, max_length, progress
         self.stats = read_reward_stats(self.path) if (normalize and self.path) else None
         if normalize and self.stats is None:
-            raise ValueError("normalize=True needs the reward_stats.json written next to a trained reward model")
+            raise ConfigError("normalize=True needs the reward_stats.json written next to a trained reward model")
         self.name = name or f"reward_model:{self.path or type(self.model).__name__}"
 
     def _ids(self, prompt: PromptOrMessages, response: str) -> tuple[list[int], list[int]]:
