@@ -221,3 +221,35 @@ def test_python_api_mistakes_are_one_line_errors(tmp_path, monkeypatch, tiny_mod
         call(tiny_model)
     assert isinstance(caught.value, UserError) and "\n" not in str(caught.value)
     assert fragment in str(caught.value)
+
+
+def test_score_refuses_a_language_model_adapter(tmp_path, capsys, tiny_model, sft_file):
+    from vietnamese_ai.recipes.sft import SFTConfig, run_sft
+
+    adapter = run_sft(SFTConfig(model_name_or_path=tiny_model, dataset=sft_file, output_dir=str(tmp_path / "sft"),
+                                use_lora=True, max_steps=1, save_steps=0, disable_tqdm=True)).final_dir
+    responses = write_jsonl(tmp_path / "r.jsonl", [{"prompt": "Xin chào", "response": "Chào bạn!"}])
+    capsys.readouterr()
+    assert main(["score", f"model_name_or_path={adapter}", f"dataset={responses}", f"output={tmp_path / 's.jsonl'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is a CAUSAL_LM LoRA adapter (a language model), not a reward model" in err
+
+
+def test_critique_that_revises_nothing_fails_with_the_reason(tmp_path, capsys, tiny_model):
+    """A model whose every answer decodes to nothing (its final norm zeroed: uniform logits, and the
+    first token is a special one): 0 revisions is an error that says why, not an empty file."""
+    import torch
+
+    from vietnamese_ai.models.loading import load_causal_lm, load_tokenizer
+
+    silent = load_causal_lm(tiny_model)
+    with torch.no_grad():
+        silent.model.norm.weight.zero_()
+    silent.save_pretrained(tmp_path / "silent")
+    load_tokenizer(tiny_model).save_pretrained(tmp_path / "silent")
+    answers = write_jsonl(tmp_path / "a.jsonl", [{"prompt": "Thủ đô?", "response": "Đồ ngốc."}])
+    assert main(["feedback", "critique", f"model_name_or_path={tmp_path / 'silent'}", f"dataset={answers}",
+                 f"output={tmp_path / 'rev.jsonl'}", "max_new_tokens=4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "0 revisions" in err and "was empty" in err and len(err.splitlines()) == 1
+    assert not os.path.exists(tmp_path / "rev.jsonl")

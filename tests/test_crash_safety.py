@@ -239,6 +239,8 @@ def test_a_finished_run_is_not_silently_overwritten(tmp_path, tiny_model, sft_fi
     run_sft(config)
     with pytest.raises(ConfigError, match="holds a finished run"):
         run_sft(config)
+    with pytest.raises(ConfigError, match="holds a finished run"):   # nothing to resume is no licence either
+        run_sft(config.model_copy(update={"resume_from_checkpoint": "latest"}))
     run_sft(config.model_copy(update={"overwrite_output_dir": True}))
 
 

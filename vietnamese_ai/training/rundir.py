@@ -56,8 +56,10 @@ def check_output_dir(config: TrainingConfig) -> str | None:
         if found is None and checkpoint_dirs(out):
             raise ConfigError(f"resume_from_checkpoint: no complete checkpoint in '{out}/checkpoints' "
                               f"(every one failed its check); start again with overwrite_output_dir=true")
-        return found
-    if resume:
+        if found is not None:
+            return found
+        log.info("resume_from_checkpoint=latest: no checkpoint in %s, starting from scratch", out)
+    elif resume:
         problem = check_checkpoint(resume) if os.path.isdir(resume) else "not a directory"
         if problem:
             raise ConfigError(f"resume_from_checkpoint: '{resume}' is not a complete checkpoint ({problem})")
