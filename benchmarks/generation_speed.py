@@ -1,9 +1,10 @@
-"""Candidate generation: our batched sampler against seed 001's loop of one `generate` call per prompt.
+"""Candidate generation: our batched sampler against a loop of one `generate` call per prompt (as
+tutorial RLAIF scripts do).
 
     python benchmarks/generation_speed.py [--prompts 128] [--max-new-tokens 64]
 
 Same model (the benchmark's Qwen2-architecture model, hidden 256, 4 layers), same prompts and the
-generation settings of seed 001 (sampling, top_k 0, top_p 1.0). The model is untrained, so it almost
+generation settings of such scripts (sampling, top_k 0, top_p 1.0). The model is untrained, so it almost
 never stops early: both sides generate about max_new_tokens tokens per response; the table shows the
 generated tokens too. Both run in this process, one after the other, after a warm-up.
 """
@@ -58,7 +59,7 @@ def main() -> None:
 
     per_prompt_loop(prompts[:4]), batched(prompts[:4])  # warm-up
     rows, results = [], {}
-    for name, fn in (("seed-001 loop: one generate() per prompt", per_prompt_loop),
+    for name, fn in (("per-prompt loop: one generate() per prompt", per_prompt_loop),
                      (f"vietnamese-ai generate (batch {args.batch_size}, KV cache, left padding)", batched)):
         start = time.perf_counter()
         lengths = fn(prompts)

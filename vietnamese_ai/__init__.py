@@ -1,7 +1,7 @@
 """vietnamese-ai: post-training for causal language models, in Vietnamese and English.
 
 English API:    from vietnamese_ai.recipes.sft import SFTConfig, run_sft
-Seed-003 API:   from vietnamese_ai import SFTTrainer   (so_vong=..., .huan_luyen(...))
+Vietnamese-named API:   from vietnamese_ai import SFTTrainer   (so_vong=..., .huan_luyen(...))
 
 Exports are resolved lazily so that importing a low layer (vietnamese_ai.losses) does not pull in
 transformers.

@@ -25,7 +25,7 @@ METHODS: dict[str, tuple[str, str, str, str]] = {
     "reward": ("vietnamese_ai.recipes.reward", "RewardConfig", "run_reward", "Train a Bradley-Terry reward model on preference pairs."),
     "score": ("vietnamese_ai.recipes.score", "ScoreConfig", "run_score", "Score prompt/response records with a reward model."),
     "score-sft": ("vietnamese_ai.recipes.score_sft", "ScoreSFTConfig", "run_score_sft",
-                  "SFT plus a score head regressed onto target scores (seed 000's RLAIF notebook)."),
+                  "SFT plus a score head regressed onto target scores (score-regularised fine-tuning)."),
     "feedback generate": ("vietnamese_ai.recipes.feedback", "GenerateConfig", "run_generate",
                           "AI feedback: sample candidate answers (N per prompt, several temperatures)."),
     "feedback label": ("vietnamese_ai.recipes.feedback", "LabelConfig", "run_label",

@@ -1,4 +1,4 @@
-"""The Vietnamese-named API of seed 003, on top of the English recipes.
+"""The Vietnamese-named API, on top of the English recipes.
 
     from vietnamese_ai import SFTTrainer
     trainer = SFTTrainer(so_vong=3, kich_thuoc_batch=4, toc_do_hoc=2e-5, gradient_accumulation=4)
@@ -25,7 +25,7 @@ from vietnamese_ai.recipes.reward import RewardConfig, run_reward
 from vietnamese_ai.recipes.sft import SFTConfig, run_sft
 from vietnamese_ai.training.config import InvalidValue, closest
 
-# Seed-003 keyword -> config key; English short forms map to the same keys.
+# Vietnamese keyword -> config key; English short forms map to the same keys.
 ALIASES = {
     "so_vong": "num_train_epochs", "num_epochs": "num_train_epochs",
     "kich_thuoc_batch": "per_device_train_batch_size", "batch_size": "per_device_train_batch_size",
@@ -33,7 +33,7 @@ ALIASES = {
     "gradient_accumulation": "gradient_accumulation_steps",
     "gradient_clip": "max_grad_norm",
 }
-# The defaults in the seed-003 parameter table (SFT) and example (DPO).
+# The defaults of the Vietnamese-named API's documentation (SFT parameter table, DPO example).
 SFT_DEFAULTS = {"num_train_epochs": 3, "per_device_train_batch_size": 4, "learning_rate": 2e-5,
                 "gradient_accumulation_steps": 4, "max_grad_norm": 1.0, "warmup_ratio": 0.1}
 DPO_DEFAULTS = {"num_train_epochs": 1, "beta": 0.1, "learning_rate": 5e-7, "label_smoothing": 0.0,
@@ -88,7 +88,7 @@ def min_or_none(series: list[float]) -> float | None:
 
 
 class SFTTrainer:
-    """Seed-003 SFT: `SFTTrainer(so_vong=3, kich_thuoc_batch=4, toc_do_hoc=2e-5, gradient_accumulation=4,
+    """SFT with Vietnamese names: `SFTTrainer(so_vong=3, kich_thuoc_batch=4, toc_do_hoc=2e-5, gradient_accumulation=4,
     gradient_clip=1.0, warmup_ratio=0.1)`."""
 
     def __init__(self, **kwargs: Any):
@@ -120,7 +120,7 @@ class SFTTrainer:
 
 
 class DPOTrainer:
-    """Seed-003 DPO: `DPOTrainer(so_vong=1, beta=0.1, toc_do_hoc=5e-7, label_smoothing=0.0)`; any DPO
+    """DPO with Vietnamese names: `DPOTrainer(so_vong=1, beta=0.1, toc_do_hoc=5e-7, label_smoothing=0.0)`; any DPO
     config key (loss_type, prefix_sharing, ...) is accepted too."""
 
     def __init__(self, **kwargs: Any):
@@ -156,7 +156,7 @@ class DPOTrainer:
 
 
 class RewardModel:
-    """Seed-003 reward model: `RewardModel(toc_do_hoc=1e-5)`, `.huan_luyen(model, preference_data, so_vong=3)`,
+    """A reward model with Vietnamese names: `RewardModel(toc_do_hoc=1e-5)`, `.huan_luyen(model, preference_data, so_vong=3)`,
     `.diem_danh_gia(model, ["văn bản 1", ...])`. Any reward config key is accepted too."""
 
     def __init__(self, **kwargs: Any):

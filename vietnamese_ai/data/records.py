@@ -125,7 +125,7 @@ def to_tokenized(record: Record) -> TokenizedExample:
 
 
 def alpaca_prompt(instruction: str, context: str | None) -> str:
-    """Instruction-input-output records (Alpaca, seed 000) become one user message."""
+    """Instruction-input-output records (Alpaca) become one user message."""
     return instruction if not context else f"{instruction}\n\n{context}"
 
 

@@ -1,6 +1,6 @@
 """Any Hugging Face sequence classifier as a Scorer: a chosen label's probability or raw logit.
 
-Seed 001 rewards the "not hate" logit of a toxicity model:
+A detoxification run can reward the "not hate" logit of a toxicity model:
 
     ClassifierScorer("facebook/roberta-hate-speech-dynabench-r4-target", label="nothate", output="logit")
 """

@@ -1,8 +1,8 @@
 """Candidate responses for AI feedback: N samples per prompt over several temperatures and top-p values.
 
 Every (temperature, top_p, sample) setting is one batched, KV-cached, left-padded pass over all
-prompts (models.generation), seeded from the setting, so the whole set is reproducible. Seed 001's
-loop calls `generate` once per prompt; benchmarks/generation_speed.py measures the difference.
+prompts (models.generation), seeded from the setting, so the whole set is reproducible. A loop
+that calls `generate` once per prompt is far slower; benchmarks/generation_speed.py measures the difference.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ the probability that y_w is preferred to y_l is sigma(r(x, y_w) - r(x, y_l)), so
 with an optional per-pair margin m (Llama 2, Touvron et al., 2023, Eq. 2), plus the optional
 centering term c * (r_w + r_l)^2 that keeps rewards near zero (Eisenstein et al., 2023).
 
-The score-regularised fine-tuning of seed 000 adds a regression of a scalar head onto a target score:
+Score-regularised fine-tuning adds a regression of a scalar head onto a target score:
 
     L = L_LM + alpha * (head(x, y) - s)^2
 """

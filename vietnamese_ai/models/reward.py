@@ -170,7 +170,7 @@ def set_pad_token(model: Any, pad_token_id: int | None) -> None:
 
 
 def write_reward_stats(path: str, mean: float, std: float, count: int) -> None:
-    """Reward normalisation statistics next to the weights, for PPO and evaluation."""
+    """Reward normalisation statistics next to the weights, for normalised scoring."""
     stats = {"mean": mean, "std": std, "count": count}
     with open(os.path.join(path, STATS_FILE), "w") as f:
         json.dump(stats, f, indent=2)

@@ -3,7 +3,7 @@
 A scalar head on any causal-LM backbone is read at the EOS of prompt + response. Pairs use the same
 layout as DPO (the prompt computed once, pairs packed). After training, the mean and standard
 deviation of the rewards over the training responses are saved with the model (reward_stats.json,
-and reward_mean/reward_std in config.json) for reward normalisation in PPO and evaluation.
+and reward_mean/reward_std in config.json) for reward normalisation when scoring (normalize=true).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Score-regularised fine-tuning: the algorithm of seed 000's RLAIF notebook.
+"""Score-regularised fine-tuning: a language model and a score head trained together.
 
 The language model and a scalar score head on its final hidden state are trained together:
 

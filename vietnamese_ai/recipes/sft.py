@@ -2,7 +2,7 @@
 
 Minimises the negative log-likelihood of the completion tokens (prompt-completion data) or of every
 token (language-modelling data), averaged over all target tokens of an optimizer step. Sequences are
-packed padding-free by default. Optional R-Drop (seed 004) runs each batch twice with different
+packed padding-free by default. Optional R-Drop runs each batch twice with different
 dropout masks and penalises the symmetric KL between the two predictions; as in the paper's Eq. 3 the
 two passes' NLL terms are summed, so with rdrop_alpha > 0 the loss is about twice plain SFT's.
 """

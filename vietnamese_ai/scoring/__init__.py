@@ -2,7 +2,7 @@
 
 A `Scorer` rates responses to prompts: `score(prompts, responses) -> list[Score]`. Rule engines,
 reward models, classifiers and LLM judges all implement it, so any of them can label preference
-pairs, serve as a PPO/GRPO reward, or measure a model before and after training.
+pairs or measure a model before and after training (and, once online RL exists, serve as its reward).
 """
 
 from __future__ import annotations

@@ -113,7 +113,7 @@ def make_accelerator(config: TrainingConfig) -> Any:
     try:
         return Accelerator(mixed_precision=precision, cpu=not cuda)
     except ValueError:
-        # Several runs in one process (the seed-003 pipeline) may ask for different precisions.
+        # Several runs in one process (the Vietnamese-named API's pipeline) may ask for different precisions.
         AcceleratorState._reset_state(reset_partial_state=False)
         return Accelerator(mixed_precision=precision, cpu=not cuda)
 
