@@ -268,3 +268,24 @@ def test_sigterm_from_the_cli_is_one_line_and_leaves_a_resumable_checkpoint(tmp_
     step = json.load(open(os.path.join(newest, "trainer_state.json")))["global_step"]
     assert f"step {step}" in last
     assert not [n for n in os.listdir(out / "checkpoints") if n.startswith(".")]
+
+
+def test_a_signal_never_tears_an_update_and_a_second_one_skips_a_long_evaluation():
+    from vietnamese_ai.training.signals import StopSignals
+
+    with StopSignals() as signals:
+        finished = []
+        with pytest.raises(Interrupted):
+            with signals.critical():             # the optimizer update: both signals wait for its end
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGTERM)
+                finished.append(True)
+        assert finished == [True]
+        reached = []
+        with pytest.raises(Interrupted):
+            with signals.critical(hard=False):   # logging and evaluation: a second signal stops at once
+                os.kill(os.getpid(), signal.SIGINT)
+                reached.append(1)
+                os.kill(os.getpid(), signal.SIGINT)
+                reached.append(2)
+        assert reached == [1]

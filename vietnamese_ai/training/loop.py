@@ -335,15 +335,16 @@ def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequen
 
                 do_eval = bool(eval_data) and ((config.eval_steps and step % config.eval_steps == 0) or step == total_steps)
                 if step % config.logging_steps == 0 or step == total_steps or do_eval:
-                    record, tokens = _log_record(window, accelerator, step, step / schedule.steps_per_epoch,
-                                                 learning_rate, grad_norm)
-                    if do_eval:
-                        record.update(evaluate(model, accelerator, eval_data, collate, eval_loss_fn or loss_fn,
-                                               config.per_device_eval_batch_size))
-                    with signals.critical():  # a logged window is never also saved as pending
-                        _write_metrics(metrics, record)
-                        state.tokens_seen += tokens
-                        window = Window()
+                    with signals.critical(hard=False):  # the step's line is written before a checkpoint can be
+                        record, tokens = _log_record(window, accelerator, step, step / schedule.steps_per_epoch,
+                                                     learning_rate, grad_norm)
+                        if do_eval:
+                            record.update(evaluate(model, accelerator, eval_data, collate, eval_loss_fn or loss_fn,
+                                                   config.per_device_eval_batch_size))
+                        with signals.critical():  # a logged window is never also saved as pending
+                            _write_metrics(metrics, record)
+                            state.tokens_seen += tokens
+                            window = Window()
                     bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{learning_rate:.2e}",
                                     tok_s=f"{record['tokens_per_second']:.0f}")
                 if config.save_steps and step % config.save_steps == 0 and step < total_steps:
