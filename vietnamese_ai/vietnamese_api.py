@@ -34,11 +34,12 @@ ALIASES = {
     "gradient_clip": "max_grad_norm",
 }
 # The defaults of the Vietnamese-named API's documentation (SFT parameter table, DPO example).
+# Every step is logged, so that the returned histories have a value per step.
 SFT_DEFAULTS = {"num_train_epochs": 3, "per_device_train_batch_size": 4, "learning_rate": 2e-5,
-                "gradient_accumulation_steps": 4, "max_grad_norm": 1.0, "warmup_ratio": 0.1}
+                "gradient_accumulation_steps": 4, "max_grad_norm": 1.0, "warmup_ratio": 0.1, "logging_steps": 1}
 DPO_DEFAULTS = {"num_train_epochs": 1, "beta": 0.1, "learning_rate": 5e-7, "label_smoothing": 0.0,
-                "per_device_train_batch_size": 4}
-REWARD_DEFAULTS = {"learning_rate": 1e-5, "num_train_epochs": 3, "per_device_train_batch_size": 4}
+                "per_device_train_batch_size": 4, "logging_steps": 1}
+REWARD_DEFAULTS = {"learning_rate": 1e-5, "num_train_epochs": 3, "per_device_train_batch_size": 4, "logging_steps": 1}
 
 
 def resolve_keywords(method: str, defaults: dict[str, Any], kwargs: dict[str, Any],
@@ -56,7 +57,6 @@ def resolve_keywords(method: str, defaults: dict[str, Any], kwargs: dict[str, An
             raise ConfigError(f"{method}: '{given[target]}' and '{key}' set the same option; give one of them")
         given[target] = key
         values[target] = value
-    values.setdefault("logging_steps", 1)
     values["_given"] = given
     return values
 
