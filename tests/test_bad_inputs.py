@@ -253,3 +253,21 @@ def test_critique_that_revises_nothing_fails_with_the_reason(tmp_path, capsys, t
     err = capsys.readouterr().err.strip()
     assert "0 revisions" in err and "was empty" in err and len(err.splitlines()) == 1
     assert not os.path.exists(tmp_path / "rev.jsonl")
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    ("sft max_steps=0", ["key 'max_steps'", "0 steps would train nothing"]),
+    ("sft learning_rate=.inf", ["key 'learning_rate'", "finite number"]),
+    ("sft fp16=true", ["fp16", "needs a GPU"]),
+    ("dpo ref_model_name_or_path=/nonexistent/ref", ["ref_model_name_or_path: '/nonexistent/ref': no such directory"]),
+    ("feedback label scorer=constitution@-1", ["scorer: weight '-1'", "positive"]),
+])
+def test_values_outside_their_domain_are_refused_before_any_work(tmp_path, capsys, tiny_model, argv, fragments):
+    data = write_jsonl(tmp_path / "d.jsonl", [_cand(0, "Giúp tôi?", "Vâng."), _cand(0, "Giúp tôi?", "Đồ ngốc.")]
+                       if argv.startswith("feedback") else PAIRS)
+    command, *rest = argv.split()
+    common = ([f"candidates={data}", f"output={tmp_path / 'p.jsonl'}"] if command == "feedback" else
+              [f"model_name_or_path={tiny_model}", f"dataset={data}", f"output_dir={tmp_path / 'out'}"])
+    assert main([command, *rest, *common]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and all(f in err for f in fragments), err

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import math
+
 from vietnamese_ai.errors import ConfigError
 from vietnamese_ai.scoring import Scorer
 
@@ -53,9 +55,12 @@ def build_scorer(spec: str, constitution_path: str | None = None) -> Scorer:
 
     weighted = []
     for part in parts:
-        name, _, weight = part.rpartition("@") if "@" in part else (part, "", "1")
+        name, _, text = part.rpartition("@") if "@" in part else (part, "", "1")
         try:
-            weighted.append((_single(name, constitution_path), float(weight)))
+            weight = float(text)
         except ValueError:
-            raise ConfigError(f"scorer: weight '{weight}' in '{part}' is not a number") from None
+            raise ConfigError(f"scorer: weight '{text}' in '{part}' is not a number") from None
+        if not (weight > 0 and math.isfinite(weight)):
+            raise ConfigError(f"scorer: weight '{text}' in '{part}' must be a positive number")
+        weighted.append((_single(name, constitution_path), weight))
     return WeightedScorer(weighted)

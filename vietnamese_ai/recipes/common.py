@@ -27,6 +27,7 @@ from vietnamese_ai.models.loading import (
     load_tokenizer,
 )
 from vietnamese_ai.training.config import TrainingConfig
+from vietnamese_ai.training.loop import mixed_precision
 from vietnamese_ai.training.rundir import check_output_dir
 
 log = logging.getLogger("vietnamese_ai")
@@ -140,16 +141,29 @@ def read_split(config: TrainingConfig, which: str, records: Any = None) -> list[
     return None
 
 
+def check_local_paths(config: TrainingConfig) -> None:
+    """A model, reference or tokenizer named by a path that plainly is local (absolute, relative with
+    ./ or ../, or two directories deep) must exist; hub names (`org/name`) are left to the loader."""
+    for key in ("model_name_or_path", "ref_model_name_or_path", "tokenizer_name_or_path"):
+        value = getattr(config, key, None)
+        if not value or os.path.exists(value):
+            continue
+        if os.path.isabs(value) or value.startswith(".") or value.count("/") > 1:
+            raise ConfigError(f"{key}: '{value}': no such directory")
+
+
 def read_splits(config: TrainingConfig, train_records: Any = None, eval_records: Any = None,
                 validate: Callable[[Record], Any] | None = None) -> tuple[list[Record], list[Record] | None]:
     """Training and (optional) evaluation records, read before anything is loaded so that a bad file,
     a bad record (`validate` converts each one to its canonical type) or an output_dir that cannot be
     used fails in seconds, not after a model load."""
     check_output_dir(config)
+    mixed_precision(config)  # fp16 without a GPU fails here, not after the model has loaded
     train, held_out = read_split(config, "train", train_records), read_split(config, "eval", eval_records)
     if validate is not None:
         for record in train + (held_out or []):
             validate(record)
+    check_local_paths(config)
     return train, held_out
 
 

@@ -53,7 +53,7 @@ class Config(BaseModel):
     directory), and values are checked again on assignment."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(),
-                              coerce_numbers_to_str=True)
+                              coerce_numbers_to_str=True, allow_inf_nan=False)
 
     def __init__(self, **values: Any):
         for key in values:
@@ -117,7 +117,7 @@ class TrainingConfig(Config):
     # Optimisation
     learning_rate: float = Field(2e-5, ge=0, description="Peak learning rate (AdamW).")
     num_train_epochs: float = Field(3.0, gt=0, description="Epochs over the training data (ignored when max_steps > 0).")
-    max_steps: int = Field(-1, description="Optimizer steps to run; -1 means use num_train_epochs.")
+    max_steps: int = Field(-1, ge=-1, description="Optimizer steps to run; -1 means use num_train_epochs.")
     per_device_train_batch_size: int = Field(8, ge=1, description="Examples per micro-batch on each device.")
     per_device_eval_batch_size: int = Field(8, ge=1, description="Examples per evaluation batch on each device.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step; the loss is normalised by the step's total item count.")
@@ -140,6 +140,13 @@ class TrainingConfig(Config):
     save_total_limit: int | None = Field(None, ge=1, description="Keep only the newest N checkpoints.")
     eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (always once at the end when eval data is given).")
     disable_tqdm: bool = Field(False, description="Hide the progress bar.")
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("0 steps would train nothing; give a positive number, or -1 to use num_train_epochs")
+        return value
 
     @field_validator("attn_implementation")
     @classmethod
