@@ -289,3 +289,37 @@ def test_a_signal_never_tears_an_update_and_a_second_one_skips_a_long_evaluation
                 os.kill(os.getpid(), signal.SIGINT)
                 reached.append(2)
         assert reached == [1]
+
+
+def test_sigkill_twice_then_resume_gives_the_uninterrupted_run(tmp_path, tiny_dropout_model, sft_file_module):
+    """The real thing: a separate process killed with SIGKILL (no cleanup at all) at two points of its
+    run, resumed each time with resume_from_checkpoint=latest, ends bit for bit where the uninterrupted
+    run ends, with no debris left."""
+    import time
+
+    out, full = tmp_path / "run", tmp_path / "full"
+    base = [sys.executable, "-m", "vietnamese_ai.cli", "sft", f"model_name_or_path={tiny_dropout_model}",
+            f"dataset={sft_file_module}", "max_steps=7", "save_steps=2", "logging_steps=3",
+            "per_device_train_batch_size=2", "gradient_accumulation_steps=2", "warmup_ratio=0.3", "weight_decay=0.1",
+            "learning_rate=1e-3", "seed=3", "disable_tqdm=true", "max_length=64"]
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+
+    assert subprocess.run(base + [f"output_dir={full}"], env=env, capture_output=True).returncode == 0
+    base.append(f"output_dir={out}")
+
+    def run_until_checkpoint(step, resume):
+        process = subprocess.Popen(base + ["resume_from_checkpoint=latest"] * resume, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out / "checkpoints" / f"step-{step:06d}").exists():
+            time.sleep(0.005)
+        process.kill()   # SIGKILL: no handler, no cleanup
+        process.wait()
+
+    run_until_checkpoint(2, resume=False)
+    assert not (out / "final").exists()   # really killed in the middle of the run
+    run_until_checkpoint(4, resume=True)
+    assert subprocess.run(base + ["resume_from_checkpoint=latest"], env=env, capture_output=True).returncode == 0
+    assert _losses(out) == _losses(full)
+    assert _same_weights(out / "final", full / "final")
+    assert not [n for d in (out, out / "checkpoints") for n in os.listdir(d) if n.startswith(".")]
