@@ -173,3 +173,15 @@ def test_lora_defaults_are_unchanged_on_dense_models():
     assert config.lora_dropout == 0.05 and not config.target_parameters
     assert {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"} == \
         {n.rpartition(".")[2] for n in config.target_modules}
+
+
+def test_dropout_kept_as_plain_floats_is_switched_off_too(tmp_path, tiny_model, monkeypatch):
+    """Regression: OPT keeps its dropout rates as floats on its modules (dropout, activation_dropout)
+    rather than nn.Dropout modules; left on, DPO's first-step rewards were about 0.07 instead of 0
+    (the policy ran with dropout, the precomputed reference without)."""
+    monkeypatch.setenv("VIETNAMESE_AI_CACHE", str(tmp_path / "cache"))
+    path = _saved(tmp_path, "opt", tiny_model, ffn_dim=128, word_embed_proj_dim=64, dropout=0.1, activation_dropout=0.1)
+    data = write_jsonl(tmp_path / "pairs.jsonl", separable_pairs(8))
+    first = run_dpo(DPOConfig(model_name_or_path=path, dataset=data, output_dir=str(tmp_path / "dpo"), max_steps=1,
+                              per_device_train_batch_size=8, save_steps=0, disable_tqdm=True)).history[0]
+    assert abs(first["rewards/chosen"]) < 1e-5 and abs(first["rewards/rejected"]) < 1e-5

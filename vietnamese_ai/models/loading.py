@@ -195,13 +195,14 @@ def load_sequence_classifier(name_or_path: str, trust_remote_code: bool = False)
 
 
 def disable_dropout(model: Any) -> None:
-    """Set every dropout probability to 0: nn.Dropout modules (LoRA's included) and the attention
-    dropout rates that transformers' attention modules keep as plain floats."""
+    """Set every dropout probability to 0: nn.Dropout modules (LoRA's included), and the rates that
+    transformers' modules keep as plain floats and pass to functional dropout at run time
+    (`attention_dropout`, OPT's `dropout` and `activation_dropout`, `layerdrop`, ...)."""
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
-        for name in ("attention_dropout", "attn_dropout", "dropout_p"):
-            if isinstance(getattr(module, name, None), float):
+        for name, value in list(vars(module).items()):
+            if isinstance(value, float) and not isinstance(value, bool) and ("dropout" in name or name == "layerdrop"):
                 setattr(module, name, 0.0)
 
 
