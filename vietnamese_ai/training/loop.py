@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import math
 import os
@@ -50,6 +51,7 @@ from vietnamese_ai.training.metrics import MetricsLog, Window, reduce_sums
 from vietnamese_ai.training.optim import build_optimizer, build_scheduler
 from vietnamese_ai.training.rundir import apply_current_optimisation, compare_settings, prepare_output_dir, run_settings
 from vietnamese_ai.training.signals import StopSignals
+from vietnamese_ai.training.sources import DatasetSource, StepSource
 
 log = logging.getLogger("vietnamese_ai")
 
@@ -135,47 +137,6 @@ def evaluate(model: Any, accelerator: Any, data: Sequence[Any], collate: Collate
     return {"eval/loss": loss / max(items, 1), **{f"eval/{k}": v for k, v in means.items()}}
 
 
-@dataclass
-class DataSchedule:
-    """Which examples each optimizer step sees: a seeded permutation per epoch, cut into micro-batches,
-    micro-batch m of a step going to rank m % world. Resuming needs only (epoch, micro_index)."""
-
-    size: int
-    batch_size: int
-    accumulation: int
-    world: int
-    rank: int
-    seed: int
-
-    def __post_init__(self) -> None:
-        # Every rank gets the same number of micro-batches; a remainder smaller than `world` is dropped.
-        self.micro_per_epoch = math.ceil(self.size / self.batch_size) // self.world * self.world
-        if self.micro_per_epoch == 0:
-            raise ConfigError(f"per_device_train_batch_size: {self.size} training examples cannot fill one "
-                              f"micro-batch on each of {self.world} processes")
-        self.steps_per_epoch = math.ceil(self.micro_per_epoch // self.world / self.accumulation)
-        self._order: tuple[int, list[int]] | None = None
-
-    def order(self, epoch: int) -> list[int]:
-        if self._order is None or self._order[0] != epoch:
-            generator = torch.Generator().manual_seed(self.seed + epoch)
-            self._order = (epoch, torch.randperm(self.size, generator=generator).tolist())
-        return self._order[1]
-
-    def next_step(self, state: TrainerState) -> list[list[int]]:
-        """This rank's micro-batches (example indices) for one optimizer step; advances `state`."""
-        order = self.order(state.epoch)
-        rounds = min(self.accumulation, (self.micro_per_epoch - state.micro_index) // self.world)
-        batches = []
-        for r in range(rounds):
-            m = state.micro_index + r * self.world + self.rank
-            batches.append(order[m * self.batch_size:(m + 1) * self.batch_size])
-        state.micro_index += rounds * self.world
-        if state.micro_index >= self.micro_per_epoch:
-            state.epoch, state.micro_index = state.epoch + 1, 0
-        return batches
-
-
 def _accumulate(model: Any, accelerator: Any, batches: list[PackedBatch], loss_fn: LossFn, window: Window) -> float:
     """Forward and backward over one step's micro-batches; each loss sum is divided by the item count
     of the whole step on all ranks (times the world size, which DDP's gradient averaging divides out).
@@ -248,18 +209,46 @@ class _StepStart:
     state: TrainerState
     window: Window
     randomness: RandomState
+    source: dict[str, Any]
+
+
+SOURCE_STATE = "source_state.json"  # one entry per process: what the step source keeps (a rollout buffer)
+
+
+def _gather_source_states(accelerator: Any, source: StepSource, own: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    own = source.state_dict() if own is None else own
+    if accelerator.num_processes == 1:
+        return [own]
+    from accelerate.utils import gather_object
+
+    return gather_object([own])
+
+
+def _read_source_state(path: str, rank: int) -> dict[str, Any]:
+    file = os.path.join(path, SOURCE_STATE)
+    if not os.path.isfile(file):
+        return {}
+    with open(file, encoding="utf-8") as f:
+        return json.load(f)[rank]
 
 
 def _save_checkpoint(accelerator: Any, model: Any, tokenizer: Any, optimizer: Any, scheduler: Any, out: str,
-                     state: TrainerState, window: Window, sharded: bool, save_total_limit: int | None,
-                     randomness: RandomState | None = None) -> str:
+                     state: TrainerState, window: Window, source: StepSource, sharded: bool,
+                     save_total_limit: int | None, randomness: RandomState | None = None,
+                     source_state: dict[str, Any] | None = None) -> str:
     path = os.path.join(out, "checkpoints", f"step-{state.global_step:06d}")
     state.log_window = window.state(accelerator)
-    # A sharded optimizer's state_dict on one rank is only its shard: such checkpoints keep the
-    # weights but cannot resume exactly, and say so (read_training_state).
-    _save_model_dir(accelerator, model, tokenizer, path, sharded, out,
-                    extra=lambda tmp: write_training_state(tmp, None if sharded else optimizer, scheduler, state,
-                                                           randomness))
+    sources = _gather_source_states(accelerator, source, source_state)
+
+    def extra(tmp: str) -> None:
+        if any(sources):
+            with open(os.path.join(tmp, SOURCE_STATE), "w", encoding="utf-8") as f:
+                json.dump(sources, f)
+        # A sharded optimizer's state_dict on one rank is only its shard: such checkpoints keep the
+        # weights but cannot resume exactly, and say so (read_training_state).
+        write_training_state(tmp, None if sharded else optimizer, scheduler, state, randomness)
+
+    _save_model_dir(accelerator, model, tokenizer, path, sharded, out, extra=extra)
     if accelerator.is_main_process:
         prune_checkpoints(out, save_total_limit)
     return path
@@ -280,9 +269,13 @@ def _resume(config: TrainingConfig, path: str, model: Any, optimizer: Any, sched
     return state
 
 
-def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequence[Any], collate: Collate,
-          loss_fn: LossFn, eval_data: Sequence[Any] | None = None, eval_loss_fn: LossFn | None = None) -> TrainResult:
-    """Train `model` on `train_data` with `loss_fn`; writes the run files into config.output_dir."""
+def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequence[Any] | None, collate: Collate | None,
+          loss_fn: LossFn, eval_data: Sequence[Any] | None = None, eval_loss_fn: LossFn | None = None,
+          source: StepSource | None = None) -> TrainResult:
+    """Train `model` with `loss_fn` on `train_data` laid out by `collate`, or on the micro-batches a
+    `source` produces (online methods); writes the run files into config.output_dir."""
+    source = source or DatasetSource(train_data, collate, config.per_device_train_batch_size,
+                                     config.gradient_accumulation_steps, config.seed)
     accelerator = make_accelerator(config)
     out = config.output_dir
     resume_from = prepare_output_dir(config, accelerator.is_main_process)
@@ -290,10 +283,9 @@ def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequen
         os.makedirs(out, exist_ok=True)
         with atomic_file(os.path.join(out, "config.yaml")) as f:
             f.write(config.to_yaml())
-    schedule = DataSchedule(len(train_data), config.per_device_train_batch_size, config.gradient_accumulation_steps,
-                            accelerator.num_processes, accelerator.process_index, config.seed)
-    total_steps = config.max_steps if config.max_steps > 0 else math.ceil(config.num_train_epochs * schedule.steps_per_epoch)
-    settings = run_settings(config, len(train_data), accelerator.num_processes, total_steps)
+    steps_per_epoch = source.setup(accelerator)
+    total_steps = config.max_steps if config.max_steps > 0 else math.ceil(config.num_train_epochs * steps_per_epoch)
+    settings = run_settings(config, source.examples, accelerator.num_processes, total_steps)
 
     torch.manual_seed(config.seed)
     optimizer = build_optimizer(model, config.learning_rate, config.weight_decay,
@@ -301,11 +293,13 @@ def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequen
     scheduler = build_scheduler(optimizer, config.lr_scheduler_type, total_steps, config.warmup_ratio)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
+    source.attach(model)
     sharded = accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
     state = TrainerState(settings=settings)
     if resume_from:
         state = _resume(config, resume_from, accelerator.unwrap_model(model), optimizer, scheduler, settings)
         state.settings = settings
+        source.load_state_dict(_read_source_state(resume_from, accelerator.process_index))
     metrics = MetricsLog(os.path.join(out, "metrics.jsonl"), state.global_step if resume_from else None,
                          accelerator.is_main_process)
     window = Window(state.log_window if accelerator.is_main_process else None)
@@ -317,9 +311,10 @@ def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequen
     with StopSignals() as signals:
         try:
             while state.global_step < total_steps:
-                start = _StepStart(copy.deepcopy(state), window.copy(), RandomState.capture())
-                batches = [collate([train_data[i] for i in indices]) for indices in schedule.next_step(state)]
-                step_loss = _accumulate(model, accelerator, batches, loss_fn, window)
+                start = _StepStart(copy.deepcopy(state), window.copy(), RandomState.capture(), source.state_dict())
+                step_batches = source.next_step(state)
+                window.add_sums(step_batches.sums, step_batches.extremes)
+                step_loss = _accumulate(model, accelerator, step_batches.batches, loss_fn, window)
                 grad_norm = (float(accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm))
                              if config.max_grad_norm else None)
                 _check_finite(step_loss, grad_norm, state.global_step + 1, out)
@@ -336,7 +331,7 @@ def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequen
                 do_eval = bool(eval_data) and ((config.eval_steps and step % config.eval_steps == 0) or step == total_steps)
                 if step % config.logging_steps == 0 or step == total_steps or do_eval:
                     with signals.critical(hard=False):  # the step's line is written before a checkpoint can be
-                        record, tokens = _log_record(window, accelerator, step, step / schedule.steps_per_epoch,
+                        record, tokens = _log_record(window, accelerator, step, step / steps_per_epoch,
                                                      learning_rate, grad_norm)
                         if do_eval:
                             record.update(evaluate(model, accelerator, eval_data, collate, eval_loss_fn or loss_fn,
@@ -348,14 +343,15 @@ def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequen
                     bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{learning_rate:.2e}",
                                     tok_s=f"{record['tokens_per_second']:.0f}")
                 if config.save_steps and step % config.save_steps == 0 and step < total_steps:
-                    _save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, out, state, window, sharded,
-                                     config.save_total_limit)
+                    _save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, out, state, window, source,
+                                     sharded, config.save_total_limit)
                     last_saved = step
         except Interrupted as stop:
             bar.close()
             raise _interrupted(stop, accelerator, config, start, state, window, last_saved,
-                               lambda s, w, r: _save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler,
-                                                                out, s, w, sharded, config.save_total_limit, r)) from None
+                               lambda s, w, r, src: _save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler,
+                                                                     out, s, w, source, sharded, config.save_total_limit,
+                                                                     r, src)) from None
     bar.close()
 
     final_dir = os.path.join(out, "final")
@@ -375,13 +371,13 @@ def _write_metrics(metrics: MetricsLog, record: dict[str, Any]) -> None:
 
 def _interrupted(stop: Interrupted, accelerator: Any, config: TrainingConfig, start: _StepStart | None,
                  state: TrainerState, window: Window, last_saved: int | None,
-                 save: Callable[[TrainerState, Window, RandomState | None], str]) -> Interrupted:
+                 save: Callable[[TrainerState, Window, RandomState | None, dict[str, Any] | None], str]) -> Interrupted:
     """Checkpoint the last completed step (when checkpoints are on), and say what was kept."""
     name = signal.Signals(stop.signum).name
     if start is not None:  # stopped inside a step: the weights are still those of the step before
-        state, window, randomness = start.state, start.window, start.randomness
+        state, window, randomness, source_state = start.state, start.window, start.randomness, start.source
     else:
-        randomness = None
+        randomness, source_state = None, None
     step = state.global_step
     if not config.save_steps:
         kept = "checkpoints are off (save_steps=0), nothing was saved"
@@ -394,6 +390,6 @@ def _interrupted(stop: Interrupted, accelerator: Any, config: TrainingConfig, st
     elif last_saved == step:
         kept = f"step {step} is checkpointed in {checkpoint_dirs(config.output_dir)[-1]}"
     else:
-        kept = f"step {step} was checkpointed in {save(state, window, randomness)}"
+        kept = f"step {step} was checkpointed in {save(state, window, randomness, source_state)}"
     resume = "; resume with resume_from_checkpoint=latest" if config.save_steps and step else ""
     return Interrupted(stop.signum, f"{name} at step {step}; {kept}{resume}")

@@ -77,6 +77,7 @@ class Window:
         state = state or {}
         self.loss, self.items, self.tokens = state.get("loss", 0.0), state.get("items", 0.0), state.get("tokens", 0.0)
         self.metrics: dict[str, tuple[float, float]] = {k: tuple(v) for k, v in state.get("metrics", {}).items()}
+        self.extremes: dict[str, tuple[str, float]] = {k: tuple(v) for k, v in state.get("extremes", {}).items()}
         self.start = time.perf_counter() - state.get("seconds", 0.0)
 
     def add(self, out: Any, batch: Any) -> None:
@@ -89,6 +90,30 @@ class Window:
             s, c = self.metrics.get(key, (0.0, 0.0))
             self.metrics[key] = (s + float(total), c + float(count))
 
+    def add_sums(self, sums: dict[str, tuple[float, float]], extremes: dict[str, tuple[str, float]] | None = None) -> None:
+        """Metric (sum, count) pairs and ("min" | "max", value) extremes measured outside the loss
+        (a step source's rollout statistics and timings)."""
+        for key, (total, count) in sums.items():
+            s, c = self.metrics.get(key, (0.0, 0.0))
+            self.metrics[key] = (s + float(total), c + float(count))
+        for key, (kind, value) in (extremes or {}).items():
+            old = self.extremes.get(key)
+            keep = value if old is None else (min if kind == "min" else max)(old[1], float(value))
+            self.extremes[key] = (kind, float(keep))
+
+    def _reduced_extremes(self, accelerator: Any) -> dict[str, float]:
+        if accelerator.num_processes == 1 or not self.extremes:
+            return {k: v for k, (_, v) in self.extremes.items()}
+        import torch.distributed as dist
+
+        out = {}
+        for key in sorted(self.extremes):  # every rank logs the same keys (its source yields them each step)
+            kind, value = self.extremes[key]
+            tensor = torch.tensor([value], dtype=torch.float64, device=accelerator.device)
+            dist.all_reduce(tensor, op=dist.ReduceOp.MIN if kind == "min" else dist.ReduceOp.MAX)
+            out[key] = float(tensor)
+        return out
+
     def _flat(self, accelerator: Any) -> tuple[list[str], list[float]]:
         keys = sorted(self.metrics)
         flat = [self.loss, float(self.items), float(self.tokens)] + [x for k in keys for x in self.metrics[k]]
@@ -98,6 +123,7 @@ class Window:
         """(loss sum, items, tokens, metric means), summed over all processes."""
         keys, sums = self._flat(accelerator)
         means = {k: sums[3 + 2 * i] / sums[4 + 2 * i] for i, k in enumerate(keys) if sums[4 + 2 * i] > 0}
+        means.update(self._reduced_extremes(accelerator))
         return sums[0], sums[1], sums[2], means
 
     def state(self, accelerator: Any) -> dict[str, Any]:
@@ -105,10 +131,11 @@ class Window:
         resumed run gives them to rank 0 and zeros to the others, so the next line's sums are equal."""
         keys, sums = self._flat(accelerator)
         return {"loss": sums[0], "items": sums[1], "tokens": sums[2], "seconds": time.perf_counter() - self.start,
-                "metrics": {k: [sums[3 + 2 * i], sums[4 + 2 * i]] for i, k in enumerate(keys)}}
+                "metrics": {k: [sums[3 + 2 * i], sums[4 + 2 * i]] for i, k in enumerate(keys)},
+                "extremes": {k: [self.extremes[k][0], v] for k, v in self._reduced_extremes(accelerator).items()}}
 
     def copy(self) -> "Window":
         other = Window()
         other.loss, other.items, other.tokens, other.start = self.loss, self.items, self.tokens, self.start
-        other.metrics = dict(self.metrics)
+        other.metrics, other.extremes = dict(self.metrics), dict(self.extremes)
         return other
