@@ -85,6 +85,18 @@ def batch_target_logps(model: Any, batch: PackedBatch) -> tuple[torch.Tensor, to
     return target_logps(logits, batch.target_index, batch.targets), logits
 
 
+def scaled_target_logps(model: Any, batch: PackedBatch, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Target log-probs of the distribution sampled at `temperature` (logits / T), and those logits.
+    Online RL computes its ratios and KL with these: the policy that sampled was the tempered one.
+
+    Shape: returns (P,) float32 and (K, V) float32
+    """
+    logits = kept_logits(model, batch).float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    return target_logps(logits, batch.target_index, batch.targets), logits
+
+
 def canonical_order(batch: PackedBatch) -> torch.Tensor:
     """A permutation that lists targets sequence by sequence (group order), whatever the row layout."""
     return torch.argsort(batch.target_groups, stable=True)

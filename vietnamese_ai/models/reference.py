@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from vietnamese_ai.data.layout import PackedBatch
 from vietnamese_ai.files import atomic_file
 from vietnamese_ai.losses import sequence_logps
-from vietnamese_ai.models.forward import batch_target_logps, unwrap
+from vietnamese_ai.models.forward import batch_target_logps, scaled_target_logps, unwrap
 
 log = logging.getLogger("vietnamese_ai")
 
@@ -74,6 +74,13 @@ class FrozenReference:
         with evaluation_mode(self.model):
             return response_logps(self.model, batch)[0]
 
+    def token_logps(self, batch: PackedBatch, temperature: float = 1.0) -> torch.Tensor:
+        """Per-target log-probs at `temperature` (online RL's KL). Shape: (P,)"""
+        if next(self.model.parameters()).device != batch.input_ids.device:
+            self.model.to(batch.input_ids.device)
+        with evaluation_mode(self.model):
+            return scaled_target_logps(self.model, batch, temperature)[0]
+
 
 class AdapterReference:
     """The LoRA policy with its adapters disabled: the base model, without holding a second copy."""
@@ -85,6 +92,11 @@ class AdapterReference:
         model = unwrap(self.policy)  # call the PEFT model directly: a reference pass needs no DDP hooks
         with evaluation_mode(model), model.disable_adapter():
             return response_logps(model, batch)[0]
+
+    def token_logps(self, batch: PackedBatch, temperature: float = 1.0) -> torch.Tensor:
+        model = unwrap(self.policy)
+        with evaluation_mode(model), model.disable_adapter():
+            return scaled_target_logps(model, batch, temperature)[0]
 
 
 Reference = FrozenReference | AdapterReference

@@ -33,7 +33,7 @@ from vietnamese_ai.models.forward import attn_implementation
 from vietnamese_ai.models.exactness import choose_layout
 from vietnamese_ai.recipes.common import pad_token_id, pair_cost
 from vietnamese_ai.training.config import TrainingConfig
-from vietnamese_ai.training.loop import autocast_dtype
+from vietnamese_ai.training.loop import autocast_dtype, process_state
 
 log = logging.getLogger("vietnamese_ai")
 
@@ -147,9 +147,7 @@ def build_reference(config: ReferenceConfig, policy: Any, ref_model: Any = None)
 
 
 def precompute_device() -> torch.device:
-    from accelerate import PartialState
-
-    return PartialState().device
+    return process_state().device
 
 
 def attach_reference_logps(config: ReferenceConfig, reference: Reference, datasets: list[list[Any] | None],

@@ -40,7 +40,7 @@ from vietnamese_ai.recipes.common import (
 from vietnamese_ai.data.preference import to_pair
 from vietnamese_ai.recipes.preference import collate_for, read_pairs
 from vietnamese_ai.training.config import TrainingConfig
-from vietnamese_ai.training.loop import StepOutput, TrainResult, train
+from vietnamese_ai.training.loop import StepOutput, TrainResult, process_state, train
 
 log = logging.getLogger("vietnamese_ai")
 
@@ -121,8 +121,6 @@ def reward_statistics(model: Any, pairs: list[TokenizedPair], collate: Any, batc
 
 def run_reward(config: RewardConfig, model: Any = None, tokenizer: Any = None,
                train_records: Any = None, eval_records: Any = None) -> TrainResult:
-    from accelerate import PartialState
-
     config, model = model_argument(config, model)
     train_raw, eval_raw = read_splits(config, train_records, eval_records, validate=to_pair)
     tokenizer = tokenizer or load_tokenizer_for(config, model)
@@ -132,7 +130,7 @@ def run_reward(config: RewardConfig, model: Any = None, tokenizer: Any = None,
     collate = collate_for(config, model, tokenizer, train_set, measure=sequence_rewards)
     result = train(model, tokenizer, config, train_set, collate, reward_loss_fn(config), eval_set)
     mean, std = reward_statistics(result.model, train_set, collate, config.per_device_eval_batch_size)
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         write_reward_stats(result.final_dir, mean, std, 2 * len(train_set))
     log.info("reward statistics over %d training responses: mean %.4f, std %.4f", 2 * len(train_set), mean, std)
     return result

@@ -106,6 +106,15 @@ def autocast_dtype(config: TrainingConfig) -> torch.dtype | None:
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision(config))
 
 
+def process_state() -> Any:
+    """accelerate's view of this process (rank, number of processes, device). Created the way
+    `make_accelerator` creates it: accelerate keeps the first one, and without cpu=True on a machine
+    without CUDA it would not see the other processes of a multi-process CPU run."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def make_accelerator(config: TrainingConfig) -> Any:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
@@ -293,13 +302,13 @@ def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequen
     scheduler = build_scheduler(optimizer, config.lr_scheduler_type, total_steps, config.warmup_ratio)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
-    source.attach(model)
     sharded = accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
     state = TrainerState(settings=settings)
     if resume_from:
         state = _resume(config, resume_from, accelerator.unwrap_model(model), optimizer, scheduler, settings)
         state.settings = settings
         source.load_state_dict(_read_source_state(resume_from, accelerator.process_index))
+    source.attach(model, out, state.global_step if resume_from else None)
     metrics = MetricsLog(os.path.join(out, "metrics.jsonl"), state.global_step if resume_from else None,
                          accelerator.is_main_process)
     window = Window(state.log_window if accelerator.is_main_process else None)

@@ -42,8 +42,9 @@ class StepSource(Protocol):
     def setup(self, accelerator: Any) -> int:
         """Plan for this process of `accelerator`; returns the number of optimizer steps per epoch."""
 
-    def attach(self, model: Any) -> None:
-        """The model being trained (prepared by accelerate), for sources that sample from it."""
+    def attach(self, model: Any, output_dir: str, resume_step: int | None) -> None:
+        """The model being trained (prepared by accelerate), for sources that sample from it; the run's
+        directory and the step it resumed from, for sources that write logs of their own."""
 
     def next_step(self, state: TrainerState) -> StepBatches:
         """This process's micro-batches for the next optimizer step; may advance `state`."""
@@ -111,7 +112,7 @@ class DatasetSource:
                                      accelerator.process_index, self.seed)
         return self.schedule.steps_per_epoch
 
-    def attach(self, model: Any) -> None:
+    def attach(self, model: Any, output_dir: str, resume_step: int | None) -> None:
         pass
 
     def next_step(self, state: TrainerState) -> StepBatches:

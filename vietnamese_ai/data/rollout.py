@@ -1,0 +1,110 @@
+"""Rollouts of online RL: what was sampled and scored, and how it is laid out for training.
+
+A rollout phase samples G completions for each of N prompts. `Rollout` holds them on this process,
+prompt-major (completion k answers prompt k // G), as plain lists so that a checkpoint can store it
+as JSON. A micro-batch of completions becomes one `PackedBatch` in the layout DPO already uses: each
+prompt is a trunk computed once, and each of its completions a branch that sees the prompt and itself;
+the model's logits are needed only at completion positions. The per-token values the loss needs
+(old and reference log-probs, which tokens count) ride along in a `RolloutBatch`, aligned with the
+batch's target list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from vietnamese_ai.data.layout import IGNORE, PackedBatch, Piece, Sequence, layout
+
+
+@dataclass
+class Rollout:
+    """One rollout phase on this process. N prompts, G completions each, M = N * G completions."""
+
+    group_size: int                           # G
+    prompt_ids: list[list[int]]               # [N][prompt length]
+    completion_ids: list[list[int]]           # [M][completion length], up to and including EOS
+    finished: list[bool]                      # [M] the completion ended with EOS
+    rewards: list[float]                      # [M] total reward the advantages were computed from
+    advantages: list[float]                   # [M]
+    micro_batches: list[list[int]]            # completion indices of each micro-batch, in training order
+    old_logps: list[list[float]] | None = None  # [M][completion length] when sampled, at the sampling temperature;
+                                                # None: trained on-policy (the current log-probs, detached)
+    ref_logps: list[list[float]] | None = None  # [M][completion length] under the reference (KL); None: no KL
+
+    def prompt_of(self, completion: int) -> int:
+        return completion // self.group_size
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Rollout":
+        return cls(**data)
+
+
+@dataclass
+class RolloutBatch:
+    """The rollout values of one micro-batch, aligned with its PackedBatch.
+
+    Shape:
+        advantages: (C,) one per completion of the micro-batch (the batch's groups)
+        token_mask: (P,) 1.0 where a target token counts in the loss, 0.0 where it does not
+        old_logps, ref_logps: (P,) per target token, in the batch's target order, or None
+    """
+
+    advantages: torch.Tensor
+    token_mask: torch.Tensor
+    old_logps: torch.Tensor | None = None
+    ref_logps: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str) -> "RolloutBatch":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return RolloutBatch(move(self.advantages), move(self.token_mask), move(self.old_logps), move(self.ref_logps))
+
+
+def completion_sequences(rollout: Rollout, indices: list[int], share: bool) -> list[Sequence]:
+    """Completions `indices` as sequences; completion indices[g] sums into group g. With `share`, each
+    prompt is one trunk with a branch per completion (in the order they appear in `indices`)."""
+    if not share:
+        return [[Piece(rollout.prompt_ids[rollout.prompt_of(k)], [IGNORE] * len(rollout.prompt_ids[rollout.prompt_of(k)])),
+                 Piece(rollout.completion_ids[k], list(rollout.completion_ids[k]), 0, g)] for g, k in enumerate(indices)]
+    by_prompt: dict[int, list[int]] = {}
+    for g, k in enumerate(indices):
+        by_prompt.setdefault(rollout.prompt_of(k), []).append(g)
+    sequences = []
+    for prompt, groups in by_prompt.items():
+        ids = rollout.prompt_ids[prompt]
+        branches = [Piece(rollout.completion_ids[indices[g]], list(rollout.completion_ids[indices[g]]), b + 1, g)
+                    for b, g in enumerate(groups)]
+        sequences.append([Piece(ids, [IGNORE] * len(ids)), *branches])
+    return sequences
+
+
+def align_to_targets(batch: PackedBatch, per_completion: list[list[float]]) -> torch.Tensor:
+    """Per-token values listed completion by completion (group order), rearranged into the batch's
+    target order. Shape: returns (P,) float32"""
+    flat = torch.tensor([v for values in per_completion for v in values], dtype=torch.float32)
+    if flat.numel() != batch.targets.numel():
+        raise ValueError(f"{flat.numel()} per-token values for {batch.targets.numel()} targets")
+    out = torch.empty_like(flat)
+    out[torch.argsort(batch.target_groups, stable=True)] = flat
+    return out
+
+
+def rollout_batch(rollout: Rollout, indices: list[int], pack: bool, share: bool, pad_token_id: int, pair_cost: float,
+                  count_tokens: bool, mask_truncated: bool) -> PackedBatch:
+    """Completions `indices` laid out for one forward pass, with their RolloutBatch in
+    `extras["rollout"]`. The loop averages the loss over tokens (`count_tokens`, the dapo aggregation)
+    or over completions; with `mask_truncated`, a completion cut without EOS counts for nothing."""
+    batch = layout(completion_sequences(rollout, indices, share), pack=pack, num_groups=len(indices),
+                   pad_token_id=pad_token_id, pair_cost=pair_cost)
+    keep = [0.0 if mask_truncated and not rollout.finished[k] else 1.0 for k in indices]
+    token_mask = torch.tensor(keep)[batch.target_groups]
+    batch.num_items = int(token_mask.sum()) if count_tokens else len(indices)
+    pick = lambda values: None if values is None else align_to_targets(batch, [values[k] for k in indices])  # noqa: E731
+    batch.extras["rollout"] = RolloutBatch(torch.tensor([rollout.advantages[k] for k in indices], dtype=torch.float32),
+                                           token_mask, pick(rollout.old_logps), pick(rollout.ref_logps))
+    return batch
