@@ -100,6 +100,45 @@ def _left_pad(prompts: list[list[int]], pad: int, device: torch.device) -> tuple
     return ids.to(device), mask.to(device)
 
 
+def _grow_in_place(cache: Any, extra: int) -> None:
+    """Give each plain growing cache layer buffers for `extra` more tokens, written in place.
+
+    transformers' DynamicLayer appends a step's keys and values with torch.cat, which copies the whole
+    cache every step: for a small model that copy costs more than the step's computation. Layers of
+    any other kind (sliding windows, static, linear attention) are left as they are."""
+    from transformers.cache_utils import DynamicLayer
+
+    for layer in getattr(cache, "layers", []):
+        if type(layer) is not DynamicLayer or not layer.is_initialized or layer.keys.dim() != 4:
+            continue
+        length = layer.keys.shape[-2]
+        shape = (*layer.keys.shape[:2], length + extra, layer.keys.shape[-1])
+        keys, values = layer.keys.new_empty(shape), layer.values.new_empty(shape)
+        keys[:, :, :length], values[:, :, :length] = layer.keys, layer.values
+        layer.__class__ = _in_place_layer_class()
+        layer.buffers, layer.length = (keys, values), length
+        layer.keys, layer.values = keys[:, :, :length], values[:, :, :length]
+
+
+def _in_place_update(self: Any, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+                     **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    keys, values = self.buffers
+    end = self.length + key_states.shape[-2]
+    keys[:, :, self.length:end], values[:, :, self.length:end] = key_states, value_states
+    self.length = end
+    self.keys, self.values = keys[:, :, :end], values[:, :, :end]
+    return self.keys, self.values
+
+
+@functools.lru_cache(maxsize=1)
+def _in_place_layer_class() -> type:
+    """Built on first use, so that importing this module does not import transformers."""
+    from transformers.cache_utils import DynamicLayer
+
+    return type("_InPlaceLayer", (DynamicLayer,), {"update": _in_place_update,
+                                                   "__doc__": "A DynamicLayer writing into preallocated buffers."})
+
+
 def _decode_loop(model: Any, prompts: list[list[int]], group: int, uniforms: torch.Tensor, max_new_tokens: int,
                  temperature: float, top_k: int, top_p: float, eos: int, pad: int) -> torch.Tensor:
     """Our KV-cached decoding: prefill each prompt once, repeat its cache `group` times, then one token
@@ -117,6 +156,7 @@ def _decode_loop(model: Any, prompts: list[list[int]], group: int, uniforms: tor
         raise NotImplementedError("the model returned no cache that can be repeated per completion")
     if group > 1:
         cache.batch_repeat_interleave(group)
+    _grow_in_place(cache, max_new_tokens)
     logits = out.logits[:, -1].repeat_interleave(group, dim=0)
     mask = mask.repeat_interleave(group, dim=0)
     position = positions[:, -1].repeat_interleave(group, dim=0)

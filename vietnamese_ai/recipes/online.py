@@ -45,6 +45,7 @@ from vietnamese_ai.errors import ConfigError, DataError, TrainingError
 from vietnamese_ai.models.sampling import sample_completions
 from vietnamese_ai.training.checkpoint import TrainerState
 from vietnamese_ai.training.config import TrainingConfig
+from vietnamese_ai.training.loop import process_state, train
 from vietnamese_ai.training.metrics import MetricsLog, reduce_sums
 from vietnamese_ai.training.sources import StepBatches
 
@@ -523,7 +524,6 @@ def run_online(config: OnlineConfig, method: OnlineMethod, loss_fn: Any, model: 
         pair_cost,
         read_splits,
     )
-    from vietnamese_ai.training.loop import process_state, train
 
     config, model = model_argument(config, model)
     train_raw, _ = read_splits(config, train_records, None, validate=read_prompt)

@@ -1,0 +1,91 @@
+"""Online RL: vietnamese-ai's GRPO and RLOO against TRL's GRPOTrainer and RLOOTrainer.
+
+    python benchmarks/online_vs_trl.py [--method grpo|rloo|both] [--steps 12] [--repeats 3]
+
+Same tiny Qwen2-architecture model (hidden 256, 4 layers), same 64 chat prompts, same Python reward
+(benchmarks/rewards.py: a synthetic, learnable target), the same G, completion length, batch, steps,
+learning rate and beta=0 (RLOO: beta=0 too, so that neither side loads a reference). Each run is a
+separate process. Reported: wall-clock per optimizer step of the training call (rollouts included),
+its phases (sampling, scoring, log-prob passes, training), peak memory, and the reward curve: the
+mean reward of the first and of the last three steps.
+
+Our techniques are switched off one at a time: prefix sharing (each prompt computed once for its G
+completions), packing, and our decoding loop (replaced by transformers' generate with the same
+seeded token choice).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import HERE, WORK, build_model, ensure_trl_venv, log, median_run, sentence, table, write_jsonl  # noqa: E402
+
+
+def workload(n: int = 64, words: tuple[int, int] = (120, 240), seed: int = 0) -> tuple[str, str]:
+    """Chat prompts: a system message of instructions and a question, `words` long in all."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        length = rng.randint(*words)
+        rows.append({"prompt": [{"role": "system", "content": sentence(rng, length * 3 // 4)},
+                                {"role": "user", "content": f"{sentence(rng, length - length * 3 // 4)}?"}]})
+    os.makedirs(WORK, exist_ok=True)
+    data = write_jsonl(os.path.join(WORK, f"online_prompts_{n}_{words[0]}-{words[1]}.jsonl"), rows)
+    corpus = [m["content"] for r in rows for m in r["prompt"]] + [sentence(rng, 30) for _ in range(200)]
+    return build_model(os.path.join(WORK, "model-h256-l4"), corpus), data
+
+
+def curve(rewards: list[float]) -> str:
+    return f"{rewards[0]:.3f} -> {statistics.fmean(rewards[-3:]):.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--method", default="both", choices=("grpo", "rloo", "both"))
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--prompt-words", default="120-240", help="prompt length range in words (short: 8-40)")
+    args = parser.parse_args()
+    low, high = (int(x) for x in args.prompt_words.split("-"))
+    model, data = workload(words=(low, high))
+    trl = ensure_trl_venv()
+    common = {"model": model, "data": data, "reward_file": os.path.join(HERE, "rewards.py"), "num_generations": 8,
+              "batch_size": 16, "accumulation": 2, "max_completion_length": 64, "lr": 2e-5, "steps": args.steps,
+              "beta": 0.0, "threads": args.threads, "seed": 0}
+    for method in (("grpo", "rloo") if args.method == "both" else (args.method,)):
+        configs = {
+            "vietnamese-ai (default)": (sys.executable, "ours_online.py", {}),
+            "  without prefix sharing": (sys.executable, "ours_online.py", {"prefix_sharing": False}),
+            "  without packing": (sys.executable, "ours_online.py", {"packing": False}),
+            "  with transformers' generate": (sys.executable, "ours_online.py", {"sampler": "generate"}),
+            f"TRL {method.upper()}Trainer": (trl, "trl_online.py", {}),
+        }
+        runs = {}
+        for i, (name, (python, driver, extra)) in enumerate(configs.items()):
+            log(f"{method}: {name.strip()}")
+            runs[name] = median_run(python, driver, {**common, **extra, "method": method,
+                                                     "output_dir": os.path.join(WORK, f"{method}-{i}")}, args.repeats)
+        base = runs[f"TRL {method.upper()}Trainer"]
+        rows = []
+        for name, r in runs.items():
+            per_step = r["train_seconds"] / r["steps"]
+            phases = r["phases"]
+            training = r["train_seconds"] - sum(phases.values())
+            rows.append((name, f"{per_step:.2f}", f"{base['train_seconds'] / r['train_seconds']:.2f}x",
+                         f"{phases['generation'] / r['steps']:.2f}", f"{phases['scoring'] / r['steps']:.3f}",
+                         f"{phases['logps'] / r['steps']:.2f}", f"{training / r['steps']:.2f}",
+                         f"{r.get('peak_gpu_mib', r['peak_rss_mib']):,.0f}", curve(r["rewards"])))
+        print(f"\n{method.upper()}: {args.steps} steps of 32 completions (4 prompts x G=8, batch 16 x accumulation 2), "
+              f"up to 64 tokens each, {args.threads} CPU threads, median of {args.repeats} by training time\n")
+        print(table(rows, ("run", "s/step", "vs TRL", "sampling s", "scoring s", "log-prob s", "training s", "peak MiB",
+                           "reward first -> last 3")))
+
+
+if __name__ == "__main__":
+    main()
