@@ -323,6 +323,7 @@ def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequen
                 start = _StepStart(copy.deepcopy(state), window.copy(), RandomState.capture(), source.state_dict())
                 step_batches = source.next_step(state)
                 window.add_sums(step_batches.sums, step_batches.extremes)
+                step_started = time.perf_counter()
                 step_loss = _accumulate(model, accelerator, step_batches.batches, loss_fn, window)
                 grad_norm = (float(accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm))
                              if config.max_grad_norm else None)
@@ -334,6 +335,7 @@ def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequen
                     optimizer.zero_grad(set_to_none=True)
                     state.global_step += 1
                     start = None
+                window.add_sums({"time/training": (time.perf_counter() - step_started, 1.0)})
                 step = state.global_step
                 bar.update(1)
 
