@@ -56,7 +56,7 @@ def main() -> None:
     model, data = workload(words=(low, high))
     trl = ensure_trl_venv()
     common = {"model": model, "data": data, "reward_file": os.path.join(HERE, "rewards.py"), "num_generations": 8,
-              "batch_size": 16, "accumulation": 2, "max_completion_length": 64, "lr": 2e-5, "steps": args.steps,
+              "batch_size": 16, "accumulation": 2, "max_completion_length": 64, "lr": 1e-3, "steps": args.steps,
               "beta": 0.0, "threads": args.threads, "seed": 0}
     for method in (("grpo", "rloo") if args.method == "both" else (args.method,)):
         configs = {

@@ -3,8 +3,6 @@ and exactly one line naming the file, record and field (or the key), never a tra
 a silent acceptance. Data errors come before any model is loaded: the data cases point at a model
 that does not exist, so a model error would show instead."""
 
-import json
-import math
 import os
 import shutil
 import subprocess

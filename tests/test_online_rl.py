@@ -14,7 +14,6 @@ from vietnamese_ai.cli import main
 from vietnamese_ai.data.rollout import Rollout, rollout_batch
 from vietnamese_ai.data.tokenize import prompt_ids
 from vietnamese_ai.data.types import Message
-from vietnamese_ai.errors import ConfigError, TrainingError
 from vietnamese_ai.models.forward import canonical_order, scaled_target_logps
 from vietnamese_ai.models.loading import disable_dropout, load_causal_lm, load_tokenizer
 from vietnamese_ai.models.sampling import sample_completions

@@ -17,7 +17,8 @@ from vietnamese_ai.models.exactness import layout_support
 from vietnamese_ai.models.forward import batch_target_logps, canonical_order
 from vietnamese_ai.models.loading import load_causal_lm, load_tokenizer
 from vietnamese_ai.recipes.sft import SFTConfig, run_sft, sft_collate, sft_loss
-from vietnamese_ai.training.checkpoint import atomic_directory, checkpoint_dirs
+from vietnamese_ai.files import atomic_directory
+from vietnamese_ai.training.checkpoint import checkpoint_dirs
 from vietnamese_ai.training.loop import train
 
 

@@ -26,12 +26,11 @@ import hashlib
 import logging
 import math
 import os
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field, field_validator, model_validator
@@ -40,7 +39,7 @@ from vietnamese_ai.data.loading import Record
 from vietnamese_ai.data.records import prompt_or_messages
 from vietnamese_ai.data.rollout import Rollout, rollout_batch
 from vietnamese_ai.data.tokenize import _cut_prompt_left, prompt_ids
-from vietnamese_ai.data.types import Message, PromptOrMessages, message_dicts
+from vietnamese_ai.data.types import PromptOrMessages, message_dicts
 from vietnamese_ai.errors import ConfigError, DataError, TrainingError
 from vietnamese_ai.models.sampling import sample_completions
 from vietnamese_ai.training.checkpoint import TrainerState
@@ -54,6 +53,8 @@ log = logging.getLogger("vietnamese_ai")
 
 class OnlineConfig(TrainingConfig):
     """Keys of GRPO and RLOO; names and meanings follow TRL's GRPOConfig / RLOOConfig."""
+
+    required_on_command_line: ClassVar[tuple[str, ...]] = ("model_name_or_path", "dataset", "reward")
 
     dataset: str | None = Field(None, description="Prompts: a file or hub data set whose records have a 'prompt' (a string, used as it is, or messages, rendered with the chat template); other fields reach Python reward functions.")
     learning_rate: float = Field(1e-6, ge=0, description="Peak learning rate (AdamW).")
@@ -90,6 +91,10 @@ class OnlineConfig(TrainingConfig):
 
     @model_validator(mode="after")
     def _generation_shape(self) -> "OnlineConfig":
+        for key, instead in (("eval_dataset", "evaluate the trained model afterwards"),
+                             ("max_length", "use max_prompt_length and max_completion_length")):
+            if key in self.model_fields_set and getattr(self, key) is not None:
+                raise ValueError(f"{key} does not apply to online RL; {instead}")
         if self.steps_per_generation is not None and self.generation_batch_size is not None:
             raise ValueError("give steps_per_generation or generation_batch_size, not both")
         if self.reward_weights is not None and self.reward is not None and len(self.reward_weights) != len(self.reward):

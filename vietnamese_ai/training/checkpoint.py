@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vietnamese_ai.errors import ConfigError
-from vietnamese_ai.files import atomic_directory, atomic_file, remove_directory  # noqa: F401  (re-exported)
+from vietnamese_ai.files import remove_directory
 
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
 STATE_FILE = "trainer_state.json"
