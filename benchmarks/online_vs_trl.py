@@ -9,9 +9,10 @@ separate process. Reported: wall-clock per optimizer step of the training call (
 its phases (sampling, scoring, log-prob passes, training), peak memory, and the reward curve: the
 mean reward of the first and of the last three steps.
 
-Our techniques are switched off one at a time: prefix sharing (each prompt computed once for its G
-completions), packing, and our decoding loop (replaced by transformers' generate with the same
-seeded token choice).
+Our techniques are switched off one at a time: the prompt cache (each prompt computed once, its G
+completions run on its KV cache) replaced by branches of one masked row; no prompt sharing at all
+(each completion recomputes its prompt, as TRL does); and our decoding loop, replaced by transformers'
+generate with the same seeded token choice. Both sides compute logits only at completion positions.
 """
 
 from __future__ import annotations
@@ -60,9 +61,9 @@ def main() -> None:
               "beta": 0.0, "threads": args.threads, "seed": 0}
     for method in (("grpo", "rloo") if args.method == "both" else (args.method,)):
         configs = {
-            "vietnamese-ai (default)": (sys.executable, "ours_online.py", {}),
-            "  without prefix sharing": (sys.executable, "ours_online.py", {"prefix_sharing": False}),
-            "  without packing": (sys.executable, "ours_online.py", {"packing": False}),
+            "vietnamese-ai (default: prompt cache)": (sys.executable, "ours_online.py", {}),
+            "  prompts shared as branches instead": (sys.executable, "ours_online.py", {"prompt_cache": False}),
+            "  prompts not shared": (sys.executable, "ours_online.py", {"prefix_sharing": False}),
             "  with transformers' generate": (sys.executable, "ours_online.py", {"sampler": "generate"}),
             f"TRL {method.upper()}Trainer": (trl, "trl_online.py", {}),
         }

@@ -185,3 +185,22 @@ def test_dropout_kept_as_plain_floats_is_switched_off_too(tmp_path, tiny_model, 
     first = run_dpo(DPOConfig(model_name_or_path=path, dataset=data, output_dir=str(tmp_path / "dpo"), max_steps=1,
                               per_device_train_batch_size=8, save_steps=0, disable_tqdm=True)).history[0]
     assert abs(first["rewards/chosen"]) < 1e-5 and abs(first["rewards/rejected"]) < 1e-5
+
+
+@pytest.mark.parametrize("name", ["llama", "mistral", "gemma2", "mpt", "bloom", "gpt2"])
+def test_completions_on_a_cached_prompt_equal_plain_sequences(name):
+    """Online RL's prompt cache: exact on models whose prefix sharing is not (ALiBi, column windows),
+    since cached decoding is every model's own path."""
+    from vietnamese_ai.data.rollout import Rollout, cached_prompt_batch, completion_sequences
+    from vietnamese_ai.models.exactness import prompt_cache_support
+    from vietnamese_ai.models.prompt_cache import rollout_logps
+
+    model = tiny(name)
+    assert prompt_cache_support(model, longest=40)
+    rollout = Rollout(2, [_tokens(17, 1), _tokens(9, 2)], [_tokens(21, 3), _tokens(5, 4), _tokens(13, 5), _tokens(24, 6)],
+                      [True] * 4, [0.0] * 4, [0.0] * 4, [[0, 1, 2, 3]])
+    with torch.no_grad():
+        got = rollout_logps(model, cached_prompt_batch(rollout, [0, 1, 2, 3], 0))[0]
+        want = ordered_token_logps(model, layout(completion_sequences(rollout, [0, 1, 2, 3], False), pack=False,
+                                                 num_groups=4))
+    assert float((got - want).abs().max()) < 1e-5

@@ -79,18 +79,25 @@ def _sampled_rollout(tiny_model, prompts=3, group=3, max_new_tokens=7):
     return model, tokenizer, rollout
 
 
-def test_shared_prompt_trunk_gives_the_log_probs_of_separate_sequences(tiny_model):
+@pytest.mark.parametrize("cache_prompts", [False, True])
+def test_shared_prompt_trunk_gives_the_log_probs_of_separate_sequences(tiny_model, cache_prompts):
+    """Both ways of computing each prompt once (branches of one row; completions on the prompt's KV
+    cache) give the per-token log-probs, and the gradients, of G separate sequences."""
+    from vietnamese_ai.models.prompt_cache import rollout_logps
+
     model, tokenizer, rollout = _sampled_rollout(tiny_model)
     indices = list(range(len(rollout.completion_ids)))
     shared = rollout_batch(rollout, indices, pack=True, share=True, pad_token_id=0, pair_cost=0.0, count_tokens=True,
-                           mask_truncated=False)
+                           mask_truncated=False, cache_prompts=cache_prompts)
     plain = rollout_batch(rollout, indices, pack=False, share=False, pad_token_id=0, pair_cost=0.0, count_tokens=True,
                           mask_truncated=False)
-    assert shared.input_ids.numel() < plain.input_ids.numel()           # each prompt really computed once
-    with torch.no_grad():
-        a = scaled_target_logps(model.eval(), shared, 0.7)[0][canonical_order(shared)]
-        b = scaled_target_logps(model, plain, 0.7)[0][canonical_order(plain)]
+    model.eval()
+    a = rollout_logps(model, shared, 0.7)[0][torch.argsort(shared.target_groups, stable=True)]
+    grad_a = torch.autograd.grad(a.sum(), model.model.embed_tokens.weight)[0]
+    b = scaled_target_logps(model, plain, 0.7)[0][canonical_order(plain)]
+    grad_b = torch.autograd.grad(b.sum(), model.model.embed_tokens.weight)[0]
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    torch.testing.assert_close(grad_a, grad_b, atol=1e-5, rtol=1e-4)
     assert a.numel() == sum(len(c) for c in rollout.completion_ids)    # every completion token, the first included
 
 
@@ -112,8 +119,9 @@ def test_sampling_does_not_depend_on_batching_and_falls_back_to_generate_identic
     assert tokens[9:] == [c.token_ids for c in alone]
 
 
+@pytest.mark.parametrize("cache_prompts", [False, True])
 def test_the_first_pass_over_a_fresh_rollout_has_ratio_exactly_one(tmp_path, tiny_dropout_model, prompts_file,
-                                                                    rewards_file):
+                                                                    rewards_file, cache_prompts):
     """With two passes per rollout the sampling policy's log-probs are computed at rollout time; on
     the first pass the policy has not moved, so they must equal the training forward's bit for bit
     (dropout is off), and nothing is clipped."""
@@ -130,11 +138,14 @@ def test_the_first_pass_over_a_fresh_rollout_has_ratio_exactly_one(tmp_path, tin
     disable_dropout(model)
     source = RolloutSource(config, tokenize_prompts(load_records(prompts_file), tokenizer, None), tokenizer,
                            build_rewards(config), GRPO(config), None, True, True, tokenizer.pad_token_id, 0.0)
+    source.cache_prompts = cache_prompts
     source.setup(Accelerator(cpu=True))
     source.attach(model.train(), str(tmp_path), None)
     step = source.next_step(TrainerState())
     batch = step.batches[0]
-    logps = scaled_target_logps(model, batch, config.temperature)[0]      # training mode, with gradients
+    from vietnamese_ai.models.prompt_cache import rollout_logps
+
+    logps = rollout_logps(model, batch, config.temperature)[0]            # training mode, with gradients
     assert torch.equal(logps.detach(), batch.extras["rollout"].old_logps)
     output = grpo_loss_fn(config)(model, batch)
     assert float(output.metrics["clip_ratio/region_mean"][0]) == 0.0

@@ -34,7 +34,7 @@ def main() -> None:
         max_completion_length=args["max_completion_length"], learning_rate=args["lr"], max_steps=args["steps"],
         beta=args["beta"], temperature=1.0, logging_steps=1, save_steps=0, seed=args.get("seed", 0), disable_tqdm=True,
         lr_scheduler_type="linear", max_grad_norm=1.0, log_completions=False, prefix_sharing=args.get("prefix_sharing", True),
-        packing=args.get("packing", True), dtype="float32", **extra)
+        packing=args.get("packing", True), prompt_cache=args.get("prompt_cache", True), dtype="float32", **extra)
     start = time.perf_counter()
     result = recipe.__dict__[f"run_{args['method']}"](config)
     seconds = time.perf_counter() - start

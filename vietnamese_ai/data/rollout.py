@@ -95,12 +95,16 @@ def align_to_targets(batch: PackedBatch, per_completion: list[list[float]]) -> t
 
 
 def rollout_batch(rollout: Rollout, indices: list[int], pack: bool, share: bool, pad_token_id: int, pair_cost: float,
-                  count_tokens: bool, mask_truncated: bool) -> PackedBatch:
-    """Completions `indices` laid out for one forward pass, with their RolloutBatch in
-    `extras["rollout"]`. The loop averages the loss over tokens (`count_tokens`, the dapo aggregation)
-    or over completions; with `mask_truncated`, a completion cut without EOS counts for nothing."""
-    batch = layout(completion_sequences(rollout, indices, share), pack=pack, num_groups=len(indices),
-                   pad_token_id=pad_token_id, pair_cost=pair_cost)
+                  count_tokens: bool, mask_truncated: bool, cache_prompts: bool = False) -> Any:
+    """Completions `indices` laid out for one forward pass (a CachedPromptBatch with `cache_prompts`,
+    else a PackedBatch), with their RolloutBatch in `extras["rollout"]`. The loop averages the loss
+    over tokens (`count_tokens`, the dapo aggregation) or over completions; with `mask_truncated`, a
+    completion cut without EOS counts for nothing."""
+    if cache_prompts:
+        batch = cached_prompt_batch(rollout, indices, pad_token_id)
+    else:
+        batch = layout(completion_sequences(rollout, indices, share), pack=pack, num_groups=len(indices),
+                       pad_token_id=pad_token_id, pair_cost=pair_cost)
     keep = [0.0 if mask_truncated and not rollout.finished[k] else 1.0 for k in indices]
     token_mask = torch.tensor(keep)[batch.target_groups]
     batch.num_items = int(token_mask.sum()) if count_tokens else len(indices)
@@ -108,3 +112,62 @@ def rollout_batch(rollout: Rollout, indices: list[int], pack: bool, share: bool,
     batch.extras["rollout"] = RolloutBatch(torch.tensor([rollout.advantages[k] for k in indices], dtype=torch.float32),
                                            token_mask, pick(rollout.old_logps), pick(rollout.ref_logps))
     return batch
+
+
+@dataclass
+class CachedPromptBatch:
+    """Completions laid out for a forward pass in two parts: the prompts once (left-padded rows),
+    whose keys and values are then shared, by index, with their completions (right-padded rows).
+
+    Compared with one row per prompt holding all its completions as branches, no completion token
+    ever computes attention scores against another completion's tokens, which a dense masked row does
+    (and throws away). models/prompt_cache.py runs it.
+
+    Shape:
+        prompt_ids, prompt_mask: (N, Lp) long, left-padded
+        owner: (C,) long, the prompt row of each completion
+        completion_ids, completion_mask: (C, Lc) long, right-padded
+        targets: (P,) long, every completion token, completion by completion
+        target_groups: (P,) long, the completion (group) of each target
+    """
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    owner: torch.Tensor
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    targets: torch.Tensor
+    target_groups: torch.Tensor
+    num_groups: int
+    num_tokens: int
+    num_items: int
+    extras: dict[str, Any]
+
+    def to(self, device: torch.device | str) -> "CachedPromptBatch":
+        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.__dict__.items() if k != "extras"}
+        return CachedPromptBatch(**moved, extras={k: v.to(device) for k, v in self.extras.items()})
+
+
+def cached_prompt_batch(rollout: Rollout, indices: list[int], pad_token_id: int) -> CachedPromptBatch:
+    """Completions `indices` (group g = indices[g]) as a CachedPromptBatch."""
+    prompts: dict[int, int] = {}
+    for k in indices:
+        prompts.setdefault(rollout.prompt_of(k), len(prompts))
+    prompt_rows = [rollout.prompt_ids[p] for p in prompts]
+    width = max(len(p) for p in prompt_rows)
+    prompt_ids = torch.full((len(prompt_rows), width), pad_token_id, dtype=torch.long)
+    prompt_mask = torch.zeros_like(prompt_ids)
+    for r, ids in enumerate(prompt_rows):
+        prompt_ids[r, width - len(ids):], prompt_mask[r, width - len(ids):] = torch.tensor(ids), 1
+    completions = [rollout.completion_ids[k] for k in indices]
+    length = max(len(c) for c in completions)
+    completion_ids = torch.full((len(indices), length), pad_token_id, dtype=torch.long)
+    completion_mask = torch.zeros_like(completion_ids)
+    for r, ids in enumerate(completions):
+        completion_ids[r, :len(ids)], completion_mask[r, :len(ids)] = torch.tensor(ids), 1
+    targets = torch.tensor([t for c in completions for t in c], dtype=torch.long)
+    groups = torch.tensor([g for g, c in enumerate(completions) for _ in c], dtype=torch.long)
+    owner = torch.tensor([prompts[rollout.prompt_of(k)] for k in indices], dtype=torch.long)
+    tokens = sum(len(p) for p in prompt_rows) + len(targets)
+    return CachedPromptBatch(prompt_ids, prompt_mask, owner, completion_ids, completion_mask, targets, groups,
+                             len(indices), tokens, len(indices), {})

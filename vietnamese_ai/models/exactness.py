@@ -156,3 +156,45 @@ def choose_layout(models: list[Any], pack: bool, share: bool, measure: Measure |
             warned.add(message)
             log.warning(message)
     return chosen_pack, chosen_share
+
+
+@torch.no_grad()
+def prompt_cache_support(model: Any, longest: int = 48) -> bool:
+    """Whether completions run on their prompts' KV cache (models.prompt_cache) give the log-probs of
+    plain sequences on this model; one warning when they do not (the branch layout is used instead)."""
+    from vietnamese_ai.data.rollout import Rollout, cached_prompt_batch, completion_sequences
+    from vietnamese_ai.models.prompt_cache import rollout_logps
+
+    key = ("prompt_cache", probe_length(model, longest))
+    cache = _CACHE.setdefault(unwrap(model), {})
+    if key in cache:
+        return cache[key]
+    vocab = int(base_model(model).get_input_embeddings().num_embeddings)
+    generator = torch.Generator().manual_seed(1)
+    length = key[1]
+
+    def tokens(n: int) -> list[int]:
+        return torch.randint(0, vocab, (max(1, n),), generator=generator).tolist()
+
+    prompts = [tokens(length // 2), tokens(length // 3)]
+    completions = [tokens(length - length // 2), tokens(3), tokens(length // 3), tokens(length // 4)]
+    rollout = Rollout(2, prompts, completions, [True] * 4, [0.0] * 4, [0.0] * 4, [[0, 1, 2, 3]])
+    device = next(model.parameters()).device
+    problem = None
+    with evaluation_mode(model):
+        try:
+            got = rollout_logps(model, cached_prompt_batch(rollout, [0, 1, 2, 3], 0).to(device))[0].float()
+        except Exception as e:  # a model whose cache cannot be indexed, or that drops it in training
+            problem = f"the model cannot run completions on a cached prompt ({type(e).__name__}: {str(e)[:120]})"
+        else:
+            plain = layout(completion_sequences(rollout, [0, 1, 2, 3], share=False), pack=False, num_groups=4).to(device)
+            want = ordered_token_logps(model, plain).float()
+            max_allowed, mean_allowed = _tolerance(model)
+            error = (got - want).abs()
+            if float(error.max()) > max_allowed or float(error.mean()) > mean_allowed:
+                problem = f"completions on a cached prompt differ from plain sequences by up to {float(error.max()):.1e}"
+    if problem:
+        log.warning("prompt cache switched off for this model, which does not compute it exactly (%s); "
+                    "the prompts are shared as branches instead", problem)
+    cache[key] = problem is None
+    return cache[key]

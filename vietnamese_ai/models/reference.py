@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from vietnamese_ai.data.layout import PackedBatch
 from vietnamese_ai.files import atomic_file
 from vietnamese_ai.losses import sequence_logps
-from vietnamese_ai.models.forward import batch_target_logps, scaled_target_logps, unwrap
+from vietnamese_ai.models.forward import batch_target_logps, unwrap
+from vietnamese_ai.models.prompt_cache import rollout_logps
 
 log = logging.getLogger("vietnamese_ai")
 
@@ -74,12 +75,13 @@ class FrozenReference:
         with evaluation_mode(self.model):
             return response_logps(self.model, batch)[0]
 
-    def token_logps(self, batch: PackedBatch, temperature: float = 1.0) -> torch.Tensor:
-        """Per-target log-probs at `temperature` (online RL's KL). Shape: (P,)"""
-        if next(self.model.parameters()).device != batch.input_ids.device:
-            self.model.to(batch.input_ids.device)
+    def token_logps(self, batch: Any, temperature: float = 1.0) -> torch.Tensor:
+        """Per-target log-probs at `temperature` (online RL's KL), for either rollout layout. Shape: (P,)"""
+        device = batch.targets.device
+        if next(self.model.parameters()).device != device:
+            self.model.to(device)
         with evaluation_mode(self.model):
-            return scaled_target_logps(self.model, batch, temperature)[0]
+            return rollout_logps(self.model, batch, temperature)[0]
 
 
 class AdapterReference:
@@ -93,10 +95,10 @@ class AdapterReference:
         with evaluation_mode(model), model.disable_adapter():
             return response_logps(model, batch)[0]
 
-    def token_logps(self, batch: PackedBatch, temperature: float = 1.0) -> torch.Tensor:
+    def token_logps(self, batch: Any, temperature: float = 1.0) -> torch.Tensor:
         model = unwrap(self.policy)
         with evaluation_mode(model), model.disable_adapter():
-            return scaled_target_logps(model, batch, temperature)[0]
+            return rollout_logps(model, batch, temperature)[0]
 
 
 Reference = FrozenReference | AdapterReference

@@ -27,7 +27,7 @@ from pydantic import Field, field_validator
 
 from vietnamese_ai.data.layout import PackedBatch
 from vietnamese_ai.losses.online import aggregate, clipped_surrogate, group_advantages, k3_kl
-from vietnamese_ai.models.forward import scaled_target_logps
+from vietnamese_ai.models.prompt_cache import rollout_logps
 from vietnamese_ai.recipes.online import OnlineConfig, OnlineMethod, global_mean_std, run_online
 from vietnamese_ai.training.loop import StepOutput, TrainResult
 
@@ -47,12 +47,6 @@ class GRPOConfig(OnlineConfig):
         return {True: "group", False: "none", "true": "group", "false": "none"}.get(value, value)
 
 
-def token_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of each kept position's (tempered) next-token distribution. Shape: (K, V) -> (K,)"""
-    logp = torch.log_softmax(logits, dim=-1)
-    return -(logp.exp() * logp).sum(-1)
-
-
 def grpo_advantages(config: GRPOConfig):
     def advantages(rewards: torch.Tensor, kl: torch.Tensor | None, accelerator: Any) -> torch.Tensor:
         batch_std = None
@@ -68,7 +62,7 @@ def grpo_loss_fn(config: GRPOConfig):
 
     def loss(model: Any, batch: PackedBatch) -> StepOutput:
         rollout = batch.extras["rollout"]
-        logps, logits = scaled_target_logps(model, batch, config.temperature)
+        logps, entropy = rollout_logps(model, batch, config.temperature, entropy=True)
         old = rollout.old_logps if rollout.old_logps is not None else logps.detach()  # on-policy: ratio exactly 1
         advantages = rollout.advantages[batch.target_groups]
         per_token, low, high = clipped_surrogate(logps, old, advantages, config.epsilon, epsilon_high, config.delta)
@@ -83,8 +77,6 @@ def grpo_loss_fn(config: GRPOConfig):
             metrics["kl"] = ((kl.detach() * mask).sum(), tokens)
         total = aggregate(per_token, mask, batch.target_groups, batch.num_groups, config.loss_type,
                           config.max_completion_length)
-        with torch.no_grad():
-            entropy = token_entropy(logits).index_select(0, batch.target_index)
         metrics.update({
             "entropy": ((entropy * mask).sum(), tokens),
             "clip_ratio/low_mean": ((low.float() * mask).sum(), tokens),

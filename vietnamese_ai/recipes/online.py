@@ -79,6 +79,7 @@ class OnlineConfig(TrainingConfig):
     disable_dropout: bool = Field(True, description="Switch dropout off, so that the ratio is exactly 1 on a rollout's first pass (TRL's default is off).")
     packing: bool = Field(True, description="Pack several prompts' completions per row (off automatically if the model cannot pack exactly).")
     prefix_sharing: bool = Field(True, description="Compute each prompt once for all its completions (off automatically if inexact).")
+    prompt_cache: bool = Field(True, description="With prefix_sharing: run the prompts once and the completions on their KV cache, rather than as branches of one masked row (off automatically if inexact, or with gradient checkpointing).")
     log_completions: bool = Field(True, description="Write sampled prompts, completions and rewards to completions.jsonl.")
     completions_steps: int | None = Field(None, ge=1, description="Write completions.jsonl every N steps (default: logging_steps).")
     num_completions_to_print: int | None = Field(8, ge=1, description="Completions written each time (null: all of this process's).")
@@ -282,6 +283,7 @@ class RolloutSource:
                  method: OnlineMethod, reference: Any, pack: bool, share: bool, pad_token_id: int, pair_cost: float):
         self.config, self.prompts, self.tokenizer, self.rewards, self.method = config, prompts, tokenizer, rewards, method
         self.reference, self.pack, self.share = reference, pack, share
+        self.cache_prompts = False   # set by run_online when the model computes it exactly
         self.pad_token_id, self.pair_cost = pad_token_id, pair_cost
         self.examples = len(prompts)
         self.rollout: Rollout | None = None
@@ -329,7 +331,7 @@ class RolloutSource:
 
     def _batch(self, rollout: Rollout, indices: list[int]) -> Any:
         return rollout_batch(rollout, indices, self.pack, self.share, self.pad_token_id, self.pair_cost,
-                             self.method.count_tokens, self.config.mask_truncated_completions)
+                             self.method.count_tokens, self.config.mask_truncated_completions, self.cache_prompts)
 
     def _take_prompts(self, state: TrainerState) -> list[tuple[int, int, PromptExample]]:
         """This process's prompts for the next rollout: (epoch, position in the epoch's order, prompt)."""
@@ -413,7 +415,8 @@ class RolloutSource:
         want_old = self.method.old_logps_always or not on_policy
         if not want_old and self.reference is None:
             return None
-        from vietnamese_ai.models.forward import scaled_target_logps, unwrap
+        from vietnamese_ai.models.forward import unwrap
+        from vietnamese_ai.models.prompt_cache import rollout_logps
         from vietnamese_ai.models.reference import evaluation_mode
 
         old = [[] for _ in rollout.completion_ids] if want_old else None
@@ -427,7 +430,7 @@ class RolloutSource:
             with self.accelerator.autocast():
                 if old is not None:
                     with evaluation_mode(policy):
-                        values = scaled_target_logps(policy, batch, config.temperature)[0]
+                        values = rollout_logps(policy, batch, config.temperature)[0]
                     for k, v in zip(indices, values[order].float().cpu().split(splits)):
                         old[k] = v.tolist()
                 if ref is not None:
@@ -520,7 +523,7 @@ def run_online(config: OnlineConfig, method: OnlineMethod, loss_fn: Any, model: 
                train_records: Any = None, reward_funcs: list[Any] | None = None) -> Any:
     """Everything an online method does before the loop: prompts checked and tokenised, rollout shape
     and rewards checked (all before the model loads), then the policy, the reference, the layout."""
-    from vietnamese_ai.models.exactness import choose_layout
+    from vietnamese_ai.models.exactness import choose_layout, prompt_cache_support
     from vietnamese_ai.recipes.common import (
         load_policy,
         load_tokenizer_for,
@@ -547,9 +550,13 @@ def run_online(config: OnlineConfig, method: OnlineMethod, loss_fn: Any, model: 
     reference_model = getattr(reference, "model", None)
     longest = max(len(p.ids) for p in prompts) + config.max_completion_length
     pack, share = choose_layout([model, reference_model], config.packing, config.prefix_sharing, longest=longest)
-    log.info("%s: %d prompts, %d completions each, rewards: %s; layout: packing %s, prefix sharing %s", method.name,
-             len(prompts), config.num_generations, ", ".join(f"{t.name} x{t.weight:g}" for t in rewards),
-             "on" if pack else "off", "on" if share else "off")
+    cache_prompts = config.prefix_sharing and config.prompt_cache and not config.gradient_checkpointing and all(
+        prompt_cache_support(m, longest) for m in (model, reference_model) if m is not None)
+    log.info("%s: %d prompts, %d completions each, rewards: %s; layout: %s", method.name, len(prompts),
+             config.num_generations, ", ".join(f"{t.name} x{t.weight:g}" for t in rewards),
+             "prompts once, completions on their KV cache" if cache_prompts else
+             f"packing {'on' if pack else 'off'}, prefix sharing {'on' if share else 'off'}")
     source = RolloutSource(config, prompts, tokenizer, rewards, method, reference, pack, share,
                            pad_token_id(tokenizer, model), pair_cost(model))
+    source.cache_prompts = cache_prompts
     return train(model, tokenizer, config, None, None, loss_fn, source=source)

@@ -30,8 +30,7 @@ from pydantic import Field, model_validator
 
 from vietnamese_ai.data.layout import PackedBatch
 from vietnamese_ai.losses.online import STD_EPSILON, clipped_surrogate, k3_kl, leave_one_out_advantages, sequence_sums
-from vietnamese_ai.models.forward import scaled_target_logps
-from vietnamese_ai.recipes.grpo import token_entropy
+from vietnamese_ai.models.prompt_cache import rollout_logps
 from vietnamese_ai.recipes.online import OnlineConfig, OnlineMethod, global_mean_std, run_online
 from vietnamese_ai.training.loop import StepOutput, TrainResult
 
@@ -71,7 +70,7 @@ def rloo_loss_fn(config: RLOOConfig):
 
     def loss(model: Any, batch: PackedBatch) -> StepOutput:
         rollout = batch.extras["rollout"]
-        logps, logits = scaled_target_logps(model, batch, config.temperature)
+        logps, entropy = rollout_logps(model, batch, config.temperature, entropy=True)
         old = rollout.old_logps if rollout.old_logps is not None else logps.detach()
         mask, groups, count = rollout.token_mask, batch.target_groups, batch.num_groups
         sequence_logps, sequence_old = sequence_sums(logps * mask, groups, count), sequence_sums(old * mask, groups, count)
@@ -88,8 +87,6 @@ def rloo_loss_fn(config: RLOOConfig):
                 lengths = sequence_sums(mask, groups, count).clamp(min=1)
                 per_sequence = per_sequence + config.beta * sequence_sums(kl, groups, count) / lengths
                 metrics["kl"] = (kl.detach().sum(), tokens)
-        with torch.no_grad():
-            entropy = token_entropy(logits).index_select(0, batch.target_index)
         sequences = float(count)
         metrics.update({
             "entropy": ((entropy * mask).sum(), tokens),
