@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--prompt-words", default="120-240", help="prompt length range in words (short: 8-40)")
+    parser.add_argument("--gain-seeds", type=int, default=0,
+                        help="instead of timing: the reward gain of ours and TRL's default over this many seeds")
     args = parser.parse_args()
     low, high = (int(x) for x in args.prompt_words.split("-"))
     model, data = workload(words=(low, high))
@@ -59,7 +61,10 @@ def main() -> None:
     common = {"model": model, "data": data, "reward_file": os.path.join(HERE, "rewards.py"), "num_generations": 8,
               "batch_size": 16, "accumulation": 2, "max_completion_length": 64, "lr": 1e-3, "steps": args.steps,
               "beta": 0.0, "threads": args.threads, "seed": 0}
-    for method in (("grpo", "rloo") if args.method == "both" else (args.method,)):
+    methods = ("grpo", "rloo") if args.method == "both" else (args.method,)
+    if args.gain_seeds:
+        return reward_gains(methods, common, trl, args.gain_seeds)
+    for method in methods:
         configs = {
             "vietnamese-ai (default: prompt cache)": (sys.executable, "ours_online.py", {}),
             "  prompts shared as branches instead": (sys.executable, "ours_online.py", {"prompt_cache": False}),
@@ -86,6 +91,25 @@ def main() -> None:
               f"up to 64 tokens each, {args.threads} CPU threads, median of {args.repeats} by training time\n")
         print(table(rows, ("run", "s/step", "vs TRL", "sampling s", "scoring s", "log-prob s", "training s", "peak MiB",
                            "reward first -> last 3")))
+
+
+def reward_gains(methods: tuple[str, ...], common: dict, trl: str, seeds: int) -> None:
+    """One run per seed and side. The gain is the mean reward of the last three steps minus the first
+    step's; the two sides sample different completions from the same seed, so one seed's gap is noise."""
+    for method in methods:
+        rows = []
+        for name, python, driver in (("vietnamese-ai", sys.executable, "ours_online.py"),
+                                     (f"TRL {method.upper()}Trainer", trl, "trl_online.py")):
+            gains = []
+            for seed in range(seeds):
+                log(f"{method}: {name} seed {seed}")
+                r = median_run(python, driver, {**common, "method": method, "seed": seed,
+                                                "output_dir": os.path.join(WORK, f"{method}-gain")}, 1)
+                gains.append(statistics.fmean(r["rewards"][-3:]) - r["rewards"][0])
+            rows.append((name, " ".join(f"{g:+.3f}" for g in gains), f"{statistics.fmean(gains):+.3f}",
+                         f"{statistics.stdev(gains):.3f}" if seeds > 1 else "-"))
+        print(f"\n{method.upper()}: reward gain (last 3 steps minus first) over seeds 0..{seeds - 1}\n")
+        print(table(rows, ("run", "per seed", "mean", "std")))
 
 
 if __name__ == "__main__":

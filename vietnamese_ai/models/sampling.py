@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from vietnamese_ai.models.forward import base_model, unwrap
+from vietnamese_ai.models.generation import left_pad
 from vietnamese_ai.models.reference import evaluation_mode
 
 log = logging.getLogger("vietnamese_ai")
@@ -90,16 +91,6 @@ def _forward_takes(model_class: type, name: str) -> bool:
     return name in inspect.signature(model_class.forward).parameters
 
 
-def _left_pad(prompts: list[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[i, width - len(p):] = 1
-    return ids.to(device), mask.to(device)
-
-
 def _grow_in_place(cache: Any, extra: int) -> None:
     """Give each plain growing cache layer buffers for `extra` more tokens, written in place.
 
@@ -144,7 +135,7 @@ def _decode_loop(model: Any, prompts: list[list[int]], group: int, uniforms: tor
     """Our KV-cached decoding: prefill each prompt once, repeat its cache `group` times, then one token
     per step for every row. Shape: returns (len(prompts) * group, max_new_tokens) long, pad after EOS."""
     device = uniforms.device
-    input_ids, mask = _left_pad(prompts, pad, device)
+    input_ids, mask = (t.to(device) for t in left_pad(prompts, pad))
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     kind = type(base_model(model))
     extra = {"position_ids": positions} if _forward_takes(kind, "position_ids") else {}
@@ -198,7 +189,7 @@ def _generate_fallback(model: Any, prompts: list[list[int]], group: int, uniform
     from transformers import LogitsProcessorList
 
     rows = [p for p in prompts for _ in range(group)]
-    input_ids, mask = _left_pad(rows, pad, uniforms.device)
+    input_ids, mask = (t.to(uniforms.device) for t in left_pad(rows, pad))
     processor = _PickProcessor(uniforms, input_ids.shape[1], temperature, top_k, top_p)
     output = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                             logits_processor=LogitsProcessorList([processor]), pad_token_id=pad, eos_token_id=eos,
