@@ -68,3 +68,45 @@ def sft_file(tmp_path) -> str:
     rows = [{"prompt": f"Câu hỏi số {i}: thủ đô của Việt Nam là gì?", "completion": " Thủ đô của Việt Nam là Hà Nội." + " nhé" * (i % 4)}
             for i in range(12)]
     return write_jsonl(tmp_path / "train.jsonl", rows)
+
+
+# Online RL: chat prompts and reward functions with TRL's signature.
+QUESTIONS = ["Thủ đô của Việt Nam là gì?", "What is AI?", "Xin chào", "Hello there", "Tôi không biết",
+             "The capital of Vietnam?", "Học máy là gì?", "Cảm ơn bạn"]
+REWARDS = '''
+import math
+
+def even_tokens(prompts, completions, completion_ids, **kwargs):
+    return [sum(1 for t in ids if t % 2 == 0) / len(ids) for ids in completion_ids]
+
+def constant(prompts, completions, **kwargs):
+    return [1.0] * len(completions)
+
+def raises(prompts, completions, **kwargs):
+    raise ValueError("the judge is down")
+
+def too_few(prompts, completions, **kwargs):
+    return [1.0]
+
+def not_a_number(prompts, completions, **kwargs):
+    return [math.nan] * len(completions)
+
+def sees_columns(prompts, completions, completion_ids, topic, trainer_state, **kwargs):
+    assert len(topic) == len(completions) and isinstance(completions[0], list)
+    assert completions[0][0]["role"] == "assistant" and prompts[0][0]["role"] == "user"
+    return [float(t == "geo") for t in topic]
+'''
+
+
+@pytest.fixture
+def prompts_file(tmp_path):
+    return write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": [{"role": "user", "content": q}],
+                                                     "topic": "geo" if "capital" in q or "Thủ đô" in q else "other"}
+                                                    for q in QUESTIONS])
+
+
+@pytest.fixture
+def rewards_file(tmp_path):
+    path = tmp_path / "rewards.py"
+    path.write_text(REWARDS)
+    return str(path)

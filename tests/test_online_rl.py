@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import read_jsonl, write_jsonl
+from tests.conftest import QUESTIONS, read_jsonl, write_jsonl
 from vietnamese_ai.cli import main
 from vietnamese_ai.data.rollout import Rollout, rollout_batch
 from vietnamese_ai.data.tokenize import prompt_ids
@@ -19,47 +19,6 @@ from vietnamese_ai.models.loading import disable_dropout, load_causal_lm, load_t
 from vietnamese_ai.models.sampling import sample_completions
 from vietnamese_ai.recipes.grpo import GRPOConfig, run_grpo
 from vietnamese_ai.recipes.rloo import RLOOConfig, run_rloo
-
-QUESTIONS = ["Thủ đô của Việt Nam là gì?", "What is AI?", "Xin chào", "Hello there", "Tôi không biết",
-             "The capital of Vietnam?", "Học máy là gì?", "Cảm ơn bạn"]
-REWARDS = '''
-import math
-
-def even_tokens(prompts, completions, completion_ids, **kwargs):
-    return [sum(1 for t in ids if t % 2 == 0) / len(ids) for ids in completion_ids]
-
-def constant(prompts, completions, **kwargs):
-    return [1.0] * len(completions)
-
-def raises(prompts, completions, **kwargs):
-    raise ValueError("the judge is down")
-
-def too_few(prompts, completions, **kwargs):
-    return [1.0]
-
-def not_a_number(prompts, completions, **kwargs):
-    return [math.nan] * len(completions)
-
-def sees_columns(prompts, completions, completion_ids, topic, trainer_state, **kwargs):
-    assert len(topic) == len(completions) and isinstance(completions[0], list)
-    assert completions[0][0]["role"] == "assistant" and prompts[0][0]["role"] == "user"
-    return [float(t == "geo") for t in topic]
-'''
-
-
-@pytest.fixture
-def prompts_file(tmp_path):
-    return write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": [{"role": "user", "content": q}],
-                                                     "topic": "geo" if "capital" in q or "Thủ đô" in q else "other"}
-                                                    for q in QUESTIONS])
-
-
-@pytest.fixture
-def rewards_file(tmp_path):
-    path = tmp_path / "rewards.py"
-    path.write_text(REWARDS)
-    return str(path)
-
 
 def _config(cls, tmp_path, tiny_model, prompts_file, reward, **kw):
     values = dict(model_name_or_path=tiny_model, dataset=prompts_file, reward=reward, output_dir=str(tmp_path / "run"),

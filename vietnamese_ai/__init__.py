@@ -35,6 +35,8 @@ _EXPORTS = {
     "run_grpo": "vietnamese_ai.recipes.grpo",
     "RLOOConfig": "vietnamese_ai.recipes.rloo",
     "run_rloo": "vietnamese_ai.recipes.rloo",
+    "PPOConfig": "vietnamese_ai.recipes.ppo",
+    "run_ppo": "vietnamese_ai.recipes.ppo",
     "SFTConfig": "vietnamese_ai.recipes.sft",
     "run_sft": "vietnamese_ai.recipes.sft",
     "UserError": "vietnamese_ai.errors",

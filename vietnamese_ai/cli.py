@@ -30,6 +30,8 @@ METHODS: dict[str, tuple[str, str, str, str]] = {
              "Online RL: GRPO, group-relative advantages over num_generations samples per prompt."),
     "rloo": ("vietnamese_ai.recipes.rloo", "RLOOConfig", "run_rloo",
              "Online RL: RLOO, a leave-one-out baseline over num_generations samples per prompt."),
+    "ppo": ("vietnamese_ai.recipes.ppo", "PPOConfig", "run_ppo",
+            "Online RL: PPO with a value head, a per-token KL penalty (fixed or adaptive) and GAE."),
     "feedback generate": ("vietnamese_ai.recipes.feedback", "GenerateConfig", "run_generate",
                           "AI feedback: sample candidate answers (N per prompt, several temperatures)."),
     "feedback label": ("vietnamese_ai.recipes.feedback", "LabelConfig", "run_label",

@@ -33,6 +33,10 @@ class Rollout:
     old_logps: list[list[float]] | None = None  # [M][completion length] when sampled, at the sampling temperature;
                                                 # None: trained on-policy (the current log-probs, detached)
     ref_logps: list[list[float]] | None = None  # [M][completion length] under the reference (KL); None: no KL
+    # PPO (a value head): per token, the value at sampling time, the GAE advantage and the return
+    values: list[list[float]] | None = None
+    token_advantages: list[list[float]] | None = None
+    returns: list[list[float]] | None = None
 
     def prompt_of(self, completion: int) -> int:
         return completion // self.group_size
@@ -52,17 +56,20 @@ class RolloutBatch:
     Shape:
         advantages: (C,) one per completion of the micro-batch (the batch's groups)
         token_mask: (P,) 1.0 where a target token counts in the loss, 0.0 where it does not
-        old_logps, ref_logps: (P,) per target token, in the batch's target order, or None
+        old_logps, ref_logps, old_values, token_advantages, returns: (P,) per target token, in the
+            batch's target order, or None
     """
 
     advantages: torch.Tensor
     token_mask: torch.Tensor
     old_logps: torch.Tensor | None = None
     ref_logps: torch.Tensor | None = None
+    old_values: torch.Tensor | None = None
+    token_advantages: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> "RolloutBatch":
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return RolloutBatch(move(self.advantages), move(self.token_mask), move(self.old_logps), move(self.ref_logps))
+        return RolloutBatch(**{k: None if v is None else v.to(device) for k, v in self.__dict__.items()})
 
 
 def completion_sequences(rollout: Rollout, indices: list[int], share: bool) -> list[Sequence]:
@@ -110,7 +117,8 @@ def rollout_batch(rollout: Rollout, indices: list[int], pack: bool, share: bool,
     batch.num_items = int(token_mask.sum()) if count_tokens else len(indices)
     pick = lambda values: None if values is None else align_to_targets(batch, [values[k] for k in indices])  # noqa: E731
     batch.extras["rollout"] = RolloutBatch(torch.tensor([rollout.advantages[k] for k in indices], dtype=torch.float32),
-                                           token_mask, pick(rollout.old_logps), pick(rollout.ref_logps))
+                                           token_mask, pick(rollout.old_logps), pick(rollout.ref_logps),
+                                           pick(rollout.values), pick(rollout.token_advantages), pick(rollout.returns))
     return batch
 
 

@@ -13,8 +13,10 @@ for chat data about half the tokens are prompt, so this halves the vocabulary pr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -63,6 +65,20 @@ def model_inputs(model: Any, batch: PackedBatch) -> dict[str, Any]:
         else next(inner.parameters()).dtype
     inputs["attention_mask"] = attention_mask(inner, batch, eager=attn_implementation(model) == "eager", dtype=dtype)
     return inputs
+
+
+@contextlib.contextmanager
+def head_inputs(model: Any) -> Iterator[list[torch.Tensor]]:
+    """Record what the output layer receives: the final hidden states at exactly the positions whose
+    logits are computed, in the same order. A value head reads them, so that the policy and its value
+    come from one forward pass whatever the layout."""
+    captured: list[torch.Tensor] = []
+    hook = base_model(model).get_output_embeddings().register_forward_hook(
+        lambda module, args, output: captured.append(args[0]))
+    try:
+        yield captured
+    finally:
+        hook.remove()
 
 
 def kept_logits(model: Any, batch: PackedBatch, **kwargs: Any) -> torch.Tensor:

@@ -19,6 +19,7 @@ training, so it rules this path out.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -27,10 +28,13 @@ from vietnamese_ai.data.rollout import CachedPromptBatch
 from vietnamese_ai.models.forward import unwrap
 
 
-def cached_prompt_logits(model: Any, batch: CachedPromptBatch) -> torch.Tensor:
-    """The next-token logits that predict every target of the batch, in target order.
+def cached_prompt_logits(model: Any, batch: CachedPromptBatch,
+                         hidden: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """The next-token logits that predict every target of the batch, in target order. With `hidden`
+    (the list that forward.head_inputs fills), its two entries are replaced by one: the final hidden
+    states at the same positions, in the same order.
 
-    Shape: returns (P, V)
+    Shape: returns (P, V); hidden becomes [(P, H)]
     """
     positions = (batch.prompt_mask.cumsum(-1) - 1).clamp(min=0)
     first = unwrap(model)(input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask, position_ids=positions,
@@ -53,6 +57,11 @@ def cached_prompt_logits(model: Any, batch: CachedPromptBatch) -> torch.Tensor:
     starts = torch.cumsum(lengths - 1, 0) - (lengths - 1)
     index = torch.cat([torch.cat([g.view(1), count + starts[g] + torch.arange(int(lengths[g]) - 1, device=lengths.device)])
                        for g in torch.arange(count, device=lengths.device)])
+    if hidden is not None:
+        first_hidden, rest_hidden = hidden
+        width = first_hidden.shape[-1]
+        hidden[:] = [torch.cat([first_hidden[:, -1].index_select(0, batch.owner),
+                                rest_hidden.reshape(-1, width)]).index_select(0, index)]
     return torch.cat([first.logits[:, -1].index_select(0, batch.owner), rest]).index_select(0, index)
 
 
@@ -63,21 +72,43 @@ def rollout_logps(model: Any, batch: Any, temperature: float = 1.0,
 
     Shape: returns (P,) float32 and (P,) float32 or None
     """
-    from vietnamese_ai.losses import target_logps
-    from vietnamese_ai.models.forward import scaled_target_logps
+    logps, entropies, _ = rollout_forward(model, batch, temperature, entropy)
+    return logps, entropies
 
-    if isinstance(batch, CachedPromptBatch):
-        logits = cached_prompt_logits(model, batch).float()
-        if temperature != 1.0:
-            logits = logits / temperature
-        index = torch.arange(len(batch.targets), device=logits.device)
-        logps, per_position, positions = target_logps(logits, index, batch.targets), logits, index
-    else:
-        logps, per_position = scaled_target_logps(model, batch, temperature)
-        positions = batch.target_index
+
+def rollout_forward(model: Any, batch: Any, temperature: float = 1.0, entropy: bool = False,
+                    value_head: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                                        torch.Tensor | None]:
+    """rollout_logps, and with `value_head` the value of every target position from the same pass:
+    the head applied to the final hidden state that predicts the target (the state before it).
+
+    Shape: returns (P,) float32, (P,) float32 or None, (P,) float32 or None
+    """
+    from vietnamese_ai.losses import target_logps
+    from vietnamese_ai.models.forward import head_inputs, scaled_target_logps
+
+    capture = head_inputs(model) if value_head is not None else contextlib.nullcontext(None)
+    with capture as hidden:
+        if isinstance(batch, CachedPromptBatch):
+            logits = cached_prompt_logits(model, batch, hidden).float()
+            if temperature != 1.0:
+                logits = logits / temperature
+            index = torch.arange(len(batch.targets), device=logits.device)
+            logps, per_position, positions = target_logps(logits, index, batch.targets), logits, index
+        else:
+            logps, per_position = scaled_target_logps(model, batch, temperature)
+            positions = batch.target_index
+            if hidden is not None:
+                states = hidden[-1]
+                states = (states.reshape(-1, states.shape[-1]) if states.shape[:-1].numel() == per_position.shape[0]
+                          else states[batch.logits_mask])       # a model that computed logits everywhere
+                hidden[:] = [states.index_select(0, positions)]
+    values = None
+    if value_head is not None:
+        values = value_head(hidden[0].to(value_head.weight.dtype)).squeeze(-1).float()
     if not entropy:
-        return logps, None
+        return logps, None, values
     with torch.no_grad():
         logp = torch.log_softmax(per_position, dim=-1)
-        values = -(logp.exp() * logp).sum(-1)
-    return logps, values.index_select(0, positions)
+        entropies = -(logp.exp() * logp).sum(-1)
+    return logps, entropies.index_select(0, positions), values

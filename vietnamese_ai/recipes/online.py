@@ -274,6 +274,7 @@ class OnlineMethod:
     advantages: Callable[[torch.Tensor, torch.Tensor | None, Any], torch.Tensor]
     count_tokens: bool                 # the loss is a token mean (dapo) rather than a completion mean
     old_logps_always: bool = False     # compute the sampling policy's log-probs even when training on-policy
+    values: bool = False               # read the policy's value head in the rollout pass (PPO)
 
 
 class RolloutSource:
@@ -327,6 +328,10 @@ class RolloutSource:
             self.cursor += 1
         return step
 
+    @classmethod
+    def check_prompts(cls, config: OnlineConfig, prompts: list[PromptExample]) -> None:
+        """Refuse settings the prompts make impossible, before the model loads (for methods to extend)."""
+
     # --- one rollout phase
 
     def _batch(self, rollout: Rollout, indices: list[int]) -> Any:
@@ -367,14 +372,19 @@ class RolloutSource:
 
         rollout = Rollout(group, [p.ids for _, _, p in taken], [s.token_ids for s in samples], finished,
                           rewards.tolist(), [0.0] * len(samples), self._micro_batches(len(samples), state))
-        kl = self._rollout_logps(rollout)
-        advantages = self.method.advantages(rewards.view(-1, group).float(), kl, self.accelerator)
-        rollout.advantages = advantages.flatten().tolist()
+        advantages = self._advantages(rollout, rewards, step)
         self.rollout, self.rollout_json, self.cursor = rollout, rollout.as_json(), 0
         done = time.perf_counter()
         self._measure(step, parts, rewards, samples, {"generation": generated - started, "scoring": scored - generated,
                                                       "logps": done - scored})
-        self._log_completions(state, prompts, texts, parts, rewards, advantages.flatten())
+        self._log_completions(state, prompts, texts, parts, rewards, advantages)
+
+    def _advantages(self, rollout: Rollout, rewards: torch.Tensor, step: StepBatches) -> torch.Tensor:
+        """The log-prob passes the method needs, then its advantages (one per completion, (M,))."""
+        kl = self._rollout_logps(rollout)
+        advantages = self.method.advantages(rewards.view(-1, rollout.group_size).float(), kl, self.accelerator).flatten()
+        rollout.advantages = advantages.tolist()
+        return advantages
 
     def _micro_batches(self, count: int, state: TrainerState) -> list[list[int]]:
         """Completion indices per micro-batch. With several micro-batches, a seeded shuffle mixes the
@@ -416,12 +426,14 @@ class RolloutSource:
         if not want_old and self.reference is None:
             return None
         from vietnamese_ai.models.forward import unwrap
-        from vietnamese_ai.models.prompt_cache import rollout_logps
+        from vietnamese_ai.models.prompt_cache import rollout_forward
         from vietnamese_ai.models.reference import evaluation_mode
 
         old = [[] for _ in rollout.completion_ids] if want_old else None
         ref = [[] for _ in rollout.completion_ids] if self.reference is not None else None
         policy = unwrap(self.model)
+        value_head = getattr(policy, "value_head", None) if self.method.values else None
+        values = [[] for _ in rollout.completion_ids] if value_head is not None else None
         device = next(policy.parameters()).device
         for indices in rollout.micro_batches:
             batch = self._batch(rollout, indices).to(device)
@@ -430,14 +442,17 @@ class RolloutSource:
             with self.accelerator.autocast():
                 if old is not None:
                     with evaluation_mode(policy):
-                        values = rollout_logps(policy, batch, config.temperature)[0]
-                    for k, v in zip(indices, values[order].float().cpu().split(splits)):
+                        logps, _, estimates = rollout_forward(policy, batch, config.temperature, value_head=value_head)
+                    for k, v in zip(indices, logps[order].float().cpu().split(splits)):
                         old[k] = v.tolist()
+                    if values is not None:
+                        for k, v in zip(indices, estimates[order].float().cpu().split(splits)):
+                            values[k] = v.tolist()
                 if ref is not None:
-                    values = self.reference.token_logps(batch, config.temperature)
-                    for k, v in zip(indices, values[order].float().cpu().split(splits)):
+                    reference = self.reference.token_logps(batch, config.temperature)
+                    for k, v in zip(indices, reference[order].float().cpu().split(splits)):
                         ref[k] = v.tolist()
-        rollout.old_logps, rollout.ref_logps = old, ref
+        rollout.old_logps, rollout.ref_logps, rollout.values = old, ref, values
         if old is None or ref is None:
             return None
         sums = [sum(a - b for a, b in zip(o, r)) for o, r in zip(old, ref)]
@@ -454,14 +469,15 @@ class RolloutSource:
                 m, s = global_mean_std(column, self.accelerator)
                 step.sums[f"rewards/{term.name}/mean"], step.sums[f"rewards/{term.name}/std"] = (m, 1.0), (s, 1.0)
         groups = rewards.view(-1, self.config.num_generations)
-        flat_groups = float((groups.std(dim=1) < 1e-8).sum())
+        flat_groups = float((groups.std(dim=1) < 1e-8).sum()) if groups.shape[1] > 1 else 0.0
         lengths = torch.tensor([len(s.token_ids) for s in samples], dtype=torch.float64)
         unfinished = torch.tensor([not s.finished for s in samples], dtype=torch.float64)
         n_groups, flat, count, total, cut = reduce_sums(self.accelerator, [float(groups.shape[0]), flat_groups,
                                                                           float(len(samples)), float(lengths.sum()),
                                                                           float(unfinished.sum())])
-        step.sums.update({"frac_reward_zero_std": (flat / n_groups, 1.0),
-                          "completions/mean_length": (total / count, 1.0),
+        if groups.shape[1] > 1:
+            step.sums["frac_reward_zero_std"] = (flat / n_groups, 1.0)
+        step.sums.update({"completions/mean_length": (total / count, 1.0),
                           "completions/clipped_ratio": (cut / count, 1.0)})
         step.extremes.update({"completions/min_length": ("min", float(lengths.min())),
                               "completions/max_length": ("max", float(lengths.max()))})
@@ -520,7 +536,8 @@ def _callable_term(function: Callable[..., Any]) -> RewardTerm:
 
 
 def run_online(config: OnlineConfig, method: OnlineMethod, loss_fn: Any, model: Any = None, tokenizer: Any = None,
-               train_records: Any = None, reward_funcs: list[Any] | None = None) -> Any:
+               train_records: Any = None, reward_funcs: list[Any] | None = None, source_class: type | None = None,
+               prepare_policy: Callable[[Any], None] | None = None) -> Any:
     """Everything an online method does before the loop: prompts checked and tokenised, rollout shape
     and rewards checked (all before the model loads), then the policy, the reference, the layout."""
     from vietnamese_ai.models.exactness import choose_layout, prompt_cache_support
@@ -545,18 +562,24 @@ def run_online(config: OnlineConfig, method: OnlineMethod, loss_fn: Any, model: 
     rewards = (build_rewards(config, state.device) if config.reward else []) + [_callable_term(f) for f in reward_funcs or []]
     tokenizer = tokenizer or load_tokenizer_for(config, model)
     prompts = tokenize_prompts(train_raw, tokenizer, config.max_prompt_length)
+    source_class = source_class or RolloutSource
+    source_class.check_prompts(config, prompts)
     model, tokenizer = load_policy(config, model, tokenizer)
     reference = resolve_reference(config, model)
+    if prepare_policy is not None:
+        prepare_policy(model)   # after the reference was copied from it
     reference_model = getattr(reference, "model", None)
     longest = max(len(p.ids) for p in prompts) + config.max_completion_length
-    pack, share = choose_layout([model, reference_model], config.packing, config.prefix_sharing, longest=longest)
-    cache_prompts = config.prefix_sharing and config.prompt_cache and not config.gradient_checkpointing and all(
+    # One completion per prompt (PPO) leaves nothing to share: the plain layout is the cheaper one.
+    sharing = config.prefix_sharing and config.num_generations > 1
+    pack, share = choose_layout([model, reference_model], config.packing, sharing, longest=longest)
+    cache_prompts = sharing and config.prompt_cache and not config.gradient_checkpointing and all(
         prompt_cache_support(m, longest) for m in (model, reference_model) if m is not None)
     log.info("%s: %d prompts, %d completions each, rewards: %s; layout: %s", method.name, len(prompts),
              config.num_generations, ", ".join(f"{t.name} x{t.weight:g}" for t in rewards),
              "prompts once, completions on their KV cache" if cache_prompts else
              f"packing {'on' if pack else 'off'}, prefix sharing {'on' if share else 'off'}")
-    source = RolloutSource(config, prompts, tokenizer, rewards, method, reference, pack, share,
+    source = source_class(config, prompts, tokenizer, rewards, method, reference, pack, share,
                            pad_token_id(tokenizer, model), pair_cost(model))
     source.cache_prompts = cache_prompts
     return train(model, tokenizer, config, None, None, loss_fn, source=source)

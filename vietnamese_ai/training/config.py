@@ -55,7 +55,11 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(),
                               coerce_numbers_to_str=True, allow_inf_nan=False)
 
+    # Other names a key is known by (a peer's, or an older one): renamed before validation.
+    renamed_keys: ClassVar[dict[str, str]] = {}
+
     def __init__(self, **values: Any):
+        values = renamed(type(self), values)
         for key in values:
             if key not in type(self).model_fields:
                 raise unknown_key(key, list(type(self).model_fields))
@@ -72,6 +76,25 @@ class Config(BaseModel):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def renamed(cls: type[BaseModel], values: dict[str, Any], sources: dict[str, str] | None = None) -> dict[str, Any]:
+    """`values` with every other name of a key replaced by the key's own; both names at once with
+    different values is an error."""
+    names = getattr(cls, "renamed_keys", {})
+    if not any(key in names for key in values):
+        return values
+    out, given_as = {}, {}
+    for key, value in values.items():
+        target = names.get(key, key)
+        if target in out and out[target] != value:
+            other = given_as[target] if key == target else key
+            raise InvalidValue(other, f"the same setting as '{target}'; give one of them")
+        given_as[target] = key
+        if sources is not None and target != key:
+            sources[target] = sources.get(key, "config")
+        out[target] = value
+    return out
 
 
 def invalid(error: ValidationError) -> InvalidValue:
@@ -209,6 +232,10 @@ def load_config(cls: type[C], config_file: str | None = None, overrides: list[st
     for item in overrides or []:
         key, value, raw = parse_override(item)
         values[key], sources[key] = (raw if _text_only(cls, key) and value is not None else value), "command line"
+    try:
+        values = renamed(cls, values, sources)
+    except InvalidValue as e:
+        raise ConfigError(f"{sources.get(e.key or '', 'config')}: {e}") from None
     for key in values:
         if key not in cls.model_fields:
             raise ConfigError(f"{sources.get(key, 'config')}: {unknown_key(key, list(cls.model_fields))}")
@@ -238,4 +265,7 @@ def describe(cls: type[BaseModel]) -> str:
         default = "REQUIRED" if info.is_required() or name in required else f"default: {info.default.value if isinstance(info.default, enum.Enum) else info.default!r}"
         kind = type_name(info.annotation).removesuffix(" or null") if name in required else type_name(info.annotation)
         lines.append(f"  {name} ({kind}; {default})\n      {info.description or ''}")
+    names = getattr(cls, "renamed_keys", {})
+    if names:
+        lines.append("  also accepted: " + ", ".join(f"{old} (= {new})" for old, new in names.items()))
     return "\n".join(lines)

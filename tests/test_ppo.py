@@ -1,0 +1,195 @@
+"""PPO with a value head: the rollout arithmetic by hand, the first mini-batch on-policy, resuming,
+learning, the seed recipe's names, and bad input."""
+
+import os
+
+import pytest
+import torch
+
+from tests.test_online_rl import CrashAt
+from vietnamese_ai.cli import main
+from vietnamese_ai.losses.ppo import AdaptiveKLController, clipped_value_loss, gae, token_rewards, whiten
+from vietnamese_ai.recipes.ppo import PPOConfig, run_ppo
+
+
+def _config(tmp_path, tiny_model, prompts_file, reward, **kw):
+    values = dict(model_name_or_path=tiny_model, dataset=prompts_file, reward=reward, output_dir=str(tmp_path / "run"),
+                  per_device_train_batch_size=4, steps_per_generation=2, max_completion_length=10,
+                  learning_rate=3e-2, lr_scheduler_type="constant", max_steps=4, logging_steps=1, save_steps=0,
+                  disable_tqdm=True, seed=1, num_ppo_epochs=2)
+    values.update(kw)
+    return PPOConfig(**values)
+
+
+def test_gae_and_whitening_by_hand():
+    # Two completions of lengths 3 and 2, gamma 0.9, lambda 0.5, rewards -0.1 kl at each token + score at the end.
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    kl = torch.tensor([[0.5, 1.0, 0.0], [2.0, -1.0, 9.0]])
+    rewards = token_rewards(torch.tensor([1.0, -2.0]), kl, mask, 0.1)
+    assert torch.allclose(rewards, torch.tensor([[-0.05, -0.1, 1.0], [-0.2, 0.1 - 2.0, 0.0]]))
+    values = torch.tensor([[0.2, 0.4, 0.6], [1.0, -1.0, 7.0]])
+    advantages, returns = gae(rewards, values, mask, 0.9, 0.5)
+    expected = []
+    for r, v, n in ((rewards[0], values[0], 3), (rewards[1], values[1], 2)):
+        a, row = 0.0, [0.0] * 3
+        for t in reversed(range(n)):
+            following = float(v[t + 1]) if t + 1 < n else 0.0
+            a = float(r[t]) + 0.9 * following - float(v[t]) + 0.9 * 0.5 * a
+            row[t] = a
+        expected.append(row)
+    assert torch.allclose(advantages, torch.tensor(expected))
+    assert torch.allclose(returns, (torch.tensor(expected) + values) * mask)
+    real = advantages[mask.bool()]
+    white = whiten(advantages, mask)
+    assert torch.allclose(white[mask.bool()], (real - real.mean()) / real.std(), atol=1e-6)
+    scaled = whiten(rewards, mask, shift_mean=False)[mask.bool()]
+    flat = rewards[mask.bool()]
+    assert torch.allclose(scaled, (flat - flat.mean()) / flat.std() + flat.mean(), atol=1e-6)
+    assert float(scaled.mean()) == pytest.approx(float(flat.mean()), abs=1e-6)
+
+
+def test_the_adaptive_kl_controller_moves_towards_its_target():
+    c = AdaptiveKLController(0.1, target=4.0, horizon=100)
+    c.update(kl=5.0, n=10)                    # error 0.25 clipped to 0.2: x (1 + 0.2 x 10 / 100)
+    assert c.value == pytest.approx(0.1 * 1.02)
+    c.update(kl=3.0, n=10)                    # error -0.25 clipped to -0.2
+    assert c.value == pytest.approx(0.1 * 1.02 * 0.98)
+    c.update(kl=4.4, n=50)                    # error 0.1
+    assert c.value == pytest.approx(0.1 * 1.02 * 0.98 * 1.05)
+
+
+def test_value_clipping_by_hand():
+    values, old, returns = torch.tensor([1.0, 0.5, -1.0]), torch.tensor([0.0, 0.4, 0.0]), torch.tensor([0.0, 2.0, -2.0])
+    loss, clipped = clipped_value_loss(values, old, returns, 0.2)
+    # 1: (1-0)² vs (0.2-0)²: plain. 2: (0.5-2)² vs (0.5-2)²: equal. 3: (-1+2)² vs (-0.2+2)²: clipped is larger.
+    assert torch.allclose(loss, torch.tensor([0.5, 0.5 * 1.5 ** 2, 0.5 * 1.8 ** 2]))
+    assert clipped.tolist() == [False, False, True]
+
+
+@pytest.mark.parametrize("cache_prompts", [False, True])
+def test_the_first_mini_batch_is_on_policy(tmp_path, tiny_dropout_model, prompts_file, rewards_file, cache_prompts):
+    """At the first mini-batch the policy has not moved: ratio 1, nothing clipped, the values equal
+    those of the rollout pass, and the value loss is 1/2 mean (V - R)² computed by hand."""
+    from accelerate import Accelerator
+
+    from vietnamese_ai.data.loading import load_records
+    from vietnamese_ai.models.loading import disable_dropout, load_causal_lm, load_tokenizer
+    from vietnamese_ai.models.prompt_cache import rollout_forward
+    from vietnamese_ai.recipes.online import OnlineMethod, build_rewards, resolve_reference, tokenize_prompts
+    from vietnamese_ai.recipes.ppo import PPOSource, attach_value_head, ppo_loss_fn
+    from vietnamese_ai.training.checkpoint import TrainerState
+
+    config = _config(tmp_path, tiny_dropout_model, prompts_file, f"python:{rewards_file}:even_tokens",
+                     kl_coef=0.1).resolved()
+    model, tokenizer = load_causal_lm(tiny_dropout_model), load_tokenizer(tiny_dropout_model)
+    disable_dropout(model)
+    reference = resolve_reference(config, model)
+    attach_value_head(model)
+    torch.nn.init.normal_(model.value_head.weight)      # a head that is not zero, so the values mean something
+    method = OnlineMethod("ppo", lambda r, kl, a: r, count_tokens=True, old_logps_always=True, values=True)
+    source = PPOSource(config, tokenize_prompts(load_records(prompts_file), tokenizer, None), tokenizer,
+                       build_rewards(config), method, reference, True, True, tokenizer.pad_token_id, 0.0)
+    source.cache_prompts = cache_prompts
+    source.setup(Accelerator(cpu=True))
+    source.attach(model.train(), str(tmp_path), None)
+    step = source.next_step(TrainerState())
+    batch = step.batches[0]
+    rollout = batch.extras["rollout"]
+    logps, _, values = rollout_forward(model, batch, config.temperature, value_head=model.value_head)
+    assert torch.equal(logps.detach(), rollout.old_logps) and torch.equal(values.detach(), rollout.old_values)
+    output = ppo_loss_fn(config)(model, batch)
+    tokens = float(rollout.token_mask.sum())
+    assert float(output.metrics["clip_ratio"][0]) == 0.0 and float(output.metrics["ppo/val/clipfrac"][0]) == 0.0
+    by_hand = 0.5 * float(((rollout.old_values - rollout.returns) ** 2).sum()) / tokens
+    assert float(output.metrics["value_loss"][0]) / tokens == pytest.approx(by_hand, rel=1e-5)
+    # the total: -sum(A) (ratio 1) + vf_coef x value loss, summed over tokens
+    expected = -float(rollout.token_advantages.sum()) + config.vf_coef * by_hand * tokens
+    assert float(output.loss.detach()) == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    assert step.sums["objective/kl"][0] == pytest.approx(0.0, abs=1e-6)   # the reference is the starting policy
+
+
+def test_ppo_raises_its_reward_and_saves_a_loadable_model_with_its_value_head(tmp_path, tiny_model, prompts_file,
+                                                                             rewards_file):
+    from transformers import AutoModelForCausalLM
+
+    result = run_ppo(_config(tmp_path, tiny_model, prompts_file, f"python:{rewards_file}:even_tokens", max_steps=32,
+                             logging_steps=8, kl_coef=0.05))
+    rewards = result.series("reward")
+    assert rewards[-1] > rewards[0] + 0.1, rewards
+    row = result.history[-1]
+    for key in ("objective/kl", "objective/kl_coef", "ppo/returns/mean", "ppo/policy/clipfrac", "ppo/val/vpred",
+                "ppo/val/error", "ppo/val/var_explained", "ppo/mean_scores", "ppo/std_scores", "kl", "kl_coef",
+                "value_loss", "policy_loss", "explained_variance", "reward", "reward_std", "time/generation",
+                "time/scoring", "time/logps", "time/training"):
+        assert key in row, key
+    assert os.path.isfile(os.path.join(result.final_dir, "value_head.safetensors"))
+    AutoModelForCausalLM.from_pretrained(result.final_dir)
+
+
+def test_a_ppo_run_resumed_equals_the_uninterrupted_run(tmp_path, tiny_dropout_model, prompts_file, rewards_file,
+                                                        monkeypatch):
+    import vietnamese_ai.recipes.ppo as ppo
+    from safetensors.torch import load_file
+
+    # The KL controller moves every rollout; a crash inside a rollout's second pass must resume with
+    # the rollout, the value head and the coefficient as they were.
+    common = dict(max_steps=6, save_steps=1, adaptive_kl=True, target_kl=0.01, horizon=10, kl_coef=0.1)
+    reward = f"python:{rewards_file}:even_tokens"
+    full = run_ppo(_config(tmp_path, tiny_dropout_model, prompts_file, reward, output_dir=str(tmp_path / "full"), **common))
+    config = _config(tmp_path, tiny_dropout_model, prompts_file, reward, output_dir=str(tmp_path / "cut"), **common)
+    real = ppo.ppo_loss_fn
+    monkeypatch.setattr(ppo, "ppo_loss_fn", lambda c: CrashAt(real(c), 3))   # dies inside step 4
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_ppo(config)
+    monkeypatch.setattr(ppo, "ppo_loss_fn", real)
+    resumed = run_ppo(config.model_copy(update={"resume_from_checkpoint": "latest"}))
+    keys = ("step", "loss", "reward", "kl_coef", "ppo/val/vpred")
+    assert [tuple(r.get(k) for k in keys) for r in resumed.history] == [tuple(r.get(k) for k in keys) for r in full.history]
+    assert len({r["kl_coef"] for r in full.history if "kl_coef" in r}) > 1     # the controller did move
+    for name in ("model.safetensors", "value_head.safetensors"):
+        a, b = load_file(os.path.join(full.final_dir, name)), load_file(os.path.join(resumed.final_dir, name))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_seed_recipe_names_work(tmp_path, tiny_model, prompts_file, rewards_file):
+    config = PPOConfig(model_name=tiny_model, dataset=prompts_file, reward=f"python:{rewards_file}:constant",
+                       learning_rate=1.41e-5, ppo_epochs=1, mini_batch_size=4, batch_size=8, init_kl_coef=0.2,
+                       adap_kl_ctrl=True, target=6, horizon=10000, top_k=0, top_p=1.0, do_sample=True, max_new_tokens=5,
+                       min_length=5, output_dir=str(tmp_path / "seed"), max_steps=2, disable_tqdm=True)
+    resolved = config.resolved()
+    assert (resolved.per_device_train_batch_size, resolved.steps_per_generation, resolved.num_iterations) == (4, 2, 1)
+    assert (resolved.kl_coef, resolved.adaptive_kl, resolved.target_kl, resolved.max_completion_length) == (0.2, True, 6, 5)
+    result = run_ppo(config)
+    assert result.global_step == 2 and result.history[0]["ppo/mean_scores"] == 1.0
+
+
+@pytest.mark.parametrize("extra,fragments", [
+    (["do_sample=false"], ["do_sample=false"]),
+    (["min_length=500"], ["min_length=500", "EOS would be suppressed"]),
+    (["ppo_epochs=2", "num_ppo_epochs=3"], ["key 'ppo_epochs'", "same setting as 'num_ppo_epochs'"]),
+    (["batch_size=6", "mini_batch_size=4"], ["batch_size=6 is not a multiple of the mini-batch"]),
+    (["kl_estimator=k2"], ["key 'kl_estimator'"]),
+    (["beta=0.1"], ["unknown key 'beta'"]),
+])
+def test_bad_ppo_input_is_one_line(tmp_path, capsys, tiny_model, prompts_file, rewards_file, extra, fragments):
+    argv = ["ppo", f"model_name_or_path={tiny_model}", f"dataset={prompts_file}", f"reward=python:{rewards_file}:constant",
+            f"output_dir={tmp_path / 'out'}", "max_completion_length=4", "max_steps=1", "disable_tqdm=true", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("vietnamese-ai: error:"), err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_ppo_with_lora_keeps_its_reference_as_the_base_and_saves_an_adapter(tmp_path, tiny_model, prompts_file,
+                                                                            rewards_file):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    result = run_ppo(_config(tmp_path, tiny_model, prompts_file, f"python:{rewards_file}:even_tokens", use_lora=True,
+                             lora_r=4, lora_alpha=8, kl_coef=0.1, max_steps=4))
+    assert result.history[0]["objective/kl"] == pytest.approx(0.0, abs=1e-6)   # adapters off = the starting policy
+    assert result.history[-1]["objective/kl"] != 0.0
+    assert os.path.isfile(os.path.join(result.final_dir, "adapter_model.safetensors"))
+    assert os.path.isfile(os.path.join(result.final_dir, "value_head.safetensors"))
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), result.final_dir)

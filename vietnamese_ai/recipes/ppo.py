@@ -1,0 +1,222 @@
+"""PPO with a value head, as RLHF runs it (Ziegler et al. 2019; Stiennon et al. 2020; Ouyang et al.
+2022), on our rollout engine.
+
+What runs, per rollout (models sample with dropout off, log-probs at the sampling temperature):
+
+1. one completion per prompt (`num_generations`), scored by the reward; the missing-EOS penalty;
+2. one pass over the rollout with the sampling policy: its log-probs and its value head's estimate at
+   every completion token; the reference's log-probs;
+3. per-token rewards: the KL penalty -β kl_t at every token (k1 = log π_old - log π_ref, or k3) and the
+   score at the last token; optionally whitened without shifting their mean (`whiten_rewards`);
+4. GAE advantages and returns (`gamma`, `lam`); the advantages whitened over the rollout;
+5. β moves towards `target_kl` (the adaptive controller of Ziegler et al.) when `adaptive_kl` is on.
+
+Then `num_ppo_epochs` passes over the rollout in mini-batches, each token's loss
+
+    l_t = -min(ρ_t A_t, clip(ρ_t, 1 - ε, 1 + ε) A_t) + c_v 1/2 max((V_t - R_t)², (V_clip,t - R_t)²)
+
+averaged over the tokens of an optimizer step (`cliprange` ε, `cliprange_value`, `vf_coef` c_v).
+
+The value head is a linear layer on the policy's final hidden state, initialised to zero (so the
+first advantages are the rewards' own GAE), read in the same forward pass as the log-probs. It is
+saved beside the model as value_head.safetensors: final/ still loads as a plain causal LM.
+
+Seed-compatible names: the keys of TRL's original PPOConfig also work (`batch_size`, `mini_batch_size`,
+`ppo_epochs`, `init_kl_coef`, `adap_kl_ctrl`, `target`, `horizon`, `cliprange`, `model_name`) and so do
+its generation keyword arguments (`max_new_tokens`, `top_k`, `top_p`, `do_sample`, `min_length`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from vietnamese_ai.data.layout import PackedBatch
+from vietnamese_ai.data.rollout import Rollout
+from vietnamese_ai.errors import ConfigError
+from vietnamese_ai.losses.online import clipped_surrogate, k3_kl
+from vietnamese_ai.losses.ppo import (
+    AdaptiveKLController,
+    clipped_value_loss,
+    explained_variance,
+    gae,
+    token_rewards,
+    whiten,
+)
+from vietnamese_ai.models.forward import unwrap
+from vietnamese_ai.models.prompt_cache import rollout_forward
+from vietnamese_ai.recipes.online import OnlineConfig, OnlineMethod, RolloutSource, global_mean_std, run_online
+from vietnamese_ai.training.loop import StepOutput, TrainResult
+from vietnamese_ai.training.metrics import reduce_sums
+from vietnamese_ai.training.sources import StepBatches
+
+# TRL's original PPOConfig and generate() keyword names -> ours.
+RENAMED = {"ppo_epochs": "num_ppo_epochs", "init_kl_coef": "kl_coef", "adap_kl_ctrl": "adaptive_kl", "target": "target_kl",
+           "cliprange": "epsilon", "max_new_tokens": "max_completion_length", "model_name": "model_name_or_path"}
+
+
+class PPOConfig(OnlineConfig):
+    renamed_keys: ClassVar[dict[str, str]] = RENAMED
+    output_dir: str = Field("runs/ppo", description="Directory for config.yaml, metrics.jsonl, completions.jsonl, checkpoints/ and final/.")
+    learning_rate: float = Field(3e-6, ge=0, description="Peak learning rate (AdamW), for the policy and its value head.")
+    num_generations: int = Field(1, ge=1, description="Completions sampled per prompt (PPO needs one; the value head is the baseline).")
+    per_device_train_batch_size: int = Field(4, ge=1, description="Completions per micro-batch on each device.")
+    batch_size: int | None = Field(None, ge=1, description="Completions per rollout on each device (TRL's original name; sets steps_per_generation).")
+    mini_batch_size: int | None = Field(None, ge=1, description="Completions per optimizer step on each device (TRL's original name; sets per_device_train_batch_size = mini_batch_size / gradient_accumulation_steps).")
+    num_ppo_epochs: int = Field(4, ge=1, description="Passes over each rollout (ppo_epochs).")
+    kl_coef: float = Field(0.05, ge=0, description="β: weight of the per-token KL penalty in the reward (the starting value with adaptive_kl); 0 loads no reference.")
+    kl_estimator: Literal["k1", "k3"] = Field("k1", description="Per-token KL in the reward: k1 = log π_old - log π_ref, or k3 (never negative).")
+    adaptive_kl: bool = Field(False, description="Move kl_coef towards target_kl after each rollout (Ziegler et al. 2019).")
+    target_kl: float = Field(6.0, gt=0, description="The summed KL per completion that the adaptive controller aims for.")
+    horizon: float = Field(10000, gt=0, description="The adaptive controller's horizon in completions: larger moves β more slowly.")
+    gamma: float = Field(1.0, ge=0, le=1, description="Discount of GAE.")
+    lam: float = Field(0.95, ge=0, le=1, description="λ of GAE.")
+    cliprange_value: float = Field(0.2, gt=0, description="How far a value may move from its sampling-time estimate before its error stops pulling it.")
+    vf_coef: float = Field(0.1, ge=0, description="Weight of the value loss.")
+    whiten_rewards: bool = Field(False, description="Scale the per-token rewards to unit variance over the rollout, keeping their mean.")
+    do_sample: bool = Field(True, description="PPO samples; false is refused (greedy completions carry no exploration and no valid ratio).")
+    min_length: int = Field(-1, description="Generation's minimum total length (prompt + completion), as in transformers; only values no longer than every prompt are accepted: a longer one would suppress EOS, and the loss would not be the sampled distribution's.")
+    ref_model_name_or_path: str | None = Field(None, description="Reference for the KL penalty; default: the starting policy (with a fresh LoRA adapter: the policy with adapters off).")
+
+    @model_validator(mode="after")
+    def _ppo_shape(self) -> "PPOConfig":
+        if not self.do_sample:
+            raise ValueError("do_sample=false: PPO trains on sampled completions")
+        if self.mini_batch_size is not None and self.mini_batch_size % self.gradient_accumulation_steps:
+            raise ValueError(f"mini_batch_size={self.mini_batch_size} is not a multiple of "
+                             f"gradient_accumulation_steps={self.gradient_accumulation_steps}")
+        return self
+
+    @property
+    def beta(self) -> float:   # the engine's name for "a reference is needed"
+        return self.kl_coef
+
+    def resolved(self) -> "PPOConfig":
+        """The engine's keys from TRL's original batch names (per device, as they were)."""
+        updates: dict[str, Any] = {"num_iterations": self.num_ppo_epochs}
+        micro = self.per_device_train_batch_size
+        if self.mini_batch_size is not None:
+            micro = updates["per_device_train_batch_size"] = self.mini_batch_size // self.gradient_accumulation_steps
+        if self.batch_size is not None:
+            mini = micro * self.gradient_accumulation_steps
+            if self.batch_size % mini:
+                raise ConfigError(f"batch_size={self.batch_size} is not a multiple of the mini-batch "
+                                  f"({micro} x {self.gradient_accumulation_steps} accumulation = {mini} completions)")
+            updates["steps_per_generation"] = self.batch_size // micro
+        return self.model_copy(update=updates)
+
+
+class PPOSource(RolloutSource):
+    """The engine's rollout source with PPO's per-token advantages and the KL controller (its state
+    goes into checkpoints with the rollout)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        config = self.config
+        self.controller = AdaptiveKLController(config.kl_coef, config.target_kl, config.horizon)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "kl_coef": self.controller.value}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.controller.value = state.get("kl_coef", self.config.kl_coef)
+
+    @classmethod
+    def check_prompts(cls, config: PPOConfig, prompts: list[Any]) -> None:
+        shortest = min(len(p.ids) for p in prompts)
+        if config.min_length > shortest:
+            raise ConfigError(f"min_length={config.min_length}: the shortest prompt has {shortest} tokens, so EOS would "
+                              f"be suppressed, and the loss would not be that of the distribution sampled; use "
+                              f"missing_eos_penalty or a reward for length instead")
+
+    def _advantages(self, rollout: Rollout, rewards: torch.Tensor, step: StepBatches) -> torch.Tensor:
+        config, accelerator = self.config, self.accelerator
+        self._rollout_logps(rollout)
+        mask = padded([[1.0] * len(c) for c in rollout.completion_ids])
+        old, values = padded(rollout.old_logps), padded(rollout.values)
+        kl = torch.zeros_like(old)
+        if rollout.ref_logps is not None:
+            ref = padded(rollout.ref_logps)
+            kl = (old - ref if config.kl_estimator == "k1" else k3_kl(old, ref)) * mask
+        coef = self.controller.value
+        per_token = token_rewards(rewards.float(), kl, mask, coef)
+        if config.whiten_rewards:
+            per_token = whiten(per_token, mask, False, *global_mean_std(per_token[mask.bool()], accelerator))
+        advantages, returns = gae(per_token, values, mask, config.gamma, config.lam)
+        advantages = whiten(advantages, mask, True, *global_mean_std(advantages[mask.bool()], accelerator))
+        rollout.token_advantages, rollout.returns = unpadded(advantages, mask), unpadded(returns, mask)
+        rollout.advantages = [0.0] * len(rollout.completion_ids)   # per token here, not per completion
+
+        n, kl_sum, scores, returns_sum, tokens = reduce_sums(accelerator, [
+            float(len(rollout.completion_ids)), float(kl.sum()), float(rewards.sum()),
+            float(returns[mask.bool()].sum()), float(mask.sum())])
+        if config.adaptive_kl and rollout.ref_logps is not None:
+            self.controller.update(kl_sum / n, int(n))
+        variance = explained_variance(values[mask.bool()], returns[mask.bool()])
+        score_mean, score_std = global_mean_std(rewards, accelerator)
+        for name, value in (("objective/kl", kl_sum / n), ("kl", kl_sum / n), ("objective/kl_coef", coef), ("kl_coef", coef),
+                            ("ppo/mean_scores", score_mean), ("ppo/std_scores", score_std),
+                            ("ppo/returns/mean", returns_sum / tokens), ("ppo/val/var_explained", variance),
+                            ("explained_variance", variance)):
+            step.sums[name] = (value, 1.0)
+        return (advantages * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+
+
+def padded(rows: list[list[float]]) -> torch.Tensor:
+    """Shape: returns (M, T) float32, zeros after each row's end"""
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [0.0] * (width - len(r)) for r in rows], dtype=torch.float32)
+
+
+def unpadded(values: torch.Tensor, mask: torch.Tensor) -> list[list[float]]:
+    return [row[: int(m.sum())].tolist() for row, m in zip(values, mask)]
+
+
+def ppo_loss_fn(config: PPOConfig):
+    def loss(model: Any, batch: PackedBatch) -> StepOutput:
+        rollout = batch.extras["rollout"]
+        logps, entropy, values = rollout_forward(model, batch, config.temperature, entropy=True,
+                                                 value_head=unwrap(model).value_head)
+        policy, low, high = clipped_surrogate(logps, rollout.old_logps, rollout.token_advantages, config.epsilon,
+                                              config.epsilon_high if config.epsilon_high is not None else config.epsilon)
+        value, value_clipped = clipped_value_loss(values, rollout.old_values, rollout.returns, config.cliprange_value)
+        mask = rollout.token_mask
+        tokens = mask.sum()
+        clipped = ((low | high).float() * mask).sum()
+        masked = lambda t: (t.detach() * mask).sum()  # noqa: E731
+        metrics = {
+            "policy_loss": (masked(policy), tokens), "ppo/loss/policy": (masked(policy), tokens),
+            "value_loss": (masked(value), tokens), "ppo/loss/value": (masked(value), tokens),
+            "clip_ratio": (clipped, tokens), "ppo/policy/clipfrac": (clipped, tokens),
+            "ppo/val/clipfrac": ((value_clipped.float() * mask).sum(), tokens),
+            "ppo/val/vpred": (masked(values), tokens),
+            "ppo/val/error": (masked((values - rollout.returns) ** 2), tokens),
+            "ppo/policy/approxkl": (masked(0.5 * (logps - rollout.old_logps) ** 2), tokens),
+            "entropy": ((entropy * mask).sum(), tokens), "ppo/policy/entropy": ((entropy * mask).sum(), tokens),
+        }
+        return StepOutput(((policy + config.vf_coef * value) * mask).sum(), metrics)
+
+    return loss
+
+
+def attach_value_head(model: Any) -> None:
+    """A zero-initialised scalar head on the final hidden state, trained with the policy and saved
+    beside it (value_head.safetensors)."""
+    from vietnamese_ai.models.io import attach_scalar_head
+
+    head = attach_scalar_head(unwrap(model), "value_head")
+    torch.nn.init.zeros_(head.weight)
+    head.float()
+
+
+def run_ppo(config: PPOConfig, model: Any = None, tokenizer: Any = None, train_records: Any = None,
+            reward_funcs: list[Any] | None = None) -> TrainResult:
+    """Run PPO as configured; `reward_funcs` as in run_grpo."""
+    config = config.resolved()
+    method = OnlineMethod("ppo", lambda rewards, kl, accelerator: rewards, count_tokens=True, old_logps_always=True,
+                          values=True)
+    return run_online(config, method, ppo_loss_fn(config), model, tokenizer, train_records, reward_funcs,
+                      source_class=PPOSource, prepare_policy=attach_value_head)
