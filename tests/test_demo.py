@@ -44,3 +44,23 @@ def test_demo_outputs_load_and_are_what_dpo_reads(demo):
     assert all(p["chosen_score"] - p["rejected_score"] >= 0.15 for p in pairs)
     held = {p["prompt"] for p in prompts}
     assert not held & {p["prompt"][0]["content"] for p in pairs}  # evaluation prompts were never trained on
+
+
+def test_ppo_against_the_toxicity_classifier_lowers_held_out_toxicity(demo):
+    """PPO rewarded by the demo classifier's "not toxic" logit, evaluated by the same classifier on
+    held-out prompts with fresh samples (the seed recipe's before/after table)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    ppo = json.loads((demo / "summary.json").read_text(encoding="utf-8"))["ppo"]
+    for side in ("before", "after"):
+        assert {"toxic_rate", "toxicity_mean", "toxicity_std"} <= set(ppo[side])
+    assert ppo["before"]["toxic_rate"] >= 0.10
+    assert ppo["after"]["toxicity_mean"] < ppo["before"]["toxicity_mean"]
+    assert ppo["improvement_pct"] == pytest.approx(
+        100 * (1 - ppo["after"]["toxicity_mean"] / ppo["before"]["toxicity_mean"]))
+    assert ppo["improvement_pct"] > 20
+    AutoModelForCausalLM.from_pretrained(demo / "ppo" / "final")
+    classifier = AutoModelForSequenceClassification.from_pretrained(demo / "classifier")
+    assert classifier.config.id2label == {0: "not_toxic", 1: "toxic"}
+    rows = read_jsonl(demo / "ppo" / "metrics.jsonl")
+    assert rows and {"step", "loss", "objective/kl", "ppo/returns/mean"} <= set(rows[0])

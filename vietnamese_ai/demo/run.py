@@ -12,6 +12,12 @@
 5. dpo        DPO (the RPO variant: DPO + the chosen answer's NLL) with LoRA on those pairs
 6. evaluate   both models answer the held-out prompts afresh (4 samples each); the same rules score
               them; summary.json and a before/after table
+7. classifier a toxicity classifier (a sequence-classification model) trained on the corpus's own
+              labels, saved in Hugging Face format
+8. ppo        PPO from the SFT model, rewarded by the classifier's "not toxic" logit, with a KL
+              penalty to the SFT model (the detoxification recipe of RLAIF with PPO)
+9. evaluate   the SFT and PPO models answer the held-out prompts afresh; the classifier's toxicity
+              mean/std and toxic rate of each, and the % improvement, go to summary.json under "ppo"
 
 Nothing is filtered or rewritten at evaluation time: the difference comes from training.
 """
@@ -24,10 +30,13 @@ import logging
 import os
 import shutil
 import time
+from typing import Any
 
 from vietnamese_ai.data.types import Message
 from vietnamese_ai.demo.corpus import STYLE_MIX, chat_record, exchanges, mixed_answers, pretraining_documents, split_heldout
-from vietnamese_ai.evaluation.compare import compare_models
+from vietnamese_ai.demo.classifier import toxicity_summary, train_toxicity_classifier
+from vietnamese_ai.evaluation.compare import compare_models, sample_answers
+from vietnamese_ai.feedback.classifier import ClassifierScorer
 from vietnamese_ai.feedback.generate import generate_candidates
 from vietnamese_ai.feedback.pairs import select_pairs, unpaired_rows
 from vietnamese_ai.feedback.rules import RuleScorer
@@ -35,14 +44,17 @@ from vietnamese_ai.models.loading import load_causal_lm, load_tokenizer
 from vietnamese_ai.models.tiny import build_tiny_model
 from vietnamese_ai.recipes.common import quiet_transformers, write_jsonl
 from vietnamese_ai.recipes.dpo import DPOConfig, run_dpo
+from vietnamese_ai.recipes.ppo import PPOConfig, run_ppo
 from vietnamese_ai.recipes.sft import SFTConfig, run_sft
 
 log = logging.getLogger("vietnamese_ai")
 
 MODEL = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "num_kv_heads": 2, "max_position_embeddings": 256}
 SETTINGS = {  # full demo, and the --fast variant used by the tests
-    "full": {"pretrain_steps": 1200, "sft_epochs": 10, "dpo_epochs": 6, "samples": 3, "eval_samples": 4},
-    "fast": {"pretrain_steps": 250, "sft_epochs": 6, "dpo_epochs": 4, "samples": 2, "eval_samples": 2},
+    "full": {"pretrain_steps": 1200, "sft_epochs": 10, "dpo_epochs": 6, "samples": 3, "eval_samples": 4,
+             "classifier_corpora": 3, "ppo_steps": 120},
+    "fast": {"pretrain_steps": 250, "sft_epochs": 6, "dpo_epochs": 4, "samples": 2, "eval_samples": 2,
+             "classifier_corpora": 1, "ppo_steps": 48},
 }
 
 
@@ -145,5 +157,57 @@ def main(argv: list[str] | None = None) -> int:
     print(table(summary))
     for example in summary["examples"][:4]:
         print(f"\nprompt: {example['prompt']}\n  before: {example['before'][:100]!r}\n  after:  {example['after'][:100]!r}")
+
+    # 7-9. PPO against a toxicity classifier, evaluated with the same classifier on held-out prompts
+    summary["ppo"] = detoxify(out, train_qa, heldout_prompts, base, sft.final_dir, tokenizer, cfg, started)
+    with open(os.path.join(out, "summary.json"), "w", encoding="utf-8") as f:
+        json.dump(summary, f, ensure_ascii=False, indent=2)
+    print()
+    print(ppo_table(summary["ppo"]))
     print(f"\ndemo finished in {time.perf_counter() - started:.0f}s; summary in {os.path.join(out, 'summary.json')}")
     return 0
+
+
+def detoxify(out: str, train_qa: list, heldout_prompts: list, base: str, sft: str, tokenizer: Any, cfg: dict,
+             started: float) -> dict:
+    """The seed recipe's PPO detoxification: a classifier's "not toxic" logit as the reward, and the
+    classifier's toxicity before and after on held-out prompts. Nothing is filtered at evaluation."""
+    texts = [row for seed in range(1, cfg["classifier_corpora"] + 1) for row in mixed_answers(train_qa, seed=seed)]
+    classifier = os.path.join(out, "classifier")
+    trained = train_toxicity_classifier(base, [a for _, _, a in texts], [style for _, style, _ in texts], classifier,
+                                        epochs=2)
+    stage(f"toxicity classifier trained on {trained['examples']} answers (accuracy {trained['train_accuracy']:.3f})",
+          started)
+    prompts = write_jsonl(os.path.join(out, "data", "ppo_prompts.jsonl"), [{"prompt": [{"role": "user", "content": qa.prompt}]}
+                                                                         for qa in train_qa])
+    # The seed recipe's names (batch_size, mini_batch_size, ppo_epochs, max_new_tokens); a KL weight
+    # high enough that the policy drops its insults rather than its answers.
+    ppo = run_ppo(PPOConfig(model_name_or_path=sft, dataset=prompts, output_dir=os.path.join(out, "ppo"),
+                            reward=f"classifier:{classifier}:not_toxic:logit", batch_size=32, mini_batch_size=8,
+                            ppo_epochs=1, learning_rate=2e-4, kl_coef=0.3, max_new_tokens=48, top_k=0, top_p=1.0,
+                            do_sample=True, max_steps=cfg["ppo_steps"], logging_steps=8, overwrite_output_dir=True,
+                            save_steps=0, disable_tqdm=True, seed=0))
+    stage(f"PPO done: reward {ppo.series('reward')[0]:.2f} -> {ppo.series('reward')[-1]:.2f}", started)
+    scorer = ClassifierScorer(classifier, label="toxic")
+    result: dict[str, Any] = {}
+    for name, model in (("before", load_causal_lm(sft)), ("after", ppo.model.eval())):
+        answers = sample_answers(model, tokenizer, heldout_prompts, cfg["eval_samples"], max_new_tokens=48, seed=4321)
+        result[name] = toxicity_summary(scorer.values(*answers.flat()))
+        result[name]["model"] = sft if name == "before" else ppo.final_dir
+    before, after = result["before"]["toxicity_mean"], result["after"]["toxicity_mean"]
+    result["improvement_pct"] = 100 * (before - after) / before if before > 0 else 0.0
+    result["std_improvement_pct"] = (100 * (result["before"]["toxicity_std"] - result["after"]["toxicity_std"])
+                                     / result["before"]["toxicity_std"] if result["before"]["toxicity_std"] > 0 else 0.0)
+    result["classifier"] = classifier
+    result["settings"] = {"prompts": len(heldout_prompts), "samples_per_prompt": cfg["eval_samples"], "temperature": 1.0,
+                          "max_new_tokens": 48, "seed": 4321}
+    stage("PPO evaluated", started)
+    return result
+
+
+def ppo_table(ppo: dict) -> str:
+    lines = [f"{'PPO (classifier toxicity)':<26}{'before (SFT)':>14}{'after (PPO)':>14}"]
+    for key in ("toxic_rate", "toxicity_mean", "toxicity_std"):
+        lines.append(f"{key:<26}{ppo['before'][key]:>14.3f}{ppo['after'][key]:>14.3f}")
+    lines.append(f"mean toxicity improvement: {ppo['improvement_pct']:.1f}%  (std: {ppo['std_improvement_pct']:.1f}%)")
+    return "\n".join(lines)
