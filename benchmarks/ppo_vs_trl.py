@@ -1,0 +1,97 @@
+"""PPO: vietnamese-ai's against TRL 0.28's experimental PPOTrainer (TRL 1.x has removed PPO).
+
+    python benchmarks/ppo_vs_trl.py [--rollouts 10] [--repeats 3]
+
+Same tiny Qwen2-architecture model (hidden 256, 4 layers) as policy and reference, the same reward
+model (that model with a seeded scalar head of std 0.2: a sequence classifier, which TRL requires), the same 64
+chat prompts, and the same settings: 32 completions per rollout, trained as one mini-batch accumulated over 4 micro-batches of 8,
+4 PPO epochs (TRL's default), up to 64 new tokens, temperature 1, kl_coef 0.05 (k1), learning rate
+1e-4 with linear decay. (TRL's PPOTrainer steps its optimizer once per gradient_accumulation_steps
+micro-batches, so one optimizer step per mini-batch means one mini-batch per rollout.) Each run is a
+separate process, timed over the training call.
+
+The designs differ where each side's design does: TRL trains a separate value model (a copy of the
+reward model) and keeps four models; ours reads a value head on the policy in the same forward pass
+as the log-probs. TRL scores the token ids it sampled; ours scores the decoded text, re-rendered with
+the chat template, so the two read the reward model at slightly different positions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import WORK, build_model, ensure_trl_venv, log, median_run, sentence, table, write_jsonl  # noqa: E402
+
+PEER = "0.28.0"
+
+
+def workload(n: int = 64, words: tuple[int, int] = (20, 60), seed: int = 0) -> tuple[str, str, str]:
+    rng = random.Random(seed)
+    rows = [{"prompt": [{"role": "user", "content": f"{sentence(rng, rng.randint(*words))}?"}]} for _ in range(n)]
+    os.makedirs(WORK, exist_ok=True)
+    data = write_jsonl(os.path.join(WORK, f"ppo_prompts_{n}.jsonl"), rows)
+    corpus = [r["prompt"][0]["content"] for r in rows] + [sentence(rng, 30) for _ in range(200)]
+    policy = build_model(os.path.join(WORK, "model-h256-l4"), corpus)
+    checkpoint = os.path.join(WORK, "model-h256-l4-rm-ppo")
+    if not os.path.isfile(os.path.join(checkpoint, "config.json")):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        torch.manual_seed(0)
+        model = AutoModelForSequenceClassification.from_pretrained(policy, num_labels=1)
+        # A head ten times the usual initial scale: scores spread over a few units, so that the reward,
+        # not the KL penalty, dominates what the policy learns in a few rollouts.
+        torch.nn.init.normal_(model.score.weight, std=0.2)
+        model.config.pad_token_id = AutoTokenizer.from_pretrained(policy).pad_token_id
+        model.save_pretrained(checkpoint)
+        AutoTokenizer.from_pretrained(policy).save_pretrained(checkpoint)
+    return policy, checkpoint, data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rollouts", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--lr", type=float, default=1e-4)
+    args = parser.parse_args()
+    model, reward_model, data = workload()
+    trl = ensure_trl_venv(PEER)
+    common = {"model": model, "reward_model": reward_model, "data": data, "batch_size": 32, "micro_batch_size": 8,
+              "ppo_epochs": 4, "max_completion_length": 64, "lr": args.lr, "kl_coef": 0.05, "rollouts": args.rollouts,
+              "threads": args.threads, "seed": 0}
+    configs = {
+        "vietnamese-ai": (sys.executable, "ours_ppo.py", {}),
+        f"TRL {PEER} PPOTrainer": (trl, "trl_ppo.py", {}),
+    }
+    runs = {}
+    for i, (name, (python, driver, extra)) in enumerate(configs.items()):
+        log(f"ppo: {name.strip()}")
+        runs[name] = median_run(python, driver, {**common, **extra, "output_dir": os.path.join(WORK, f"ppo-{i}")},
+                                args.repeats)
+    base = runs[f"TRL {PEER} PPOTrainer"]
+    rows = []
+    for name, r in runs.items():
+        phases = r["phases"]
+        per = r["train_seconds"] / r["rollouts"]
+        rest = r["train_seconds"] - sum(phases.values())
+        rows.append((name, f"{per:.2f}", f"{base['train_seconds'] / r['train_seconds']:.2f}x",
+                     f"{phases.get('generation', 0) / r['rollouts']:.2f}", f"{phases.get('scoring', 0) / r['rollouts']:.2f}",
+                     f"{phases.get('logps', 0) / r['rollouts']:.2f}", f"{rest / r['rollouts']:.2f}",
+                     f"{r.get('peak_gpu_mib', r['peak_rss_mib']):,.0f}",
+                     f"{r['rewards'][0]:+.3f} -> {statistics.fmean(r['rewards'][-3:]):+.3f}",
+                     f"{statistics.fmean(r['kl'][-3:]):.3f}"))
+    print(f"\nPPO: {args.rollouts} rollouts of 32 completions (micro-batches of 8, 4 epochs of one optimizer step), "
+          f"up to 64 tokens, lr {args.lr:g}, "
+          f"{args.threads} CPU threads, median of {args.repeats} by training time\n")
+    print(table(rows, ("run", "s/rollout", "vs TRL", "sampling s", "scoring s", "rollout passes s", "training s",
+                       "peak MiB", "score first -> last 3", "KL last 3")))
+
+
+if __name__ == "__main__":
+    main()
