@@ -59,12 +59,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--gain-seeds", type=int, default=0,
+                        help="instead of timing: the score gain of each side over this many seeds")
     args = parser.parse_args()
     model, reward_model, data = workload()
     trl = ensure_trl_venv(PEER)
     common = {"model": model, "reward_model": reward_model, "data": data, "batch_size": 32, "micro_batch_size": 8,
               "ppo_epochs": 4, "max_completion_length": 64, "lr": args.lr, "kl_coef": 0.05, "rollouts": args.rollouts,
               "threads": args.threads, "seed": 0}
+    if args.gain_seeds:
+        return score_gains(common, trl, args.gain_seeds)
     configs = {
         "vietnamese-ai": (sys.executable, "ours_ppo.py", {}),
         f"TRL {PEER} PPOTrainer": (trl, "trl_ppo.py", {}),
@@ -91,6 +95,22 @@ def main() -> None:
           f"{args.threads} CPU threads, median of {args.repeats} by training time\n")
     print(table(rows, ("run", "s/rollout", "vs TRL", "sampling s", "scoring s", "rollout passes s", "training s",
                        "peak MiB", "score first -> last 3", "KL last 3")))
+
+
+def score_gains(common: dict, trl: str, seeds: int) -> None:
+    """One run per seed and side: the mean score of the last three rollouts minus the first's."""
+    rows = []
+    for name, python, driver in (("vietnamese-ai", sys.executable, "ours_ppo.py"), (f"TRL {PEER} PPOTrainer", trl, "trl_ppo.py")):
+        gains, kls = [], []
+        for seed in range(seeds):
+            log(f"ppo: {name} seed {seed}")
+            r = median_run(python, driver, {**common, "seed": seed, "output_dir": os.path.join(WORK, "ppo-gain")}, 1)
+            gains.append(statistics.fmean(r["rewards"][-3:]) - r["rewards"][0])
+            kls.append(statistics.fmean(r["kl"][-3:]))
+        rows.append((name, " ".join(f"{g:+.3f}" for g in gains), f"{statistics.fmean(gains):+.3f}",
+                     f"{statistics.stdev(gains):.3f}" if seeds > 1 else "-", f"{statistics.fmean(kls):.2f}"))
+    print(f"\nPPO: score gain (last 3 rollouts minus first) over seeds 0..{seeds - 1}, {common['rollouts']} rollouts\n")
+    print(table(rows, ("run", "per seed", "mean", "std", "KL last 3, mean")))
 
 
 if __name__ == "__main__":

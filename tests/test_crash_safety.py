@@ -109,6 +109,31 @@ def test_sigterm_checkpoints_the_last_completed_step_and_resumes_exactly(tmp_pat
     assert _same_weights(resumed.final_dir, uninterrupted.final_dir)
 
 
+def test_sigterm_during_a_periodic_save_waits_for_it_and_leaves_no_temporary_directory(
+        tmp_path, tiny_dropout_model, sft_file_module, uninterrupted, monkeypatch):
+    """The signal arrives while checkpoint 4 is being written (the race a CLI trial once hit): the
+    save finishes, the run stops on it without a second save, and nothing half-written is left."""
+    import vietnamese_ai.training.loop as loop
+
+    config = _config(tmp_path, "run", tiny_dropout_model, sft_file_module, logging_steps=3, save_steps=2)
+    real = loop.write_training_state
+
+    def signalled(path, *args, **kwargs):
+        if "step-000004" in os.path.basename(path) or "step-000004" in path:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "write_training_state", signalled)
+    with pytest.raises(Interrupted) as stop:
+        _train(config)
+    assert "SIGTERM at step 4" in stop.value.message and "is checkpointed in" in stop.value.message
+    assert sorted(os.listdir(os.path.join(config.output_dir, "checkpoints"))) == ["step-000002", "step-000004"]
+    assert check_checkpoint(checkpoint_dirs(config.output_dir)[-1]) is None
+    monkeypatch.setattr(loop, "write_training_state", real)
+    resumed = _train(config.model_copy(update={"resume_from_checkpoint": "latest"}))
+    assert _losses(resumed.output_dir) == _losses(uninterrupted.output_dir)
+
+
 def test_resume_latest_falls_back_from_a_damaged_checkpoint(tmp_path, tiny_dropout_model, sft_file_module,
                                                             uninterrupted, caplog):
     config = _config(tmp_path, "run", tiny_dropout_model, sft_file_module, logging_steps=3, save_steps=2)

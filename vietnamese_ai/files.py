@@ -70,8 +70,8 @@ def atomic_directory(path: str) -> Iterator[str]:
     """Yield a temporary directory that replaces `path` only if the block finishes without error."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = _sibling(path, ".tmp-")
-    os.makedirs(tmp)
-    try:
+    try:   # an interrupt between creating the directory and entering the block must remove it too
+        os.makedirs(tmp)
         yield tmp
         fsync_tree(tmp)
     except BaseException:

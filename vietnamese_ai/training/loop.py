@@ -354,9 +354,12 @@ def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequen
                     bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{learning_rate:.2e}",
                                     tok_s=f"{record['tokens_per_second']:.0f}")
                 if config.save_steps and step % config.save_steps == 0 and step < total_steps:
-                    _save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, out, state, window, source,
-                                     sharded, config.save_total_limit)
-                    last_saved = step
+                    # A signal during the save waits for it: the run then stops on a whole checkpoint,
+                    # rather than on a half-written one and a second save.
+                    with signals.critical():
+                        _save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, out, state, window,
+                                         source, sharded, config.save_total_limit)
+                        last_saved = step
         except Interrupted as stop:
             bar.close()
             raise _interrupted(stop, accelerator, config, start, state, window, last_saved,
