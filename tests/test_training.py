@@ -2,6 +2,7 @@
 packed = unpacked, batch 8 x accumulation 1 = batch 1 x accumulation 8, resumed = uninterrupted,
 and what happens when the loss becomes NaN."""
 
+import json
 import os
 
 import pytest
@@ -102,6 +103,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, tiny_dropout_model, sft_
     with pytest.raises(RuntimeError, match="simulated crash"):
         _train_direct(crashed_config, tiny_dropout_model, sft_file, CrashAfter(calls=2 * 5 + 1))  # dies inside step 6
     assert [os.path.basename(p) for p in checkpoint_dirs(crashed_config.output_dir)] == ["step-000002", "step-000004"]
+    assert not os.path.exists(os.path.join(crashed_config.output_dir, "run.json"))   # only a finished run has one
 
     resumed_config = _config(tmp_path, "crashed", tiny_dropout_model, sft_file, resume_from_checkpoint="latest", **overrides)
     resumed = _train_direct(resumed_config, tiny_dropout_model, sft_file)
@@ -113,6 +115,9 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, tiny_dropout_model, sft_
     wf, wr = _weights(full.final_dir), _weights(resumed.final_dir)
     for key in wf:
         assert torch.equal(wf[key], wr[key]), key
+    info = json.loads(open(os.path.join(resumed.output_dir, "run.json"), encoding="utf-8").read())
+    assert info["method"] == "sft" and info["steps"] == 7 and info["resumed_from"].endswith("step-000004")
+    assert info["seconds"] > 0 and {"torch", "transformers", "python"} <= set(info["versions"])
 
 
 def test_existing_checkpoints_are_not_silently_reused_or_overwritten(tmp_path, tiny_model, sft_file):

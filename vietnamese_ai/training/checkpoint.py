@@ -37,6 +37,7 @@ class TrainerState:
     epoch: int = 0            # epoch the next micro-batch comes from
     micro_index: int = 0      # index of the next micro-batch within that epoch's order
     tokens_seen: int = 0
+    seconds: float = 0.0      # wall time of the completed steps, summed across resumes (run.json)
     # Sums of the metrics window since the last metrics.jsonl line (training.metrics.Window.state), so
     # that a resumed run logs the same numbers as an uninterrupted one whatever save_steps is.
     log_window: dict[str, Any] = field(default_factory=dict)

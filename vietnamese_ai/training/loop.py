@@ -50,6 +50,7 @@ from vietnamese_ai.training.config import TrainingConfig
 from vietnamese_ai.training.metrics import MetricsLog, Window, reduce_sums
 from vietnamese_ai.training.optim import build_optimizer, build_scheduler
 from vietnamese_ai.training.rundir import apply_current_optimisation, compare_settings, prepare_output_dir, run_settings
+from vietnamese_ai.training.runinfo import write_run_info
 from vietnamese_ai.training.signals import StopSignals
 from vietnamese_ai.training.sources import DatasetSource, StepSource
 
@@ -320,6 +321,7 @@ def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequen
     with StopSignals() as signals:
         try:
             while state.global_step < total_steps:
+                step_clock = time.perf_counter()
                 start = _StepStart(copy.deepcopy(state), window.copy(), RandomState.capture(), source.state_dict())
                 step_batches = source.next_step(state)
                 window.add_sums(step_batches.sums, step_batches.extremes)
@@ -334,6 +336,7 @@ def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequen
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     state.global_step += 1
+                    state.seconds += time.perf_counter() - step_clock
                     start = None
                 window.add_sums({"time/training": (time.perf_counter() - step_started, 1.0)})
                 step = state.global_step
@@ -370,6 +373,9 @@ def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequen
 
     final_dir = os.path.join(out, "final")
     _save_model_dir(accelerator, model, tokenizer, final_dir, sharded, out, merge_lora=config.merge_lora)
+    if accelerator.is_main_process:
+        write_run_info(out, type(config).__name__.removesuffix("Config").lower(), steps=state.global_step,
+                       seconds=round(state.seconds, 3), resumed_from=resume_from, processes=accelerator.num_processes)
     return TrainResult(out, final_dir, state.global_step, metrics.history, accelerator.unwrap_model(model))
 
 

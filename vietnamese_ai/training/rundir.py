@@ -86,8 +86,9 @@ def prepare_output_dir(config: TrainingConfig, is_main: bool) -> str | None:
     if is_main and config.overwrite_output_dir and not resume:
         remove_directory(os.path.join(out, "checkpoints"))
         remove_directory(os.path.join(out, "final"))
-        if os.path.isfile(os.path.join(out, "metrics.jsonl")):
-            os.remove(os.path.join(out, "metrics.jsonl"))
+        for name in ("metrics.jsonl", "run.json"):   # run.json says a run finished: not this one yet
+            if os.path.isfile(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
     return resume
 
 
