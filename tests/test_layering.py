@@ -28,6 +28,7 @@ ALLOWED = {
     "feedback": {"errors", "files", "data", "losses", "models", "scoring"},
     "evaluation": {"errors", "files", "data", "losses", "models", "scoring"},
     "recipes": {"errors", "files", "data", "losses", "models", "training", "scoring", "feedback", "evaluation"},
+    "report": {"errors", "files"},   # reads run files only: no model, no training code
 }
 
 

@@ -32,6 +32,8 @@ METHODS: dict[str, tuple[str, str, str, str]] = {
              "Online RL: RLOO, a leave-one-out baseline over num_generations samples per prompt."),
     "ppo": ("vietnamese_ai.recipes.ppo", "PPOConfig", "run_ppo",
             "Online RL: PPO with a value head, a per-token KL penalty (fixed or adaptive) and GAE."),
+    "evaluate": ("vietnamese_ai.recipes.evaluate", "EvaluateConfig", "run_evaluate",
+                 "Compare two or more models on held-out prompts: scores, principles, toxicity, win/tie/loss, KL."),
     "feedback generate": ("vietnamese_ai.recipes.feedback", "GenerateConfig", "run_generate",
                           "AI feedback: sample candidate answers (N per prompt, several temperatures)."),
     "feedback label": ("vietnamese_ai.recipes.feedback", "LabelConfig", "run_label",
@@ -44,6 +46,8 @@ USAGE = """vietnamese-ai <command> [--config FILE.yaml] [key=value ...]
 
 Commands:
 {commands}
+  report             An HTML report (training curves, evaluations, samples) from run directories:
+                     vietnamese-ai report RUN_DIR... --output report.html
 
 `vietnamese-ai <command> --help` lists every option of a command: its type, its default (or
 REQUIRED) and what it does. Options come from the YAML file first, then key=value pairs (values are
@@ -83,6 +87,37 @@ def run_method(name: str, argv: list[str]) -> int:
     return 0
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, with its usage errors as one UserError line instead of usage text and exit."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def run_report(argv: list[str]) -> int:
+    parser = _OneLineParser(prog="vietnamese-ai report",
+                                     description="One self-contained HTML page from run directories (their metrics.jsonl, "
+                                                 "config.yaml, run.json, eval.json, samples.jsonl, summary.json); no "
+                                                 "model is loaded and the page needs no network.")
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, or a directory of them (runs/demo)")
+    parser.add_argument("--output", "-o", default="report.html", help="the HTML file to write (default: report.html)")
+    parser.add_argument("--title", default="vietnamese-ai report", help="the page title")
+    parser.add_argument("--png", metavar="DIR", help="also save PNGs of the page top and each figure in DIR "
+                                                     "(needs playwright and a system Chromium)")
+    args = parser.parse_args(argv)
+    from vietnamese_ai.report import build_report
+
+    log = logging.getLogger("vietnamese_ai")
+    found = build_report(args.runs, args.output, args.title)
+    log.info("report of %d training runs and %d evaluations written to %s", len(found.training), len(found.evaluations),
+             args.output)
+    if args.png:
+        from vietnamese_ai.report.png import export_png
+
+        log.info("%d PNGs written to %s", len(export_png(args.output, args.png)), args.png)
+    return 0
+
+
 def _dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE.format(commands=_commands()))
@@ -100,16 +135,17 @@ def _dispatch(argv: list[str]) -> int:
                   file=sys.stdout if rest else sys.stderr)
             return 0 if rest else 2
         command, rest = f"feedback {rest[0]}", rest[1:]
-    if command not in METHODS:
+    if command not in METHODS and command != "report":
         from vietnamese_ai.training.config import closest
 
-        suggestion = closest(command, list(METHODS))
+        suggestion = closest(command, [*METHODS, "report"])
         hint = f"did you mean '{suggestion}'? " if suggestion else ""
-        print(f"vietnamese-ai: error: unknown command '{command}'; {hint}commands: {', '.join(METHODS)}", file=sys.stderr)
+        print(f"vietnamese-ai: error: unknown command '{command}'; {hint}commands: {', '.join([*METHODS, 'report'])}",
+              file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="[vietnamese-ai] %(message)s")
     try:
-        return run_method(command, rest)
+        return run_report(rest) if command == "report" else run_method(command, rest)
     except UserError as e:
         print(f"vietnamese-ai: error: {e}", file=sys.stderr)
         return 2

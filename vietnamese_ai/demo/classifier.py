@@ -52,11 +52,3 @@ def train_toxicity_classifier(base: str, texts: list[str], styles: list[str], ou
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     return {"train_accuracy": correct / len(texts), "examples": len(texts), "toxic_share": sum(labels) / len(labels)}
-
-
-def toxicity_summary(toxicity: list[float]) -> dict[str, float]:
-    """The seed recipe's evaluation: mean and std of the toxicity, and the share above 0.5."""
-    import statistics
-
-    return {"toxic_rate": statistics.fmean(t > 0.5 for t in toxicity), "toxicity_mean": statistics.fmean(toxicity),
-            "toxicity_std": statistics.pstdev(toxicity)}

@@ -11,13 +11,18 @@
               gap become a preference data set
 5. dpo        DPO (the RPO variant: DPO + the chosen answer's NLL) with LoRA on those pairs
 6. evaluate   both models answer the held-out prompts afresh (4 samples each); the same rules score
-              them; summary.json and a before/after table
+              them; eval_dpo/, summary.json and a before/after table
 7. classifier a toxicity classifier (a sequence-classification model) trained on the corpus's own
               labels, saved in Hugging Face format
 8. ppo        PPO from the SFT model, rewarded by the classifier's "not toxic" logit, with a KL
               penalty to the SFT model (the detoxification recipe of RLAIF with PPO)
 9. evaluate   the SFT and PPO models answer the held-out prompts afresh; the classifier's toxicity
               mean/std and toxic rate of each, and the % improvement, go to summary.json under "ppo"
+10. report    report.html, built from the run files alone (training curves, both evaluations,
+              samples side by side)
+
+Both evaluations are written as `vietnamese-ai evaluate` writes them (eval_dpo/, eval_ppo/:
+eval.json and samples.jsonl).
 
 Nothing is filtered or rewritten at evaluation time: the difference comes from training.
 """
@@ -34,9 +39,8 @@ from typing import Any
 
 from vietnamese_ai.data.types import Message
 from vietnamese_ai.demo.corpus import STYLE_MIX, chat_record, exchanges, mixed_answers, pretraining_documents, split_heldout
-from vietnamese_ai.demo.classifier import toxicity_summary, train_toxicity_classifier
-from vietnamese_ai.evaluation.compare import compare_models, sample_answers
-from vietnamese_ai.feedback.classifier import ClassifierScorer
+from vietnamese_ai.demo.classifier import train_toxicity_classifier
+from vietnamese_ai.evaluation.compare import before_after, evaluate_models
 from vietnamese_ai.feedback.generate import generate_candidates
 from vietnamese_ai.feedback.pairs import select_pairs, unpaired_rows
 from vietnamese_ai.feedback.rules import RuleScorer
@@ -44,8 +48,10 @@ from vietnamese_ai.models.loading import load_causal_lm, load_tokenizer
 from vietnamese_ai.models.tiny import build_tiny_model
 from vietnamese_ai.recipes.common import quiet_transformers, write_jsonl
 from vietnamese_ai.recipes.dpo import DPOConfig, run_dpo
+from vietnamese_ai.recipes.evaluate import toxicity_measure, write_evaluation
 from vietnamese_ai.recipes.ppo import PPOConfig, run_ppo
 from vietnamese_ai.recipes.sft import SFTConfig, run_sft
+from vietnamese_ai.report import build_report
 
 log = logging.getLogger("vietnamese_ai")
 
@@ -144,11 +150,14 @@ def main(argv: list[str] | None = None) -> int:
                             **common))
     stage(f"DPO done: reward accuracy {dpo.series('rewards/accuracies')[-1]:.2f}", started)
 
-    # 6. evaluation on held-out prompts, fresh samples from both models
+    # 6. evaluation on held-out prompts, fresh samples from both models: what
+    # `vietnamese-ai evaluate models=[sft/final,dpo/final] toxicity=rules` computes and writes
     heldout_prompts = [[Message("user", qa.prompt)] for qa in heldout_qa]
-    summary = compare_models(load_causal_lm(sft.final_dir), dpo.model.eval(), tokenizer, heldout_prompts, scorer,
-                             toxic=scorer.is_toxic, toxicity=scorer.toxicity, samples=cfg["eval_samples"],
-                             temperature=1.0, max_new_tokens=48, seed=1234)
+    report, rows = evaluate(os.path.join(out, "eval_dpo"), {"sft": (load_causal_lm(sft.final_dir), sft.final_dir),
+                                                            "dpo": (dpo.model.eval(), dpo.final_dir)},
+                            tokenizer, heldout_prompts, scorer, "rules", cfg["eval_samples"], seed=1234)
+    summary = before_after(report, rows)
+    summary["settings"] = report["settings"]
     summary["models"] = {"before": sft.final_dir, "after": dpo.final_dir}
     summary["pairs"] = len(pairs)
     with open(os.path.join(out, "summary.json"), "w", encoding="utf-8") as f:
@@ -160,12 +169,34 @@ def main(argv: list[str] | None = None) -> int:
 
     # 7-9. PPO against a toxicity classifier, evaluated with the same classifier on held-out prompts
     summary["ppo"] = detoxify(out, train_qa, heldout_prompts, base, sft.final_dir, tokenizer, cfg, started)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
     with open(os.path.join(out, "summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, ensure_ascii=False, indent=2)
     print()
     print(ppo_table(summary["ppo"]))
+
+    # 10. the report, from the run files alone: `vietnamese-ai report runs/demo`
+    page = os.path.join(out, "report.html")
+    build_report([out], page, title="vietnamese-ai demo: alignment from AI feedback")
     print(f"\ndemo finished in {time.perf_counter() - started:.0f}s; summary in {os.path.join(out, 'summary.json')}")
+    print(f"report: {os.path.abspath(page)}")
     return 0
+
+
+def evaluate(directory: str, models: dict[str, tuple[Any, str]], tokenizer: Any, prompts: list, scorer: Any,
+             toxicity: str, samples: int, seed: int) -> tuple[dict, list]:
+    """Fresh samples from every model on the held-out prompts, scored, written to `directory` as
+    `vietnamese-ai evaluate` writes them (eval.json, samples.jsonl)."""
+    started = time.perf_counter()
+    settings = dict(temperature=1.0, top_p=1.0, max_new_tokens=48, tie_margin=0.02)
+    report, rows = evaluate_models({name: model for name, (model, _) in models.items()}, tokenizer, prompts, scorer,
+                                   toxicity_measure(toxicity), samples, seed=seed, **settings)
+    report["settings"] = {**settings, "prompts": len(prompts), "samples": samples, "seed": seed, "scorer": scorer.name,
+                          "toxicity": toxicity}
+    report["model_paths"] = {name: path for name, (_, path) in models.items()}
+    report["seconds"] = round(time.perf_counter() - started, 3)
+    write_evaluation(directory, report, rows)
+    return report, rows
 
 
 def detoxify(out: str, train_qa: list, heldout_prompts: list, base: str, sft: str, tokenizer: Any, cfg: dict,
@@ -188,19 +219,22 @@ def detoxify(out: str, train_qa: list, heldout_prompts: list, base: str, sft: st
                             do_sample=True, max_steps=cfg["ppo_steps"], logging_steps=8, overwrite_output_dir=True,
                             save_steps=0, disable_tqdm=True, seed=0))
     stage(f"PPO done: reward {ppo.series('reward')[0]:.2f} -> {ppo.series('reward')[-1]:.2f}", started)
-    scorer = ClassifierScorer(classifier, label="toxic")
+    # The same evaluation as `vietnamese-ai evaluate ... toxicity=classifier:runs/demo/classifier:toxic`.
+    report, _ = evaluate(os.path.join(out, "eval_ppo"), {"sft": (load_causal_lm(sft), sft),
+                                                         "ppo": (ppo.model.eval(), ppo.final_dir)},
+                         tokenizer, heldout_prompts, RuleScorer(), f"classifier:{classifier}:toxic", cfg["eval_samples"],
+                         seed=4321)
     result: dict[str, Any] = {}
-    for name, model in (("before", load_causal_lm(sft)), ("after", ppo.model.eval())):
-        answers = sample_answers(model, tokenizer, heldout_prompts, cfg["eval_samples"], max_new_tokens=48, seed=4321)
-        result[name] = toxicity_summary(scorer.values(*answers.flat()))
-        result[name]["model"] = sft if name == "before" else ppo.final_dir
+    for name, key, path in (("before", "sft", sft), ("after", "ppo", ppo.final_dir)):
+        m = report["models"][key]
+        result[name] = {"toxic_rate": m["toxic_rate"], "toxicity_mean": m["toxicity_mean"],
+                        "toxicity_std": m["toxicity_std"], "constitution_score": m["score_mean"], "model": path}
     before, after = result["before"]["toxicity_mean"], result["after"]["toxicity_mean"]
     result["improvement_pct"] = 100 * (before - after) / before if before > 0 else 0.0
     result["std_improvement_pct"] = (100 * (result["before"]["toxicity_std"] - result["after"]["toxicity_std"])
                                      / result["before"]["toxicity_std"] if result["before"]["toxicity_std"] > 0 else 0.0)
     result["classifier"] = classifier
-    result["settings"] = {"prompts": len(heldout_prompts), "samples_per_prompt": cfg["eval_samples"], "temperature": 1.0,
-                          "max_new_tokens": 48, "seed": 4321}
+    result["settings"] = report["settings"]
     stage("PPO evaluated", started)
     return result
 

@@ -38,13 +38,18 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
                    "spiece.model", "sentencepiece.bpe.model")
 
 
+def plainly_local(name_or_path: str) -> bool:
+    """A path no hub name can be: absolute, relative with ./ or ../, or two directories deep."""
+    return os.path.isabs(name_or_path) or name_or_path.startswith(".") or name_or_path.count("/") > 1
+
+
 def _load_error(kind: str, name_or_path: str, error: BaseException) -> UserError:
     detail = " ".join(f"{type(error).__name__}: {error}".split())[:300]
     if os.path.isdir(name_or_path):
         return UserError(f"{kind} '{name_or_path}' could not be loaded ({detail})")
     if os.path.exists(name_or_path):
         return UserError(f"{kind} '{name_or_path}' is a file; give the model's directory (or a hub name)")
-    if os.path.isabs(name_or_path) or name_or_path.startswith(".") or name_or_path.count("/") > 1:
+    if plainly_local(name_or_path):
         return UserError(f"{kind} '{name_or_path}': no such directory")
     return UserError(f"{kind} '{name_or_path}' could not be loaded: not a local directory, and the Hugging Face "
                      f"hub did not provide it ({detail})")

@@ -25,6 +25,7 @@ from vietnamese_ai.models.loading import (
     is_peft_model,
     load_causal_lm,
     load_tokenizer,
+    plainly_local,
 )
 from vietnamese_ai.training.config import TrainingConfig
 from vietnamese_ai.training.loop import mixed_precision
@@ -148,7 +149,7 @@ def check_local_paths(config: TrainingConfig) -> None:
         value = getattr(config, key, None)
         if not value or os.path.exists(value):
             continue
-        if os.path.isabs(value) or value.startswith(".") or value.count("/") > 1:
+        if plainly_local(value):
             raise ConfigError(f"{key}: '{value}': no such directory")
 
 

@@ -210,6 +210,8 @@ def _text_only(cls: type[BaseModel], key: str) -> bool:
     field = cls.model_fields.get(key)
     if field is None:
         return False
+    if typing.get_origin(field.annotation) in (list, tuple, dict):   # list[str] is a list, not text
+        return False
     allowed = set(typing.get_args(field.annotation)) or {field.annotation}
     return str in allowed and allowed <= {str, type(None)}
 

@@ -1,0 +1,154 @@
+"""`vietnamese-ai evaluate`: compare any models on held-out prompts.
+
+Every model answers every prompt `samples` times, with the same sampling seeds (answer k of every
+model is drawn from seed + 1000 k); nothing is filtered or rewritten. One scorer scores every answer,
+and a toxicity measure (the constitution's lexicon rules, or a classifier's label probability) rates
+it. Written to `output_dir`:
+
+- `samples.jsonl`: one line per (prompt, sample k): the prompt, each model's answer, its score, its
+  per-principle scores and its toxicity;
+- `eval.json`: per model, the score mean/std, the mean of each principle, toxic rate, toxicity
+  mean/std and its % improvement against the first model, answer length, distinct-1/2; per later
+  model against the first, win/tie/loss and a KL estimate. Every number in it can be recomputed from
+  samples.jsonl, except the KL (it needs the models).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import Field, field_validator, model_validator
+
+from vietnamese_ai.data.loading import load_records
+from vietnamese_ai.errors import ConfigError
+from vietnamese_ai.files import atomic_file, check_writable_directory
+from vietnamese_ai.training.config import Config
+
+
+class EvaluateConfig(Config):
+    required_on_command_line: ClassVar[tuple[str, ...]] = ("models", "dataset")
+
+    models: list[str] = Field(description="Models to compare (local directories, adapter directories or hub names); the first is the baseline.")
+    names: list[str] | None = Field(None, description="A short name per model (default: the directory names).")
+    dataset: str = Field(description="Held-out prompts: records with a 'prompt' (a string or messages).")
+    scorer: str = Field("constitution", description="What scores answers: constitution[:FILE], reward_model:PATH, classifier:MODEL:LABEL[:logit], judge:MODEL, or a weighted combination.")
+    constitution: str | None = Field(None, description="Constitution YAML for 'constitution' and 'judge' (default: built-in).")
+    toxicity: str = Field("rules", description="Toxicity measure: 'rules' (the constitution's lexicons), 'classifier:MODEL:LABEL' (that label's probability; toxic above 0.5), or 'none'.")
+    samples: int = Field(4, ge=1, description="Answers per prompt and model.")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature (0: greedy).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling.")
+    max_new_tokens: int = Field(64, ge=1, description="Longest answer in tokens.")
+    seed: int = Field(0, description="Sampling seed; answer k of every model uses seed + 1000 k.")
+    tie_margin: float = Field(0.02, ge=0, description="Scores closer than this are a tie.")
+    batch_size: int = Field(32, ge=1, description="Prompts sampled together.")
+    max_prompts: int | None = Field(None, ge=1, description="Use only the first N prompts.")
+    output_dir: str = Field("runs/eval", description="Where eval.json and samples.jsonl go.")
+    trust_remote_code: bool = Field(False, description="Allow model code from the hub to run.")
+    disable_tqdm: bool = Field(False, description="Hide progress bars.")
+
+    @field_validator("models", "names", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _shape(self) -> "EvaluateConfig":
+        if len(self.models) < 2:
+            raise ValueError("models: give two or more (the first is the baseline the others are compared with)")
+        if self.names is not None and (len(self.names) != len(self.models) or len(set(self.names)) != len(self.names)):
+            raise ValueError(f"names: {len(self.names)} names for {len(self.models)} models, or a name twice")
+        if self.toxicity not in ("rules", "none") and not self.toxicity.startswith("classifier:"):
+            raise ValueError(f"toxicity: expected rules, none or classifier:MODEL:LABEL, got '{self.toxicity}'")
+        return self
+
+    def model_names(self) -> list[str]:
+        if self.names:
+            return list(self.names)
+        names = []
+        for path in self.models:
+            parts = [p for p in os.path.normpath(path).split(os.sep) if p and p != "final"]
+            name = parts[-1] if parts else path
+            names.append(name if name not in names else f"{name}-{len(names)}")
+        return names
+
+
+@dataclass
+class EvaluateResult:
+    output_dir: str
+    report: dict[str, Any]
+
+    def summary(self) -> str:
+        lines = [f"{'model':<20}{'score':>8}{'toxic rate':>12}{'toxicity':>10}"]
+        for name, m in self.report["models"].items():
+            lines.append(f"{name:<20}{m['score_mean']:>8.3f}{m.get('toxic_rate', float('nan')):>12.3f}"
+                         f"{m.get('toxicity_mean', float('nan')):>10.3f}")
+        return "\n".join(lines) + f"\nwritten to {os.path.join(self.output_dir, 'eval.json')}"
+
+
+def toxicity_measure(spec: str) -> Any:
+    """(texts) -> list of (toxicity in [0, 1], toxic flag), or None for 'none'."""
+    if spec == "none":
+        return None
+    if spec == "rules":
+        from vietnamese_ai.feedback.rules import RuleScorer
+
+        rules = RuleScorer()
+        return lambda texts: [(rules.toxicity(t), rules.is_toxic(t)) for t in texts]
+    from vietnamese_ai.feedback.classifier import ClassifierScorer
+
+    _, model, label = (spec.split(":", 2) + [""])[:3]
+    if not model or not label:
+        raise ConfigError(f"toxicity: expected classifier:MODEL:LABEL, got '{spec}'")
+    classifier = ClassifierScorer(model, label=label)
+    return lambda texts: [(p, p > 0.5) for p in classifier.values([""] * len(texts), texts)]
+
+
+def write_evaluation(output_dir: str, report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """eval.json and samples.jsonl, each written atomically; returns eval.json's path."""
+    from vietnamese_ai.training.runinfo import versions
+
+    os.makedirs(output_dir, exist_ok=True)
+    report = {**report, "versions": versions()}
+    with atomic_file(os.path.join(output_dir, "samples.jsonl")) as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    path = os.path.join(output_dir, "eval.json")
+    with atomic_file(path) as f:
+        json.dump(report, f, ensure_ascii=False, indent=2)
+    return path
+
+
+def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
+    from vietnamese_ai.evaluation.compare import evaluate_models
+    from vietnamese_ai.feedback.registry import build_scorer
+    from vietnamese_ai.models.loading import load_causal_lm, load_tokenizer, plainly_local
+    from vietnamese_ai.recipes.common import quiet_transformers
+    from vietnamese_ai.recipes.online import read_prompt
+
+    started = time.perf_counter()
+    quiet_transformers()
+    check_writable_directory(config.output_dir, "output_dir")
+    records = load_records(config.dataset)
+    prompts = [read_prompt(r) for r in records][: config.max_prompts]   # each record checked before any model loads
+    if not prompts:
+        raise ConfigError(f"dataset: '{config.dataset}' has no prompts")
+    for path in config.models:
+        if not os.path.exists(path) and plainly_local(path):
+            raise ConfigError(f"models: '{path}': no such directory")
+    scorer = build_scorer(config.scorer, config.constitution)
+    toxicity = toxicity_measure(config.toxicity)
+    tokenizer = load_tokenizer(config.models[0], config.trust_remote_code)
+    models = {name: load_causal_lm(path, trust_remote_code=config.trust_remote_code).eval()
+              for name, path in zip(config.model_names(), config.models)}
+    report, rows = evaluate_models(models, tokenizer, prompts, scorer, toxicity, config.samples, config.temperature,
+                                   config.top_p, config.max_new_tokens, config.seed, config.tie_margin,
+                                   config.batch_size, progress=not config.disable_tqdm)
+    report["settings"] = {**config.model_dump(mode="json"), "scorer_name": scorer.name, "prompts": len(prompts)}
+    report["model_paths"] = dict(zip(config.model_names(), config.models))
+    report["seconds"] = round(time.perf_counter() - started, 3)
+    write_evaluation(config.output_dir, report, rows)
+    return EvaluateResult(config.output_dir, report)

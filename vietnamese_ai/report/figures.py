@@ -1,0 +1,127 @@
+"""The report's figures, as Plotly figures built from run files only.
+
+Training curves put steps on the x axis, one panel per quantity the run logged (a panel and its
+`eval/` twin share an axis). Evaluation figures compare the models of one eval.json: scores per
+principle, toxicity distributions from samples.jsonl, and win/tie/loss against the baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from vietnamese_ai.report.runs import Evaluation, TrainingRun
+
+# (panel title, metric keys drawn in it); each key's `eval/` twin joins the same panel, dashed.
+PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("loss", ("loss", "lm_loss", "nll", "reward_mse")),
+    ("reward margin", ("rewards/margins", "margin")),
+    ("preference accuracy", ("rewards/accuracies", "accuracy")),
+    ("rewards chosen / rejected", ("rewards/chosen", "rewards/rejected")),
+    ("reward", ("reward", "mean_reward", "ppo/returns/mean")),
+    ("KL", ("kl", "objective/kl")),
+    ("KL coefficient", ("objective/kl_coef",)),
+    ("clip fraction", ("clip_ratio", "ppo/policy/clipfrac", "ppo/val/clipfrac")),
+    ("value error", ("ppo/val/error",)),
+    ("completion length", ("completions/mean_length",)),
+    ("learning rate", ("learning_rate",)),
+)
+PALETTE = ("#7f7f7f", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b")
+FONT = dict(family="system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", size=12)
+
+
+def model_colors(names: list[str]) -> dict[str, str]:
+    """The baseline grey, the others in order: the same model keeps its colour in every figure."""
+    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
+
+
+def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
+    fig.update_layout(title=dict(text=title, x=0.01, y=0.98, yanchor="top"), height=height,
+                      margin=dict(l=50, r=20, t=80, b=40), font=FONT,
+                      template="plotly_white", legend=dict(orientation="h", x=0, y=1.0, yanchor="bottom",
+                                                           traceorder="normal"))
+    return fig
+
+
+def training_figure(run: TrainingRun) -> go.Figure | None:
+    """One panel per logged quantity, x = optimizer step."""
+    logged = {k for record in run.metrics for k, v in record.items() if isinstance(v, (int, float))}
+    panels = []
+    for title, keys in PANELS:
+        present = [k for key in keys for k in (key, f"eval/{key}") if k in logged]
+        if present:
+            panels.append((title, present))
+    if not panels:
+        return None
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    color = lambda j: PALETTE[(j + 1) % len(PALETTE)]  # noqa: E731
+    # A panel with several series names each in its colour: one legend for a grid would not say which panel.
+    titles = [title if len(keys) == 1 else "  ".join(f"<span style='color:{color(j)}'>{k}</span>" for j, k in enumerate(keys))
+              for title, keys in panels]
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.08, vertical_spacing=0.5 / rows)
+    for i, (_, keys) in enumerate(panels):
+        for j, key in enumerate(keys):
+            points = [(r["step"], r[key]) for r in run.metrics
+                      if isinstance(r.get(key), (int, float)) and math.isfinite(r[key]) and "step" in r]
+            fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], name=key, mode="lines+markers",
+                                     marker=dict(size=4), line=dict(dash="dash" if key.startswith("eval/") else "solid",
+                                                                    color=color(j)),
+                                     showlegend=False, hovertemplate=f"{key}<br>step %{{x}}: %{{y:.4g}}<extra></extra>"),
+                          row=i // cols + 1, col=i % cols + 1)
+        fig.update_xaxes(title_text="step", row=i // cols + 1, col=i % cols + 1)
+    label = run.name if run.method in (run.name, "training") else f"{run.name} ({run.method})"
+    return _layout(fig, f"{label}: training curves", 120 + 260 * rows)
+
+
+def principles_figure(evaluation: Evaluation) -> go.Figure:
+    """Overall score and each principle's mean score, one bar per model."""
+    models = evaluation.report["models"]
+    colors = model_colors(list(models))
+    principles = sorted({p for m in models.values() for p in m.get("per_principle", {})})
+    fig = go.Figure()
+    for name, m in models.items():
+        values = [m.get("score_mean")] + [m.get("per_principle", {}).get(p) for p in principles]
+        fig.add_trace(go.Bar(name=name, x=["overall"] + principles, y=values, marker_color=colors[name],
+                             text=[f"{v:.3f}" if v is not None else "" for v in values], textposition="outside"))
+    fig.update_layout(barmode="group", yaxis=dict(title="mean score", range=[0, 1.12]))
+    return _layout(fig, f"{evaluation.name}: mean score, overall and per principle (higher is better)", 420)
+
+
+def toxicity_figure(evaluation: Evaluation) -> go.Figure | None:
+    """Overlaid histograms of each answer's toxicity, from samples.jsonl."""
+    rows = [r for r in evaluation.samples if isinstance(r.get("toxicity"), dict)]
+    if not rows:
+        return None
+    models = evaluation.report["models"]
+    colors = model_colors(list(models))
+    fig = go.Figure()
+    for name, m in models.items():
+        values = [r["toxicity"][name] for r in rows if isinstance(r["toxicity"].get(name), (int, float))]
+        label = f"{name}: mean {m.get('toxicity_mean', float('nan')):.3f} ± {m.get('toxicity_std', float('nan')):.3f}"
+        if "toxicity_improvement_pct" in m:
+            label += f" ({m['toxicity_improvement_pct']:+.0f}% vs {evaluation.report.get('baseline')})"
+        fig.add_trace(go.Histogram(x=values, name=label, marker_color=colors[name], opacity=0.6,
+                                   xbins=dict(start=0, end=1.0001, size=0.05)))
+    fig.update_layout(barmode="overlay", xaxis=dict(title="toxicity of an answer (0 = clean, 1 = toxic)", range=[0, 1]),
+                      yaxis=dict(title="answers"))
+    return _layout(fig, f"{evaluation.name}: toxicity distribution (lower is better)", 400)
+
+
+def wins_figure(evaluation: Evaluation) -> go.Figure | None:
+    """Win / tie / loss of each model against the baseline, answer k against answer k."""
+    pairs = evaluation.report.get("pairs") or {}
+    if not pairs:
+        return None
+    labels = [name.replace("_vs_", " vs ") for name in pairs]
+    fig = go.Figure()
+    for key, title, color in (("win_rate", "win", "#2ca02c"), ("tie_rate", "tie", "#c7c7c7"), ("loss_rate", "loss", "#d62728")):
+        values = [100 * p.get(key, 0.0) for p in pairs.values()]
+        fig.add_trace(go.Bar(name=title, y=labels, x=values, orientation="h", marker_color=color,
+                             text=[f"{title} {v:.0f}%" for v in values], textposition="inside"))
+    fig.update_layout(barmode="stack", xaxis=dict(title="% of answers", range=[0, 100]))
+    return _layout(fig, f"{evaluation.name}: win / tie / loss against {evaluation.report.get('baseline')}",
+                   160 + 60 * len(pairs))
