@@ -103,7 +103,8 @@ def toxicity_figure(evaluation: Evaluation) -> go.Figure | None:
         values = [r["toxicity"][name] for r in rows if isinstance(r["toxicity"].get(name), (int, float))]
         label = f"{name}: mean {m.get('toxicity_mean', float('nan')):.3f} ± {m.get('toxicity_std', float('nan')):.3f}"
         if "toxicity_improvement_pct" in m:
-            label += f" ({m['toxicity_improvement_pct']:+.0f}% vs {evaluation.report.get('baseline')})"
+            pct = m["toxicity_improvement_pct"]
+            label += f" ({abs(pct):.0f}% {'lower' if pct >= 0 else 'higher'} than {evaluation.report.get('baseline')})"
         fig.add_trace(go.Histogram(x=values, name=label, marker_color=colors[name], opacity=0.6,
                                    xbins=dict(start=0, end=1.0001, size=0.05)))
     fig.update_layout(barmode="overlay", xaxis=dict(title="toxicity of an answer (0 = clean, 1 = toxic)", range=[0, 1]),
