@@ -125,7 +125,7 @@ def test_cli_dpo_orpo_kto(tmp_path, tiny_model, pref_file, capsys):
         out = tmp_path / method
         assert main([method, f"model_name_or_path={tiny_model}", f"dataset={pref_file}", f"output_dir={out}",
                      "max_steps=2", "per_device_train_batch_size=8", "logging_steps=1", "disable_tqdm=true"]) == 0, method
-        assert sorted(os.listdir(out)) == ["config.yaml", "final", "metrics.jsonl"]
+        assert sorted(os.listdir(out)) == ["config.yaml", "final", "metrics.jsonl", "run.json"]
         assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
     assert main(["dpo", f"model_name_or_path={tiny_model}", "loss_type=dpo2"]) == 2
     assert "key 'loss_type'" in capsys.readouterr().err

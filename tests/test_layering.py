@@ -29,6 +29,8 @@ ALLOWED = {
     "evaluation": {"errors", "files", "data", "losses", "models", "scoring"},
     "recipes": {"errors", "files", "data", "losses", "models", "training", "scoring", "feedback", "evaluation"},
     "report": {"errors", "files"},   # reads run files only: no model, no training code
+    "pipeline": {"errors", "files", "data", "losses", "models", "training", "scoring", "feedback", "evaluation",
+                 "recipes", "report"},
 }
 
 

@@ -22,7 +22,7 @@ def test_cli_run_writes_the_standard_output_layout(tmp_path, tiny_model, sft_fil
                                       "per_device_train_batch_size": 4, "logging_steps": 1, "save_steps": 2}))
     out = tmp_path / "run"
     assert main(["sft", "--config", str(config), f"output_dir={out}", "num_train_epochs=1", "disable_tqdm=true"]) == 0
-    assert sorted(os.listdir(out)) == ["checkpoints", "config.yaml", "final", "metrics.jsonl"]
+    assert sorted(os.listdir(out)) == ["checkpoints", "config.yaml", "final", "metrics.jsonl", "run.json"]
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["num_train_epochs"] == 1 and resolved["learning_rate"] == 1e-3 and resolved["packing"] is True
     rows = read_jsonl(out / "metrics.jsonl")

@@ -14,33 +14,7 @@ import sys
 from typing import Any
 
 from vietnamese_ai.errors import UserError
-
-# command -> (module, config class, run function, one-line description)
-METHODS: dict[str, tuple[str, str, str, str]] = {
-    "sft": ("vietnamese_ai.recipes.sft", "SFTConfig", "run_sft", "Supervised fine-tuning on text, chat or prompt-completion data."),
-    "dpo": ("vietnamese_ai.recipes.dpo", "DPOConfig", "run_dpo",
-            "Direct preference optimisation: loss_type=sigmoid|ipo|hinge|robust|rpo|simpo."),
-    "orpo": ("vietnamese_ai.recipes.orpo", "ORPOConfig", "run_orpo", "ORPO: SFT and preference alignment in one stage, no reference."),
-    "kto": ("vietnamese_ai.recipes.kto", "KTOConfig", "run_kto", "KTO: alignment from unpaired desirable/undesirable examples."),
-    "reward": ("vietnamese_ai.recipes.reward", "RewardConfig", "run_reward", "Train a Bradley-Terry reward model on preference pairs."),
-    "score": ("vietnamese_ai.recipes.score", "ScoreConfig", "run_score", "Score prompt/response records with a reward model."),
-    "score-sft": ("vietnamese_ai.recipes.score_sft", "ScoreSFTConfig", "run_score_sft",
-                  "SFT plus a score head regressed onto target scores (score-regularised fine-tuning)."),
-    "grpo": ("vietnamese_ai.recipes.grpo", "GRPOConfig", "run_grpo",
-             "Online RL: GRPO, group-relative advantages over num_generations samples per prompt."),
-    "rloo": ("vietnamese_ai.recipes.rloo", "RLOOConfig", "run_rloo",
-             "Online RL: RLOO, a leave-one-out baseline over num_generations samples per prompt."),
-    "ppo": ("vietnamese_ai.recipes.ppo", "PPOConfig", "run_ppo",
-            "Online RL: PPO with a value head, a per-token KL penalty (fixed or adaptive) and GAE."),
-    "evaluate": ("vietnamese_ai.recipes.evaluate", "EvaluateConfig", "run_evaluate",
-                 "Compare two or more models on held-out prompts: scores, principles, toxicity, win/tie/loss, KL."),
-    "feedback generate": ("vietnamese_ai.recipes.feedback", "GenerateConfig", "run_generate",
-                          "AI feedback: sample candidate answers (N per prompt, several temperatures)."),
-    "feedback label": ("vietnamese_ai.recipes.feedback", "LabelConfig", "run_label",
-                       "AI feedback: score candidates, keep (best, worst) pairs, write DPO and KTO data."),
-    "feedback critique": ("vietnamese_ai.recipes.feedback", "CritiqueConfig", "run_critique",
-                          "Constitutional AI: critique -> revision, written as SFT data and pairs."),
-}
+from vietnamese_ai.recipes.commands import METHODS   # command -> (module, config class, run function, description)
 
 USAGE = """vietnamese-ai <command> [--config FILE.yaml] [key=value ...]
 
@@ -48,6 +22,8 @@ Commands:
 {commands}
   report             An HTML report (training curves, evaluations, samples) from run directories:
                      vietnamese-ai report RUN_DIR... --output report.html
+  pipeline run       Stages in order from one YAML file, resumable by stage:
+                     vietnamese-ai pipeline run PIPELINE.yaml [--dry-run] [--from STAGE] [--only STAGE]
 
 `vietnamese-ai <command> --help` lists every option of a command: its type, its default (or
 REQUIRED) and what it does. Options come from the YAML file first, then key=value pairs (values are
@@ -118,6 +94,38 @@ def run_report(argv: list[str]) -> int:
     return 0
 
 
+def run_pipeline_command(argv: list[str]) -> int:
+    parser = _OneLineParser(prog="vietnamese-ai pipeline run",
+                            description="Run a pipeline file's stages in order; a stage that is done and unchanged is "
+                                        "skipped, an interrupted one resumes (docs/pipelines.md).")
+    parser.add_argument("file", metavar="PIPELINE.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="STAGE.KEY=VALUE", help="override a stage's key (or output_dir=PATH)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan (what runs, what is skipped and why) and stop")
+    parser.add_argument("--from", dest="start", metavar="STAGE", help="run this stage and every one after it, even if unchanged")
+    parser.add_argument("--only", metavar="STAGE", help="run this one stage (the stages it reads must be done)")
+    if argv and argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0
+    if not argv or argv[0] != "run":
+        raise UserError("pipeline: usage: vietnamese-ai pipeline run PIPELINE.yaml [STAGE.KEY=VALUE ...] "
+                        "[--dry-run] [--from STAGE | --only STAGE]")
+    args = parser.parse_args(argv[1:])
+    if args.start and args.only:
+        raise UserError("pipeline run: give --from or --only, not both")
+    from vietnamese_ai.pipeline import load_pipeline, plan, run_pipeline
+
+    pipeline = load_pipeline(args.file, args.overrides)
+    if args.dry_run:
+        for step in plan(pipeline, args.start, args.only):
+            print(f"{step.stage.name:<16} {step.stage.command:<18} {step.action:<7} {step.reason}")
+        return 0
+    rows = run_pipeline(pipeline, args.start, args.only, log=logging.getLogger("vietnamese_ai").info)
+    ran = sum(r["action"] != "skip" for r in rows)
+    logging.getLogger("vietnamese_ai").info("pipeline done: %d stages run, %d skipped; state in %s", ran,
+                                            len(rows) - ran, os.path.join(pipeline.output_dir, "pipeline_state.json"))
+    return 0
+
+
 def _dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE.format(commands=_commands()))
@@ -135,17 +143,18 @@ def _dispatch(argv: list[str]) -> int:
                   file=sys.stdout if rest else sys.stderr)
             return 0 if rest else 2
         command, rest = f"feedback {rest[0]}", rest[1:]
-    if command not in METHODS and command != "report":
+    special = {"report": run_report, "pipeline": run_pipeline_command}
+    if command not in METHODS and command not in special:
         from vietnamese_ai.training.config import closest
 
-        suggestion = closest(command, [*METHODS, "report"])
+        suggestion = closest(command, [*METHODS, *special])
         hint = f"did you mean '{suggestion}'? " if suggestion else ""
-        print(f"vietnamese-ai: error: unknown command '{command}'; {hint}commands: {', '.join([*METHODS, 'report'])}",
+        print(f"vietnamese-ai: error: unknown command '{command}'; {hint}commands: {', '.join([*METHODS, *special])}",
               file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="[vietnamese-ai] %(message)s")
     try:
-        return run_report(rest) if command == "report" else run_method(command, rest)
+        return special[command](rest) if command in special else run_method(command, rest)
     except UserError as e:
         print(f"vietnamese-ai: error: {e}", file=sys.stderr)
         return 2

@@ -204,7 +204,7 @@ def parse_override(item: str) -> tuple[str, Any, str]:
     return key.strip(), value, raw
 
 
-def _text_only(cls: type[BaseModel], key: str) -> bool:
+def text_only(cls: type[BaseModel], key: str) -> bool:
     """Whether a key holds text and nothing else (str or str | None): its command-line value is taken
     as written, so output_dir=2024 or output_dir=010 names that directory."""
     field = cls.model_fields.get(key)
@@ -233,7 +233,7 @@ def load_config(cls: type[C], config_file: str | None = None, overrides: list[st
             values[str(key)], sources[str(key)] = value, config_file
     for item in overrides or []:
         key, value, raw = parse_override(item)
-        values[key], sources[key] = (raw if _text_only(cls, key) and value is not None else value), "command line"
+        values[key], sources[key] = (raw if text_only(cls, key) and value is not None else value), "command line"
     try:
         values = renamed(cls, values, sources)
     except InvalidValue as e:

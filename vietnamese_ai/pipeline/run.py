@@ -1,0 +1,224 @@
+"""Running a pipeline: stage by stage, skipping what is already done, resuming what was cut off.
+
+Each stage gets a content hash when it is planned: its command, its resolved keys, a fingerprint of
+every local file or directory it reads from outside the pipeline (content for files; names, sizes
+and modification times for directories), and the hash of the stage before it. The hash chain is
+what makes a change re-run its stage and everything after it, and nothing before it.
+
+`pipeline_state.json` (next to the resolved `pipeline.yaml`) records, per stage, its hash and
+whether it is running or done. A stage is then
+
+- skipped when it is done with the same hash and its output is still there;
+- resumed when it was cut off with the same hash (a training stage continues from its newest
+  checkpoint; other commands write their outputs atomically, so they simply run again);
+- run afresh otherwise (a training stage's old checkpoints are replaced).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from vietnamese_ai.errors import ConfigError
+from vietnamese_ai.files import atomic_file
+from vietnamese_ai.pipeline.spec import TRAINING, Pipeline, Stage, validate
+
+STATE = "pipeline_state.json"
+
+
+@dataclass
+class Step:
+    stage: Stage
+    action: str        # run | resume | skip
+    reason: str
+    hash: str          # chained: covers this stage and every stage before it
+    own: str           # this stage alone
+
+
+def _fingerprint(path: str) -> str:
+    digest = hashlib.sha256()
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return "file:" + digest.hexdigest()
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            info = os.stat(full)
+            digest.update(f"{os.path.relpath(full, path)}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return "dir:" + digest.hexdigest()
+
+
+def _inputs(value: Any, inside: str) -> dict[str, str]:
+    """Fingerprints of the existing local paths a stage's keys name, outside the pipeline directory
+    (what lies inside is an earlier stage's output, covered by the hash chain)."""
+    found: dict[str, str] = {}
+    if isinstance(value, str):
+        if value and os.path.exists(value):
+            real = os.path.realpath(value)
+            if not (real + os.sep).startswith(os.path.realpath(inside) + os.sep):
+                found[value] = _fingerprint(value)
+    elif isinstance(value, list):
+        for v in value:
+            found.update(_inputs(v, inside))
+    elif isinstance(value, dict):
+        for v in value.values():
+            found.update(_inputs(v, inside))
+    return found
+
+
+def stage_hash(stage: Stage, previous: str, pipeline_dir: str) -> tuple[str, str]:
+    """(the stage's own hash, the chained hash that also covers every stage before it)."""
+    own = hashlib.sha256(json.dumps({"command": stage.command, "values": stage.values,
+                                     "inputs": _inputs(stage.values, pipeline_dir)},
+                                    sort_keys=True, default=str).encode()).hexdigest()
+    return own, hashlib.sha256(f"{previous}:{own}".encode()).hexdigest()
+
+
+def read_state(pipeline: Pipeline) -> dict[str, Any]:
+    path = os.path.join(pipeline.output_dir, STATE)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            state = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ConfigError(f"{path}: not valid JSON; delete it to run every stage again") from None
+    return state.get("stages", {}) if isinstance(state, dict) else {}
+
+
+def write_state(pipeline: Pipeline, stages: dict[str, Any]) -> None:
+    os.makedirs(pipeline.output_dir, exist_ok=True)
+    with atomic_file(os.path.join(pipeline.output_dir, STATE)) as f:
+        json.dump({"pipeline": pipeline.path, "stages": stages}, f, ensure_ascii=False, indent=2)
+
+
+def plan(pipeline: Pipeline, start: str | None = None, only: str | None = None) -> list[Step]:
+    """What each stage will do, and why."""
+    for name in (start, only):
+        if name is not None:
+            pipeline.stage(name)   # an unknown name is an error listing the stages
+    state = read_state(pipeline)
+    steps, previous, forced = [], "", False
+    for stage in pipeline.stages:
+        own, chained = stage_hash(stage, previous, pipeline.output_dir)
+        previous = chained
+        record = state.get(stage.name, {})
+        forced = forced or stage.name == start
+        done = record.get("status") == "done" and record.get("hash") == chained and _output_exists(stage)
+        if only is not None and stage.name != only:
+            steps.append(Step(stage, "skip", "done" if done else "not asked for (--only)", chained, own))
+        elif forced or stage.name == only:
+            steps.append(Step(stage, "run", f"asked for ({'--from' if start else '--only'})", chained, own))
+        elif done:
+            steps.append(Step(stage, "skip", f"unchanged since {record.get('finished_at', '?')}", chained, own))
+        elif record.get("status") == "running" and record.get("hash") == chained:
+            steps.append(Step(stage, "resume", "it was interrupted", chained, own))
+        elif not record:
+            steps.append(Step(stage, "run", "never run", chained, own))
+        elif record.get("own") == own and record.get("hash") != chained:
+            steps.append(Step(stage, "run", "an earlier stage changed", chained, own))
+        elif record.get("hash") != chained:
+            steps.append(Step(stage, "run", "its keys or inputs changed", chained, own))
+        else:
+            steps.append(Step(stage, "run", "its output is missing", chained, own))
+    if only is not None:   # the one stage's inputs must exist
+        target = pipeline.stage(only)
+        by_name = {s.stage.name: s for s in steps}
+        missing = [n for n in target.needs if by_name[n].reason != "done"]
+        if missing:
+            raise ConfigError(f"--only {only}: it needs stage '{missing[0]}', which has not completed with its current "
+                              f"keys; run the pipeline up to it first")
+    return steps
+
+
+def _output_exists(stage: Stage) -> bool:
+    """The file or directory a command writes last (so its presence means the command finished)."""
+    key = "final" if stage.command in TRAINING else "eval" if stage.command == "evaluate" else stage.target_key
+    return os.path.exists(stage.output(key))
+
+
+def stage_outputs(stage: Stage) -> dict[str, str]:
+    from vietnamese_ai.pipeline.spec import OUTPUTS
+
+    return {name: stage.output(name) for name in OUTPUTS[stage.command]}
+
+
+def execute(stage: Stage, resume: bool = False) -> Any:
+    """Run one stage's command (the same recipe functions as the CLI) and return its result."""
+    if stage.command == "report":
+        from vietnamese_ai.report import build_report
+
+        os.makedirs(stage.directory, exist_ok=True)
+        build_report(stage.values["runs"], stage.output("output"), stage.values.get("title", "vietnamese-ai report"))
+        return None
+    from vietnamese_ai.recipes.commands import METHODS
+
+    values = {**stage.values, stage.target_key: stage.output(stage.target_key)}
+    if stage.command in TRAINING:
+        values["overwrite_output_dir"] = True   # a stale run of older keys is replaced; a checkpoint of these keys resumed
+        if resume:
+            values["resume_from_checkpoint"] = "latest"
+    os.makedirs(stage.directory, exist_ok=True)
+    config = validate(f"stage '{stage.name}'", stage.command, values)
+    module, _, run_name, _ = METHODS[stage.command]
+    return getattr(importlib.import_module(module), run_name)(config, **stage.objects)
+
+
+def summarize(result: Any) -> dict[str, Any]:
+    """What the state file keeps of a stage's result: the last logged metrics of a training run."""
+    history = getattr(result, "history", None)
+    if history:
+        last = next((r for r in reversed(history) if "loss" in r), history[-1])
+        return {k: v for k, v in last.items() if isinstance(v, (int, float))}
+    return {"summary": result.summary()} if hasattr(result, "summary") else {}
+
+
+def save_resolved(pipeline: Pipeline) -> None:
+    os.makedirs(pipeline.output_dir, exist_ok=True)
+    resolved = {"source": pipeline.path, "output_dir": pipeline.output_dir,
+                "stages": {s.name: {"command": s.command, **s.values} for s in pipeline.stages}}
+    with atomic_file(os.path.join(pipeline.output_dir, "pipeline.yaml")) as f:
+        f.write(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+
+
+def run_pipeline(pipeline: Pipeline, start: str | None = None, only: str | None = None,
+                 log: Any = print) -> list[dict[str, Any]]:
+    """Run the plan; returns one row per stage (name, action, reason, seconds, outputs, metrics)."""
+    steps = plan(pipeline, start, only)
+    save_resolved(pipeline)
+    state = read_state(pipeline)
+    rows = []
+    for step in steps:
+        stage = step.stage
+        row = {"stage": stage.name, "command": stage.command, "action": step.action, "reason": step.reason,
+               "outputs": stage_outputs(stage)}
+        if step.action == "skip":
+            row.update(seconds=state.get(stage.name, {}).get("seconds"), metrics=state.get(stage.name, {}).get("metrics", {}))
+            rows.append(row)
+            log(f"[pipeline] {stage.name}: skipped ({step.reason})")
+            continue
+        log(f"[pipeline] {stage.name} ({stage.command}): {step.action}, {step.reason}")
+        state[stage.name] = {"status": "running", "hash": step.hash, "own": step.own,
+                             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        write_state(pipeline, state)
+        started = time.perf_counter()
+        result = execute(stage, resume=step.action == "resume")
+        seconds = round(time.perf_counter() - started, 2)
+        metrics = summarize(result)
+        state[stage.name].update(status="done", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"), seconds=seconds,
+                                 metrics=metrics)
+        write_state(pipeline, state)
+        row.update(seconds=seconds, metrics=metrics)
+        rows.append(row)
+        log(f"[pipeline] {stage.name}: done in {seconds:.0f}s")
+    return rows

@@ -1,0 +1,221 @@
+"""A pipeline file: stages in order, each a command of the toolkit with its keys.
+
+    output_dir: runs/my-pipeline          # every stage writes under it, in a folder named after it
+    stages:
+      sft:                                # the stage's name; its command, unless `command:` says otherwise
+        model_name_or_path: Qwen/Qwen2.5-0.5B
+        dataset: data/sft.jsonl
+      pairs:
+        command: feedback label
+        candidates: data/candidates.jsonl
+      dpo:
+        model_name_or_path: ${sft.final}  # an earlier stage's output, by name
+        dataset: ${pairs.output}
+
+`${NAME.OUTPUT}` names an output of an earlier stage (`final`, `output_dir`, `output`, ... as listed
+in OUTPUTS) or, failing that, one of its resolved keys (`${sft.learning_rate}`). A reference to a
+stage that does not exist, to a later one or to itself is an error before anything runs, and so is
+an unknown command or a bad key inside a stage: every stage's config is built and validated first.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from vietnamese_ai.data.loading import read_yaml
+from vietnamese_ai.errors import ConfigError
+from vietnamese_ai.training.config import InvalidValue, closest, renamed, unknown_key
+
+REFERENCE = re.compile(r"\$\{([A-Za-z0-9_-]+)\.([A-Za-z0-9_/-]+)\}")
+TRAINING = ("sft", "dpo", "orpo", "kto", "reward", "score-sft", "grpo", "rloo", "ppo")
+# command -> {output name: path relative to the stage's directory}; the first of each is where the
+# command is told to write (its output_dir or output key), which the pipeline sets.
+OUTPUTS: dict[str, dict[str, str]] = {
+    **{c: {"output_dir": "", "final": "final", "metrics": "metrics.jsonl"} for c in TRAINING},
+    "evaluate": {"output_dir": "", "eval": "eval.json", "samples": "samples.jsonl"},
+    "score": {"output": "scores.jsonl"},
+    "feedback generate": {"output": "candidates.jsonl"},
+    "feedback label": {"output": "pairs.jsonl", "unpaired": "pairs_unpaired.jsonl"},
+    "feedback critique": {"output": "revisions.jsonl", "pairs": "revisions_pairs.jsonl"},
+    "report": {"output": "report.html"},
+}
+PIPELINE_KEYS = ("overwrite_output_dir", "resume_from_checkpoint")   # set by the runner, not by the file
+
+
+@dataclass
+class Stage:
+    name: str
+    command: str
+    values: dict[str, Any]                       # the stage's keys, references resolved
+    directory: str                               # <pipeline output_dir>/<name>
+    needs: list[str] = field(default_factory=list)   # stages it refers to
+    objects: dict[str, Any] = field(default_factory=dict)   # Python objects for the recipe (model=, ...)
+
+    def output(self, name: str) -> str:
+        return os.path.join(self.directory, OUTPUTS[self.command][name]).rstrip(os.sep)
+
+    @property
+    def target_key(self) -> str:
+        """The key that tells the command where to write."""
+        return next(iter(OUTPUTS[self.command]))
+
+
+@dataclass
+class Pipeline:
+    path: str                 # the file it came from ("<python>" for one built in code)
+    output_dir: str
+    stages: list[Stage]
+
+    def stage(self, name: str) -> Stage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise ConfigError(f"{self.path}: no stage '{name}'; stages: {', '.join(s.name for s in self.stages)}")
+
+
+def _commands() -> list[str]:
+    from vietnamese_ai.recipes.commands import METHODS
+
+    return [*METHODS, "report"]
+
+
+def command_config(command: str) -> type | None:
+    """The config class of a command (None for report, which takes runs and a title)."""
+    if command == "report":
+        return None
+    from vietnamese_ai.recipes.commands import METHODS
+    import importlib
+
+    module, config_name, _, _ = METHODS[command]
+    return getattr(importlib.import_module(module), config_name)
+
+
+def _substitute(value: Any, resolve: Any) -> Any:
+    if isinstance(value, str):
+        whole = REFERENCE.fullmatch(value.strip())
+        if whole:   # the whole value is one reference: keep the referenced value's type
+            return resolve(whole.group(1), whole.group(2))
+        return REFERENCE.sub(lambda m: str(resolve(m.group(1), m.group(2))), value)
+    if isinstance(value, list):
+        return [_substitute(v, resolve) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, resolve) for k, v in value.items()}
+    return value
+
+
+def build_stage(where: str, name: str, command: str, values: dict[str, Any], earlier: dict[str, Stage],
+                later: set[str], output_dir: str) -> Stage:
+    """One stage, its references resolved against `earlier` and its keys validated."""
+    from vietnamese_ai.recipes.commands import METHODS
+
+    if command not in METHODS and command != "report":
+        suggestion = closest(command, [*METHODS, "report"])
+        raise ConfigError(f"{where}: unknown command '{command}'" + (f"; did you mean '{suggestion}'?" if suggestion else "")
+                          + f"; commands: {', '.join([*METHODS, 'report'])}")
+    stage = Stage(name, command, {}, os.path.join(output_dir, name))
+    for key in (stage.target_key, *PIPELINE_KEYS):
+        if key in values:
+            raise ConfigError(f"{where}: key '{key}' is set by the pipeline (the stage writes to {stage.directory})")
+
+    def resolve(other: str, output: str) -> Any:
+        if other == name:
+            raise ConfigError(f"{where}: '${{{other}.{output}}}' refers to the stage itself (a cycle)")
+        if other not in earlier:
+            what = "comes later" if other in later else "does not exist"
+            raise ConfigError(f"{where}: '${{{other}.{output}}}': stage '{other}' {what}; a stage can use only the "
+                              f"outputs of stages before it ({', '.join(earlier) or 'none'})")
+        source = earlier[other]
+        if other not in stage.needs:
+            stage.needs.append(other)
+        if output in OUTPUTS[source.command]:
+            return source.output(output)
+        if output in source.values:
+            return source.values[output]
+        raise ConfigError(f"{where}: '${{{other}.{output}}}': stage '{other}' ({source.command}) has no output or key "
+                          f"'{output}'; its outputs: {', '.join(OUTPUTS[source.command])}")
+
+    stage.values = _substitute(values, resolve)
+    if command == "report":
+        runs = stage.values.get("runs")
+        if runs is None:   # by default, every stage before it
+            stage.values["runs"] = [s.directory for s in earlier.values()]
+            stage.needs = list(earlier)
+        unknown = set(stage.values) - {"runs", "title"}
+        if unknown:
+            raise ConfigError(f"{where}: key '{sorted(unknown)[0]}': unknown key; report takes: runs, title")
+        if isinstance(stage.values["runs"], str):
+            stage.values["runs"] = [stage.values["runs"]]
+    else:
+        validate(where, command, {**stage.values, stage.target_key: stage.output(stage.target_key)})
+    return stage
+
+
+def validate(where: str, command: str, values: dict[str, Any]) -> Any:
+    """The command's config built from the stage's keys: a bad key fails here, naming the stage."""
+    cls = command_config(command)
+    try:
+        values = renamed(cls, values)
+        for key in values:
+            if key not in cls.model_fields:
+                raise unknown_key(key, list(cls.model_fields))
+        return cls(**values)
+    except InvalidValue as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def apply_overrides(path: str, data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`STAGE.KEY=VALUE` (or `output_dir=PATH`) from the command line, over the file's values."""
+    from vietnamese_ai.training.config import text_only, parse_override
+
+    for item in overrides:
+        key, value, raw = parse_override(item)
+        if key == "output_dir":
+            data["output_dir"] = raw
+            continue
+        stage, _, name = key.partition(".")
+        stages = data.get("stages") if isinstance(data.get("stages"), dict) else {}
+        if not name or stage not in stages:
+            raise ConfigError(f"command line: '{item}': expected STAGE.KEY=VALUE with a stage of {path} "
+                              f"({', '.join(map(str, stages)) or 'none'}), or output_dir=PATH")
+        values = stages[stage] or {}
+        command = str(values.get("command", stage))
+        cls = command_config(command) if command in _commands() and command != "report" else None
+        text = cls is not None and text_only(cls, name) and value is not None   # output_dir=2024 stays text
+        stages[stage] = {**values, name: raw if text else value}
+    return data
+
+
+def load_pipeline(path: str, overrides: list[str] | None = None) -> Pipeline:
+    data = apply_overrides(path, read_yaml(path, "pipeline"), overrides or [])
+    unknown = set(data) - {"output_dir", "stages", "name"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key '{sorted(unknown)[0]}'; a pipeline has: name, output_dir, stages")
+    stages = data.get("stages")
+    if not isinstance(stages, dict) or not stages:
+        raise ConfigError(f"{path}: 'stages' must be a mapping of stage name to its keys, in order")
+    output_dir = data.get("output_dir") or os.path.join("runs", os.path.splitext(os.path.basename(path))[0])
+    if not isinstance(output_dir, str):
+        raise ConfigError(f"{path}: 'output_dir' must be a path")
+    return build_pipeline(path, output_dir, [(str(n), v) for n, v in stages.items()])
+
+
+def build_pipeline(path: str, output_dir: str, stages: list[tuple[str, Any]]) -> Pipeline:
+    built: dict[str, Stage] = {}
+    names = [name for name, _ in stages]
+    for i, (name, values) in enumerate(stages):
+        where = f"{path}: stage '{name}'"
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            raise ConfigError(f"{where}: a stage name may hold letters, digits, '_' and '-' only")
+        if name in built:
+            raise ConfigError(f"{where}: a second stage with this name")
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where}: expected a mapping of key: value, got {type(values).__name__}")
+        values = {str(k): v for k, v in values.items()}
+        command = str(values.pop("command", name))
+        built[name] = build_stage(where, name, command, values, built, set(names[i + 1:]), output_dir)
+    return Pipeline(path, output_dir, list(built.values()))
