@@ -36,13 +36,13 @@ def test_demo_outputs_load_and_are_what_dpo_reads(demo):
 
     AutoModelForCausalLM.from_pretrained(demo / "sft" / "final")
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(demo / "sft" / "final"), demo / "dpo" / "final")
-    prompts = read_jsonl(demo / "heldout_prompts.jsonl")
+    prompts = read_jsonl(demo / "corpus" / "heldout_prompts.jsonl")
     assert prompts and all(set(p) == {"prompt"} for p in prompts)
     pairs = read_jsonl(demo / "feedback" / "pairs.jsonl")
     assert pairs and {"prompt", "chosen", "rejected", "chosen_score", "rejected_score", "chosen_principles",
                       "chosen_sampling", "generator", "scorer"} <= set(pairs[0])
     assert all(p["chosen_score"] - p["rejected_score"] >= 0.15 for p in pairs)
-    held = {p["prompt"] for p in prompts}
+    held = {p["prompt"][0]["content"] for p in prompts}
     assert not held & {p["prompt"][0]["content"] for p in pairs}  # evaluation prompts were never trained on
 
 
@@ -64,3 +64,18 @@ def test_ppo_against_the_toxicity_classifier_lowers_held_out_toxicity(demo):
     assert classifier.config.id2label == {0: "not_toxic", 1: "toxic"}
     rows = read_jsonl(demo / "ppo" / "metrics.jsonl")
     assert rows and {"step", "loss", "objective/kl", "ppo/returns/mean"} <= set(rows[0])
+
+
+def test_the_demo_is_a_pipeline_whose_second_run_skips_every_stage(demo, capsys):
+    first = json.loads((demo / "summary.json").read_text(encoding="utf-8"))
+    assert all(s["action"] == "run" for s in first["stages"].values())
+    assert {"corpus", "init", "base", "sft", "candidates", "feedback", "reward", "dpo", "classifier", "ppo", "eval_dpo",
+            "eval_ppo", "report"} == set(first["stages"])
+    assert (demo / "report.html").read_text(encoding="utf-8") == (demo / "report" / "report.html").read_text(encoding="utf-8")
+    for name in ("eval_dpo", "eval_ppo"):
+        assert {"eval.json", "samples.jsonl"} <= {p.name for p in (demo / name).iterdir()}
+    assert main(["--out", str(demo), "--fast"]) == 0
+    second = json.loads((demo / "summary.json").read_text(encoding="utf-8"))
+    assert all(s["action"] == "skip" for s in second["stages"].values())
+    assert {k: second[k] for k in ("before", "after", "ppo")} == {k: first[k] for k in ("before", "after", "ppo")}
+    assert "report: " in capsys.readouterr().out

@@ -161,6 +161,14 @@ def execute(stage: Stage, resume: bool = False) -> Any:
         os.makedirs(stage.directory, exist_ok=True)
         build_report(stage.values["runs"], stage.output("output"), stage.values.get("title", "vietnamese-ai report"))
         return None
+    if stage.command == "python":
+        module, _, name = stage.values["function"].partition(":")
+        try:
+            function = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(f"stage '{stage.name}': key 'function': cannot load '{stage.values['function']}' ({e})") from None
+        os.makedirs(stage.directory, exist_ok=True)
+        return function(output_dir=stage.directory, **stage.values.get("args", {}))
     from vietnamese_ai.recipes.commands import METHODS
 
     values = {**stage.values, stage.target_key: stage.output(stage.target_key)}
@@ -176,6 +184,8 @@ def execute(stage: Stage, resume: bool = False) -> Any:
 
 def summarize(result: Any) -> dict[str, Any]:
     """What the state file keeps of a stage's result: the last logged metrics of a training run."""
+    if isinstance(result, dict):   # a python stage's own numbers
+        return {k: v for k, v in result.items() if isinstance(v, (int, float, str))}
     history = getattr(result, "history", None)
     if history:
         last = next((r for r in reversed(history) if "loss" in r), history[-1])

@@ -20,6 +20,7 @@ an unknown command or a bad key inside a stage: every stage's config is built an
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from dataclasses import dataclass, field
@@ -41,7 +42,11 @@ OUTPUTS: dict[str, dict[str, str]] = {
     "feedback label": {"output": "pairs.jsonl", "unpaired": "pairs_unpaired.jsonl"},
     "feedback critique": {"output": "revisions.jsonl", "pairs": "revisions_pairs.jsonl"},
     "report": {"output": "report.html"},
+    "python": {"output_dir": ""},
 }
+# Stages that are not toolkit commands: report (run directories -> HTML) and python (a function of
+# yours, `function: package.module:name`, called as name(output_dir=<its directory>, **args)).
+SPECIAL = {"report": ("runs", "title"), "python": ("function", "args")}
 PIPELINE_KEYS = ("overwrite_output_dir", "resume_from_checkpoint")   # set by the runner, not by the file
 
 
@@ -79,12 +84,12 @@ class Pipeline:
 def _commands() -> list[str]:
     from vietnamese_ai.recipes.commands import METHODS
 
-    return [*METHODS, "report"]
+    return [*METHODS, *SPECIAL]
 
 
 def command_config(command: str) -> type | None:
-    """The config class of a command (None for report, which takes runs and a title)."""
-    if command == "report":
+    """The config class of a command (None for the report and python stages)."""
+    if command in SPECIAL:
         return None
     from vietnamese_ai.recipes.commands import METHODS
     import importlib
@@ -111,10 +116,10 @@ def build_stage(where: str, name: str, command: str, values: dict[str, Any], ear
     """One stage, its references resolved against `earlier` and its keys validated."""
     from vietnamese_ai.recipes.commands import METHODS
 
-    if command not in METHODS and command != "report":
-        suggestion = closest(command, [*METHODS, "report"])
+    if command not in METHODS and command not in SPECIAL:
+        suggestion = closest(command, _commands())
         raise ConfigError(f"{where}: unknown command '{command}'" + (f"; did you mean '{suggestion}'?" if suggestion else "")
-                          + f"; commands: {', '.join([*METHODS, 'report'])}")
+                          + f"; commands: {', '.join(_commands())}")
     stage = Stage(name, command, {}, os.path.join(output_dir, name))
     for key in (stage.target_key, *PIPELINE_KEYS):
         if key in values:
@@ -138,16 +143,30 @@ def build_stage(where: str, name: str, command: str, values: dict[str, Any], ear
                           f"'{output}'; its outputs: {', '.join(OUTPUTS[source.command])}")
 
     stage.values = _substitute(values, resolve)
+    if command in SPECIAL:
+        unknown = set(stage.values) - set(SPECIAL[command])
+        if unknown:
+            raise ConfigError(f"{where}: key '{sorted(unknown)[0]}': unknown key; {command} takes: "
+                              f"{', '.join(SPECIAL[command])}")
     if command == "report":
         runs = stage.values.get("runs")
         if runs is None:   # by default, every stage before it
             stage.values["runs"] = [s.directory for s in earlier.values()]
             stage.needs = list(earlier)
-        unknown = set(stage.values) - {"runs", "title"}
-        if unknown:
-            raise ConfigError(f"{where}: key '{sorted(unknown)[0]}': unknown key; report takes: runs, title")
         if isinstance(stage.values["runs"], str):
             stage.values["runs"] = [stage.values["runs"]]
+    elif command == "python":
+        function = stage.values.get("function")
+        if not isinstance(function, str) or not re.fullmatch(r"[\w.]+:\w+", function):
+            raise ConfigError(f"{where}: key 'function': expected package.module:function, got {function!r}")
+        try:
+            found = importlib.util.find_spec(function.partition(":")[0])
+        except (ImportError, ValueError):
+            found = None
+        if found is None:
+            raise ConfigError(f"{where}: key 'function': no module '{function.partition(':')[0]}'")
+        if not isinstance(stage.values.get("args", {}), dict):
+            raise ConfigError(f"{where}: key 'args': expected a mapping of argument: value")
     else:
         validate(where, command, {**stage.values, stage.target_key: stage.output(stage.target_key)})
     return stage
@@ -182,7 +201,7 @@ def apply_overrides(path: str, data: dict[str, Any], overrides: list[str]) -> di
                               f"({', '.join(map(str, stages)) or 'none'}), or output_dir=PATH")
         values = stages[stage] or {}
         command = str(values.get("command", stage))
-        cls = command_config(command) if command in _commands() and command != "report" else None
+        cls = command_config(command) if command in _commands() else None
         text = cls is not None and text_only(cls, name) and value is not None   # output_dir=2024 stays text
         stages[stage] = {**values, name: raw if text else value}
     return data
