@@ -98,3 +98,19 @@ def test_cli_prints_the_error_without_a_traceback(tmp_path, tiny_model, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err == [f"vietnamese-ai: error: {path}: line 1: field 'completion': is empty"]
+
+
+def test_a_scored_answer_is_an_sft_pair_whose_response_is_the_assistant_turn():
+    from vietnamese_ai.data.loading import Record
+    from vietnamese_ai.data.records import to_sft_example
+    from vietnamese_ai.data.types import Message, PromptCompletion
+
+    chat = to_sft_example(Record("c.jsonl: line 1", {"prompt": [{"role": "user", "content": "Xin chào"}], "response": "Chào bạn"}))
+    assert chat == PromptCompletion([Message("user", "Xin chào")], [Message("assistant", "Chào bạn")])
+    plain = to_sft_example(Record("c.jsonl: line 2", {"prompt": "Hi", "response": " there"}))
+    assert plain == PromptCompletion("Hi", " there")
+    import pytest
+    from vietnamese_ai.errors import DataError
+
+    with pytest.raises(DataError, match="c.jsonl: line 3: field 'response'"):
+        to_sft_example(Record("c.jsonl: line 3", {"prompt": "Hi", "response": 3}))

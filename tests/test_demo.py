@@ -79,3 +79,26 @@ def test_the_demo_is_a_pipeline_whose_second_run_skips_every_stage(demo, capsys)
     assert all(s["action"] == "skip" for s in second["stages"].values())
     assert {k: second[k] for k in ("before", "after", "ppo")} == {k: first[k] for k in ("before", "after", "ppo")}
     assert "report: " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("example,overrides,models", [
+    ("dpo_vs_orpo", ["sft.max_steps=4", "dpo.max_steps=2", "orpo.max_steps=2", "compare.max_prompts=4"],
+     ["sft", "dpo", "orpo"]),
+    ("ppo_detox", ["ppo.max_steps=2", "toxicity.max_prompts=4"], ["sft", "ppo"]),
+    ("score_regularised", ["train.max_steps=2", "compare.max_prompts=4", "answers.temperatures=[1.0]",
+                           "answers.num_samples=1"], ["before", "after"]),
+])
+def test_the_shipped_example_pipelines_run_on_the_demo_outputs(demo, tmp_path, example, overrides, models):
+    """Each example as shipped (its paths pointed at this demo's outputs), with fewer steps."""
+    import pathlib
+
+    from vietnamese_ai.cli import main as cli
+
+    text = (pathlib.Path(__file__).parent.parent / "examples" / f"{example}.yaml").read_text(encoding="utf-8")
+    path = tmp_path / f"{example}.yaml"
+    path.write_text(text.replace("runs/demo/", f"{demo}/"), encoding="utf-8")
+    out = tmp_path / "run"
+    assert cli(["pipeline", "run", str(path), f"output_dir={out}", *overrides]) == 0
+    evaluation = next(p for p in out.iterdir() if (p / "eval.json").is_file())
+    assert list(json.loads((evaluation / "eval.json").read_text(encoding="utf-8"))["models"]) == models
+    assert (out / "report" / "report.html").is_file()

@@ -109,7 +109,7 @@ def run_pipeline_command(argv: list[str]) -> int:
     if not argv or argv[0] != "run":
         raise UserError("pipeline: usage: vietnamese-ai pipeline run PIPELINE.yaml [STAGE.KEY=VALUE ...] "
                         "[--dry-run] [--from STAGE | --only STAGE]")
-    args = parser.parse_args(argv[1:])
+    args = parser.parse_intermixed_args(argv[1:])
     if args.start and args.only:
         raise UserError("pipeline run: give --from or --only, not both")
     from vietnamese_ai.pipeline import load_pipeline, plan, run_pipeline

@@ -22,7 +22,7 @@ from vietnamese_ai.data.types import (
 )
 from vietnamese_ai.errors import DataError
 
-SFT_KINDS = ("'text'", "'messages'", "'prompt' + 'completion'", "'instruction' + 'output'", "'input_ids' + 'labels'")
+SFT_KINDS = ("'text'", "'messages'", "'prompt' + 'completion'", "'prompt' + 'response'", "'instruction' + 'output'", "'input_ids' + 'labels'")
 
 
 def _type_name(value: Any) -> str:
@@ -136,6 +136,12 @@ def to_sft_example(record: Record) -> SFTExample:
         return to_tokenized(record)
     if "messages" in data:
         return ChatExample(parse_messages(record, "messages", data["messages"]))
+    if "prompt" in data and "response" in data and "completion" not in data:
+        # The scored-answer shape of `feedback generate` and `score`: a response string is the
+        # assistant's turn when the prompt is a conversation.
+        prompt = prompt_or_messages(record, "prompt", allow_empty=True)
+        response = require_string(record, "response")
+        return PromptCompletion(prompt, [Message("assistant", response)] if isinstance(prompt, list) else response)
     if "prompt" in data or "completion" in data:
         prompt = prompt_or_messages(record, "prompt", allow_empty=True)
         completion = _completion(record, "completion")
