@@ -151,6 +151,12 @@ def test_pipeline_command_line_mistakes_are_one_line(tmp_path, capsys, argv, fra
     assert len(err.splitlines()) == 1 and fragment in err, err
 
 
+def test_a_pipeline_refuses_to_run_once_per_rank(tmp_path, capsys, monkeypatch, tiny_model, sft_file):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["pipeline", "run", _pipeline(tmp_path, tiny_model, sft_file)]) == 2
+    assert "run it as one process" in capsys.readouterr().err
+
+
 def test_overrides_and_unknown_stage_names(tmp_path, capsys, tiny_model, sft_file):
     path = _pipeline(tmp_path, tiny_model, sft_file)
     assert main(["pipeline", "run", path, "sft.learning_rate=2e-3", "--dry-run"]) == 0
@@ -159,3 +165,6 @@ def test_overrides_and_unknown_stage_names(tmp_path, capsys, tiny_model, sft_fil
     assert "expected STAGE.KEY=VALUE with a stage of" in capsys.readouterr().err
     assert main(["pipeline", "run", path, "--only", "nope"]) == 2
     assert "no stage 'nope'; stages: sft, dpo, report" in capsys.readouterr().err
+    assert main(["pipeline", "run", path, "--only", "dpo"]) == 2   # nothing has run: dpo's model does not exist
+    assert "--only dpo: it needs stage 'sft', which has not completed" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "dpo").exists()

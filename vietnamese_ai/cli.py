@@ -112,6 +112,9 @@ def run_pipeline_command(argv: list[str]) -> int:
     args = parser.parse_intermixed_args(argv[1:])
     if args.start and args.only:
         raise UserError("pipeline run: give --from or --only, not both")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:   # every rank would plan, run and write the state
+        raise UserError("pipeline run: run it as one process, not under accelerate launch or torchrun; launch a "
+                        "multi-GPU stage on its own with its command")
     from vietnamese_ai.pipeline import load_pipeline, plan, run_pipeline
 
     pipeline = load_pipeline(args.file, args.overrides)

@@ -108,20 +108,25 @@ def plan(pipeline: Pipeline, start: str | None = None, only: str | None = None) 
         if name is not None:
             pipeline.stage(name)   # an unknown name is an error listing the stages
     state = read_state(pipeline)
-    steps, previous, forced = [], "", False
+    steps, previous, forced, done_names = [], "", False, set()
     for stage in pipeline.stages:
         own, chained = stage_hash(stage, previous, pipeline.output_dir)
         previous = chained
         record = state.get(stage.name, {})
         forced = forced or stage.name == start
         done = record.get("status") == "done" and record.get("hash") == chained and _output_exists(stage)
+        interrupted = record.get("status") == "running" and record.get("hash") == chained
+        if done:
+            done_names.add(stage.name)
         if only is not None and stage.name != only:
             steps.append(Step(stage, "skip", "done" if done else "not asked for (--only)", chained, own))
         elif forced or stage.name == only:
-            steps.append(Step(stage, "run", f"asked for ({'--from' if start else '--only'})", chained, own))
+            flag = "--from" if start else "--only"
+            steps.append(Step(stage, "resume", f"asked for ({flag}); it was interrupted", chained, own) if interrupted
+                         else Step(stage, "run", f"asked for ({flag})", chained, own))
         elif done:
             steps.append(Step(stage, "skip", f"unchanged since {record.get('finished_at', '?')}", chained, own))
-        elif record.get("status") == "running" and record.get("hash") == chained:
+        elif interrupted:
             steps.append(Step(stage, "resume", "it was interrupted", chained, own))
         elif not record:
             steps.append(Step(stage, "run", "never run", chained, own))
@@ -132,9 +137,7 @@ def plan(pipeline: Pipeline, start: str | None = None, only: str | None = None) 
         else:
             steps.append(Step(stage, "run", "its output is missing", chained, own))
     if only is not None:   # the one stage's inputs must exist
-        target = pipeline.stage(only)
-        by_name = {s.stage.name: s for s in steps}
-        missing = [n for n in target.needs if by_name[n].reason != "done"]
+        missing = [n for n in pipeline.stage(only).needs if n not in done_names]
         if missing:
             raise ConfigError(f"--only {only}: it needs stage '{missing[0]}', which has not completed with its current "
                               f"keys; run the pipeline up to it first")
