@@ -28,7 +28,8 @@ import yaml
 
 from vietnamese_ai.errors import ConfigError
 from vietnamese_ai.files import atomic_file
-from vietnamese_ai.pipeline.spec import TRAINING, Pipeline, Stage, validate
+from vietnamese_ai.pipeline.spec import OUTPUTS, TRAINING, Pipeline, Stage, validate
+from vietnamese_ai.recipes.commands import METHODS
 
 STATE = "pipeline_state.json"
 
@@ -151,8 +152,6 @@ def _output_exists(stage: Stage) -> bool:
 
 
 def stage_outputs(stage: Stage) -> dict[str, str]:
-    from vietnamese_ai.pipeline.spec import OUTPUTS
-
     return {name: stage.output(name) for name in OUTPUTS[stage.command]}
 
 
@@ -172,8 +171,6 @@ def execute(stage: Stage, resume: bool = False) -> Any:
             raise ConfigError(f"stage '{stage.name}': key 'function': cannot load '{stage.values['function']}' ({e})") from None
         os.makedirs(stage.directory, exist_ok=True)
         return function(output_dir=stage.directory, **stage.values.get("args", {}))
-    from vietnamese_ai.recipes.commands import METHODS
-
     values = {**stage.values, stage.target_key: stage.output(stage.target_key)}
     if stage.command in TRAINING:
         values["overwrite_output_dir"] = True   # a stale run of older keys is replaced; a checkpoint of these keys resumed

@@ -20,6 +20,7 @@ an unknown command or a bad key inside a stage: every stage's config is built an
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import re
@@ -28,6 +29,7 @@ from typing import Any
 
 from vietnamese_ai.data.loading import read_yaml
 from vietnamese_ai.errors import ConfigError
+from vietnamese_ai.recipes.commands import METHODS
 from vietnamese_ai.training.config import InvalidValue, closest, renamed, unknown_key
 
 REFERENCE = re.compile(r"\$\{([A-Za-z0-9_-]+)\.([A-Za-z0-9_/-]+)\}")
@@ -70,7 +72,7 @@ class Stage:
 
 @dataclass
 class Pipeline:
-    path: str                 # the file it came from ("<python>" for one built in code)
+    path: str                 # the file it came from
     output_dir: str
     stages: list[Stage]
 
@@ -82,8 +84,6 @@ class Pipeline:
 
 
 def _commands() -> list[str]:
-    from vietnamese_ai.recipes.commands import METHODS
-
     return [*METHODS, *SPECIAL]
 
 
@@ -91,9 +91,6 @@ def command_config(command: str) -> type | None:
     """The config class of a command (None for the report and python stages)."""
     if command in SPECIAL:
         return None
-    from vietnamese_ai.recipes.commands import METHODS
-    import importlib
-
     module, config_name, _, _ = METHODS[command]
     return getattr(importlib.import_module(module), config_name)
 
@@ -114,8 +111,6 @@ def _substitute(value: Any, resolve: Any) -> Any:
 def build_stage(where: str, name: str, command: str, values: dict[str, Any], earlier: dict[str, Stage],
                 later: set[str], output_dir: str) -> Stage:
     """One stage, its references resolved against `earlier` and its keys validated."""
-    from vietnamese_ai.recipes.commands import METHODS
-
     if command not in METHODS and command not in SPECIAL:
         suggestion = closest(command, _commands())
         raise ConfigError(f"{where}: unknown command '{command}'" + (f"; did you mean '{suggestion}'?" if suggestion else "")
