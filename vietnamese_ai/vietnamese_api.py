@@ -283,8 +283,12 @@ class RLHFPipeline:
             make_config(f"{name} config", cls, {"reward": "constitution", **values} if name == "ppo" else values)
         self.stats = PipelineStats()
         self.results: dict[str, dict[str, Any]] = {}
+        self.model: Any = None          # the policy after the latest stage
+        self.reward_model: Any = None   # the trained reward model
 
-    def _run(self, stage_name: str, model: Any, objects: dict[str, Any], extra: dict[str, Any] | None = None) -> Any:
+    def _run(self, stage_name: str, label: str, model: Any, objects: dict[str, Any],
+             extra: dict[str, Any] | None = None) -> Any:
+        """Run the stage configured as `stage_name` in output_dir/<stage_name>; its numbers go under `label`."""
         from vietnamese_ai.pipeline import Stage, execute
 
         command, _, resolved = self.configs[stage_name]
@@ -297,24 +301,24 @@ class RLHFPipeline:
                       objects={k: v for k, v in objects.items() if v is not None})
         started = time.perf_counter()
         result = execute(stage)
-        self.stats[stage_name] = {"method": command, "seconds": time.perf_counter() - started}
+        self.stats[label] = {"method": command, "seconds": time.perf_counter() - started}
         return result
 
-    def _record(self, stage_name: str, ket_qua: dict[str, Any]) -> dict[str, Any]:
-        self.results[stage_name] = ket_qua
-        self.stats[stage_name].update({k: v for k, v in ket_qua.items() if not isinstance(v, list)})
+    def _record(self, label: str, ket_qua: dict[str, Any]) -> dict[str, Any]:
+        self.results[label] = ket_qua
+        self.stats[label].update({k: v for k, v in ket_qua.items() if not isinstance(v, list)})
         return ket_qua
 
     def sft(self, model: Any, sft_data: Any, du_lieu_val: Any = None, tokenizer: Any = None) -> dict[str, Any]:
         """Step 1: SFT on `sft_data` (the same records as SFTTrainer.huan_luyen)."""
-        result = self._run("sft", model, {"tokenizer": tokenizer, "train_records": sft_data, "eval_records": du_lieu_val})
+        result = self._run("sft", "sft", model, {"tokenizer": tokenizer, "train_records": sft_data, "eval_records": du_lieu_val})
         self.model = result.model
         return self._record("sft", sft_result(result))
 
     def train_reward_model(self, reward_model: Any, preference_data: Any, du_lieu_val: Any = None,
                            tokenizer: Any = None) -> dict[str, Any]:
         """Step 2: a Bradley-Terry reward model from `reward_model` on chosen/rejected records."""
-        result = self._run("reward_model", reward_model, {"tokenizer": tokenizer, "train_records": preference_data,
+        result = self._run("reward_model", "reward_model", reward_model, {"tokenizer": tokenizer, "train_records": preference_data,
                                                           "eval_records": du_lieu_val})
         self.reward_model = result.model
         return self._record("reward_model", reward_result(result))
@@ -325,10 +329,10 @@ class RLHFPipeline:
         if self.method == "dpo":
             values: dict[str, Any] = {}
             ref_model = _model_argument(ref_model, values, "ref_model_name_or_path") if ref_model is not None else None
-            result = self._run("dpo", model, {"tokenizer": tokenizer, "ref_model": ref_model, "train_records": dpo_data},
-                               values)
+            result = self._run("dpo", "rlhf", model, {"tokenizer": tokenizer, "ref_model": ref_model,
+                                                      "train_records": dpo_data}, values)
             self.model = result.model
-            return self._rename("dpo", result)
+            return self._record("rlhf", dpo_result(result))
         if "reward_model" not in self.results:
             raise ConfigError("rlhf: rlhf='ppo' is rewarded by the trained reward model; call train_reward_model first")
         prompts = []
@@ -337,14 +341,9 @@ class RLHFPipeline:
                 raise ConfigError(f"rlhf: record {i}: field 'prompt': missing (PPO samples answers to the prompts)")
             prompts.append({"prompt": record["prompt"]})
         reward = f"reward_model:{self.results['reward_model']['final_dir']}"
-        result = self._run("ppo", model, {"tokenizer": tokenizer, "train_records": prompts}, {"reward": reward})
+        result = self._run("ppo", "rlhf", model, {"tokenizer": tokenizer, "train_records": prompts}, {"reward": reward})
         self.model = result.model
-        return self._rename("ppo", result)
-
-    def _rename(self, stage_name: str, result: Any) -> dict[str, Any]:
-        """The rlhf stage's numbers, kept under 'rlhf' whichever method ran it."""
-        self.stats["rlhf"] = self.stats.pop(stage_name)
-        return self._record("rlhf", dpo_result(result) if stage_name == "dpo" else ppo_result(result))
+        return self._record("rlhf", ppo_result(result))
 
     def chay_day_du(self, model: Any, ref_model: Any = None, reward_model: Any = None, sft_data: Any = None,
                     preference_data: Any = None, dpo_data: Any = None, tokenizer: Any = None) -> dict[str, Any]:
