@@ -35,10 +35,11 @@ import argparse
 import json
 import logging
 import os
-import shutil
+import sys
 import time
 from typing import Any
 
+from vietnamese_ai.errors import UserError
 from vietnamese_ai.evaluation.compare import before_after
 from vietnamese_ai.files import atomic_file
 from vietnamese_ai.pipeline import load_pipeline, run_pipeline
@@ -72,8 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="[vietnamese-ai] %(message)s")
     quiet_transformers()
     started = time.perf_counter()
-    pipeline = load_pipeline(DEMO, [f"output_dir={args.out}", *(FAST if args.fast else [])])
-    rows = run_pipeline(pipeline, log=lambda text: print(f"{text} ({time.perf_counter() - started:.0f}s)", flush=True))
+    try:
+        pipeline = load_pipeline(DEMO, [f"output_dir={args.out}", *(FAST if args.fast else [])])
+        rows = run_pipeline(pipeline, log=lambda text: print(f"{text} ({time.perf_counter() - started:.0f}s)", flush=True))
+    except UserError as e:
+        print(f"demo: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:   # Ctrl-C or SIGTERM: what is done stays done
+        message = getattr(e, "message", "")
+        print(f"demo: interrupted{': ' + message if message else ''}; run it again to go on from there", file=sys.stderr)
+        return 128 + int(getattr(e, "signum", 2))
 
     out = args.out
     summary = compare(os.path.join(out, "eval_dpo"))
@@ -85,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_file(os.path.join(out, "summary.json")) as f:
         json.dump(summary, f, ensure_ascii=False, indent=2)
     page = os.path.join(out, "report.html")
-    shutil.copyfile(pipeline.stage("report").output("output"), page)
+    with open(pipeline.stage("report").output("output"), encoding="utf-8") as f, atomic_file(page) as copy:
+        copy.write(f.read())
 
     print()
     print(table(summary))
