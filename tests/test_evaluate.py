@@ -82,6 +82,9 @@ def test_the_same_seed_gives_the_same_samples(evaluated, tmp_path, tiny_model, o
     (["models=[{a},{b}]", "names=[x]"], "1 names for 2 models"),
     (["models=[{a},{b}]", "toxicity=lexicon"], "toxicity: expected rules, none or classifier"),
     (["models=[{a},{b}]", "samples=0"], "key 'samples'"),
+    (["models=[{a},{b}]", "toxicity=classifier:/nonexistent/clf:toxic"], "toxicity: classifier '/nonexistent/clf': no such"),
+    (["models=[{a},{b}]", "scorer=bogus"], "scorer: cannot read 'bogus'"),
+    (["models=[{a},/nonexistent/model]"], "models: '/nonexistent/model': no such directory"),
 ])
 def test_bad_evaluate_input_is_one_line(tmp_path, capsys, tiny_model, other_model, extra, fragment):
     data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "x"}])

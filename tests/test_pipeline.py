@@ -151,6 +151,16 @@ def test_pipeline_command_line_mistakes_are_one_line(tmp_path, capsys, argv, fra
     assert len(err.splitlines()) == 1 and fragment in err, err
 
 
+def test_a_data_error_inside_a_stage_names_the_stage(tmp_path, capsys, tiny_model, sft_file):
+    path = _pipeline(tmp_path, tiny_model, sft_file)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"prompt": "x", "chosen": "a"}\n', encoding="utf-8")   # no 'rejected'
+    assert main(["pipeline", "run", path]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{path}: stage 'dpo': " in err and "field 'rejected'" in err, err
+    assert _state(tmp_path)["sft"]["status"] == "done" and _state(tmp_path)["dpo"]["status"] == "running"
+
+
 def test_a_pipeline_refuses_to_run_once_per_rank(tmp_path, capsys, monkeypatch, tiny_model, sft_file):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["pipeline", "run", _pipeline(tmp_path, tiny_model, sft_file)]) == 2

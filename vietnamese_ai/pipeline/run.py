@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from vietnamese_ai.errors import ConfigError
+from vietnamese_ai.errors import ConfigError, UserError
 from vietnamese_ai.files import atomic_file
 from vietnamese_ai.pipeline.spec import OUTPUTS, TRAINING, Pipeline, Stage, validate
 from vietnamese_ai.recipes.commands import METHODS
@@ -222,7 +222,10 @@ def run_pipeline(pipeline: Pipeline, start: str | None = None, only: str | None 
                              "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         write_state(pipeline, state)
         started = time.perf_counter()
-        result = execute(stage, resume=step.action == "resume")
+        try:
+            result = execute(stage, resume=step.action == "resume")
+        except UserError as e:   # say which stage; the state keeps it as running, to resume or re-run
+            raise type(e)(f"{pipeline.path}: stage '{stage.name}': {e}") from None
         seconds = round(time.perf_counter() - started, 2)
         metrics = summarize(result)
         state[stage.name].update(status="done", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"), seconds=seconds,

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator, model_validator
 
 from vietnamese_ai.data.loading import load_records
-from vietnamese_ai.errors import ConfigError
+from vietnamese_ai.errors import ConfigError, UserError
 from vietnamese_ai.files import atomic_file, check_writable_directory
 from vietnamese_ai.training.config import Config
 
@@ -103,7 +103,10 @@ def toxicity_measure(spec: str) -> Any:
     _, model, label = (spec.split(":", 2) + [""])[:3]
     if not model or not label:
         raise ConfigError(f"toxicity: expected classifier:MODEL:LABEL, got '{spec}'")
-    classifier = ClassifierScorer(model, label=label)
+    try:
+        classifier = ClassifierScorer(model, label=label)
+    except UserError as e:
+        raise ConfigError(f"toxicity: {e}") from None
     return lambda texts: [(p, p > 0.5) for p in classifier.values([""] * len(texts), texts)]
 
 
