@@ -78,6 +78,8 @@ def main() -> None:
         log(f"ppo: {name.strip()}")
         runs[name] = median_run(python, driver, {**common, **extra, "output_dir": os.path.join(WORK, f"ppo-{i}")},
                                 args.repeats)
+        if "optimizer_steps" in runs[name]:   # both sides must take ppo_epochs steps per rollout
+            log(f"ppo: {name.strip()}: {runs[name]['optimizer_steps']} optimizer steps")
     base = runs[f"TRL {PEER} PPOTrainer"]
     rows = []
     for name, r in runs.items():
@@ -105,6 +107,8 @@ def score_gains(common: dict, trl: str, seeds: int) -> None:
         for seed in range(seeds):
             log(f"ppo: {name} seed {seed}")
             r = median_run(python, driver, {**common, "seed": seed, "output_dir": os.path.join(WORK, "ppo-gain")}, 1)
+            if "optimizer_steps" in r:
+                log(f"ppo: {name} seed {seed}: {r['optimizer_steps']} optimizer steps")
             gains.append(statistics.fmean(r["rewards"][-3:]) - r["rewards"][0])
             kls.append(statistics.fmean(r["kl"][-3:]))
         rows.append((name, " ".join(f"{g:+.3f}" for g in gains), f"{statistics.fmean(gains):+.3f}",
