@@ -247,3 +247,59 @@ def test_a_prompt_record_without_a_prompt_is_named_before_the_model_loads(tmp_pa
     assert main(["rloo", "model_name_or_path=/nonexistent/model", f"dataset={data}",
                  f"reward=python:{rewards_file}:constant", f"output_dir={tmp_path / 'o'}"]) == 2
     assert "p.jsonl: line 2: field 'prompt': missing" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def seeded_reward_model(tmp_path_factory, tiny_model):
+    """The tiny model with a seeded scalar head: a reward model that shares the policy's tokenizer."""
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=1)
+    torch.nn.init.normal_(model.score.weight, std=0.5)
+    path = str(tmp_path_factory.mktemp("rm"))
+    model.save_pretrained(path)
+    load_tokenizer(tiny_model).save_pretrained(path)
+    return path
+
+
+def test_a_reward_model_with_the_policys_tokenizer_reads_the_sampled_ids(tiny_model, seeded_reward_model):
+    """Where text round-trips, the ids path equals the text path; where it does not (the same text
+    from other ids), the ids path scores the ids actually given."""
+    from vietnamese_ai.recipes.online import RewardTerm, read_sampled_ids
+    from vietnamese_ai.scoring.reward_model import RewardModelScorer
+
+    tokenizer = load_tokenizer(tiny_model)
+    scorer = RewardModelScorer(seeded_reward_model)
+    prompts = [[Message("user", q)] for q in QUESTIONS[:4]]
+    texts = ["Thủ đô của Việt Nam là Hà Nội.", "AI is a field of study.", "Xin chào bạn", "Hello"]
+    ids = [tokenizer.encode(t, add_special_tokens=False) + [tokenizer.eos_token_id] for t in texts]
+    by_ids = scorer.rewards_of_ids([prompt_ids(tokenizer, p) for p in prompts], ids)
+    assert by_ids == pytest.approx(scorer.rewards(prompts, texts), abs=1e-5)
+    cut = scorer.rewards_of_ids([prompt_ids(tokenizer, p) for p in prompts], [i[:-1] for i in ids])   # no EOS sampled
+    assert cut == pytest.approx(by_ids, abs=1e-5)   # EOS is appended, as the text path appends it
+
+    # The same text spelled in single characters: other ids, which the text path cannot tell apart.
+    spelled = [[t for ch in text for t in tokenizer.encode(ch, add_special_tokens=False)] + [tokenizer.eos_token_id]
+               for text in texts]
+    assert [tokenizer.decode(s, skip_special_tokens=True) for s in spelled] == texts and spelled != ids
+    other = scorer.rewards_of_ids([prompt_ids(tokenizer, p) for p in prompts], spelled)
+    assert max(abs(a - b) for a, b in zip(other, by_ids)) > 1e-4
+
+    terms = [RewardTerm("rm", 1.0, lambda inputs: "text", scorer)]
+    read_sampled_ids(terms, tokenizer)
+    inputs = {"prompt_ids": [prompt_ids(tokenizer, p) for p in prompts], "completion_ids": spelled}
+    assert terms[0].compute(inputs) == pytest.approx(other)
+
+
+def test_a_reward_model_with_another_tokenizer_reads_the_text(tiny_model, seeded_reward_model, tmp_path):
+    from vietnamese_ai.models.tiny import build_tiny_model
+    from vietnamese_ai.recipes.online import RewardTerm, read_sampled_ids
+    from vietnamese_ai.scoring.reward_model import RewardModelScorer
+
+    other = build_tiny_model(str(tmp_path / "other"), ["một hai ba", "one two three"] * 20, vocab_size=300,
+                             hidden_size=32, num_layers=1, num_heads=4, num_kv_heads=2, max_position_embeddings=64)
+    text_path = lambda inputs: "text"   # noqa: E731
+    terms = [RewardTerm("rm", 1.0, text_path, RewardModelScorer(seeded_reward_model))]
+    read_sampled_ids(terms, load_tokenizer(other))
+    assert terms[0].compute is text_path

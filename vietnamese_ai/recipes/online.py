@@ -168,6 +168,7 @@ class RewardTerm:
     name: str
     weight: float
     compute: Callable[[dict[str, Any]], list[Any]]   # inputs -> one value (or None) per completion
+    scorer: Any = None                               # the Scorer behind a scorer term
 
 
 def _scorer_term(spec: str, weight: float, constitution: str | None, device: Any) -> RewardTerm:
@@ -180,7 +181,23 @@ def _scorer_term(spec: str, weight: float, constitution: str | None, device: Any
     def compute(inputs: dict[str, Any]) -> list[Any]:
         return [s.value for s in scorer.score(inputs["scorer_prompts"], inputs["texts"])]
 
-    return RewardTerm(spec, weight, compute)
+    return RewardTerm(spec, weight, compute, scorer)
+
+
+def read_sampled_ids(terms: list[RewardTerm], tokenizer: Any) -> None:
+    """A reward model with the policy's own tokenizer reads the sampled ids, not their decoded text
+    re-tokenised: text need not round-trip to the same ids (a policy may sample token sequences that
+    the tokenizer would never produce), and then the reward would not be that of the tokens the
+    policy chose. Any other scorer reads the text."""
+    from vietnamese_ai.models.fingerprint import tokenizer_fingerprint
+    from vietnamese_ai.scoring.reward_model import RewardModelScorer
+
+    policy = tokenizer_fingerprint(tokenizer)
+    for term in terms:
+        scorer = term.scorer
+        if isinstance(scorer, RewardModelScorer) and tokenizer_fingerprint(scorer.tokenizer) == policy:
+            term.compute = lambda inputs, scorer=scorer: scorer.rewards_of_ids(inputs["prompt_ids"],
+                                                                               inputs["completion_ids"])
 
 
 def _python_term(spec: str, weight: float) -> RewardTerm:
@@ -409,6 +426,7 @@ class RolloutSource:
             "prompts": [message_dicts(p.prompt) if conversational else p.prompt for p in prompts],
             "completions": [[{"role": "assistant", "content": t}] for t in texts] if conversational else texts,
             "completion_ids": [s.token_ids for s in samples],
+            "prompt_ids": [p.ids for p in prompts],
             "texts": texts,
             "scorer_prompts": [p.prompt for p in prompts],
             "columns": columns,
@@ -561,6 +579,7 @@ def run_online(config: OnlineConfig, method: OnlineMethod, loss_fn: Any, model: 
         raise ConfigError("reward: required (a scorer string such as 'constitution', or python:FILE.py:FUNCTION)")
     rewards = (build_rewards(config, state.device) if config.reward else []) + [_callable_term(f) for f in reward_funcs or []]
     tokenizer = tokenizer or load_tokenizer_for(config, model)
+    read_sampled_ids(rewards, tokenizer)
     prompts = tokenize_prompts(train_raw, tokenizer, config.max_prompt_length)
     source_class = source_class or RolloutSource
     source_class.check_prompts(config, prompts)

@@ -41,16 +41,31 @@ class RewardModelScorer:
     def _ids(self, prompt: PromptOrMessages, response: str) -> tuple[list[int], list[int]]:
         reply = [Message("assistant", response)] if isinstance(prompt, list) else response
         prompt_ids, (response_ids,) = tokenize_responses(self.tokenizer, prompt, [reply])
+        return self._fit(prompt_ids, response_ids)
+
+    def _fit(self, prompt_ids: list[int], response_ids: list[int]) -> tuple[list[int], list[int]]:
         overflow = len(prompt_ids) + len(response_ids) - (self.max_length or 10**9)
         if overflow > 0:  # the reward is read at the end: cut from the left, the prompt first
             cut = min(overflow, len(prompt_ids))
             prompt_ids, response_ids = prompt_ids[cut:], response_ids[overflow - cut:]
         return prompt_ids, response_ids
 
-    @torch.no_grad()
     def rewards(self, prompts: list[PromptOrMessages], responses: list[str]) -> list[float]:
         check_lengths(prompts, responses)
-        encoded = [self._ids(p, r) for p, r in zip(prompts, responses)]
+        return self._rewards([self._ids(p, r) for p, r in zip(prompts, responses)])
+
+    def rewards_of_ids(self, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> list[float]:
+        """Rewards of token ids already in this model's tokenizer (an online policy's samples, when it
+        shares the tokenizer): read at EOS, which is appended where a response was cut before it, as
+        `rewards` appends it to text. Nothing is decoded and re-tokenised, so the reward is that of
+        exactly the tokens sampled."""
+        check_lengths(prompt_ids, response_ids)
+        eos = self.tokenizer.eos_token_id
+        return self._rewards([self._fit(list(p), list(r) if r and r[-1] == eos else [*r, eos])
+                              for p, r in zip(prompt_ids, response_ids)])
+
+    @torch.no_grad()
+    def _rewards(self, encoded: list[tuple[list[int], list[int]]]) -> list[float]:
         order = sorted(range(len(encoded)), key=lambda i: sum(map(len, encoded[i])))  # similar lengths together
         device = next(self.model.parameters()).device
         cost = attention_pair_cost(base_model(self.model).config.hidden_size)
