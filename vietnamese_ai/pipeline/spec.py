@@ -30,7 +30,7 @@ from typing import Any
 from vietnamese_ai.data.loading import read_yaml
 from vietnamese_ai.errors import ConfigError
 from vietnamese_ai.recipes.commands import METHODS
-from vietnamese_ai.training.config import InvalidValue, closest, renamed, unknown_key
+from vietnamese_ai.training.config import closest, config_from_values
 
 REFERENCE = re.compile(r"\$\{([A-Za-z0-9_-]+)\.([A-Za-z0-9_/-]+)\}")
 TRAINING = ("sft", "dpo", "orpo", "kto", "reward", "score-sft", "grpo", "rloo", "ppo")
@@ -169,15 +169,7 @@ def build_stage(where: str, name: str, command: str, values: dict[str, Any], ear
 
 def validate(where: str, command: str, values: dict[str, Any]) -> Any:
     """The command's config built from the stage's keys: a bad key fails here, naming the stage."""
-    cls = command_config(command)
-    try:
-        values = renamed(cls, values)
-        for key in values:
-            if key not in cls.model_fields:
-                raise unknown_key(key, list(cls.model_fields))
-        return cls(**values)
-    except InvalidValue as e:
-        raise ConfigError(f"{where}: {e}") from None
+    return config_from_values(command_config(command), values, where=where)
 
 
 def apply_overrides(path: str, data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -216,13 +216,29 @@ def text_only(cls: type[BaseModel], key: str) -> bool:
     return str in allowed and allowed <= {str, type(None)}
 
 
-def build_config(cls: type[C], values: dict[str, Any], sources: dict[str, str] | None = None) -> C:
-    """Validate `values` into `cls`; the one-line error says where the bad key came from."""
+def build_config(cls: type[C], values: dict[str, Any], sources: dict[str, str] | None = None,
+                 where: str = "config") -> C:
+    """Validate `values` into `cls`; the one-line error says where the bad key came from (`sources`
+    per key, else `where`)."""
     sources = sources or {}
     try:
         return cls(**values)
     except InvalidValue as e:
-        raise ConfigError(f"{sources.get(e.key or '', 'config')}: {e}") from None
+        raise ConfigError(f"{sources.get(e.key or '', where)}: {e}") from None
+
+
+def config_from_values(cls: type[C], values: dict[str, Any], sources: dict[str, str] | None = None,
+                       where: str = "config") -> C:
+    """`values` under any of their other names (renamed_keys), every key known, then validated."""
+    sources = sources or {}
+    try:
+        values = renamed(cls, values, sources)
+    except InvalidValue as e:
+        raise ConfigError(f"{sources.get(e.key or '', where)}: {e}") from None
+    for key in values:
+        if key not in cls.model_fields:
+            raise ConfigError(f"{sources.get(key, where)}: {unknown_key(key, list(cls.model_fields))}")
+    return build_config(cls, values, sources, where)
 
 
 def load_config(cls: type[C], config_file: str | None = None, overrides: list[str] | None = None) -> C:
@@ -234,14 +250,7 @@ def load_config(cls: type[C], config_file: str | None = None, overrides: list[st
     for item in overrides or []:
         key, value, raw = parse_override(item)
         values[key], sources[key] = (raw if text_only(cls, key) and value is not None else value), "command line"
-    try:
-        values = renamed(cls, values, sources)
-    except InvalidValue as e:
-        raise ConfigError(f"{sources.get(e.key or '', 'config')}: {e}") from None
-    for key in values:
-        if key not in cls.model_fields:
-            raise ConfigError(f"{sources.get(key, 'config')}: {unknown_key(key, list(cls.model_fields))}")
-    return build_config(cls, values, sources)
+    return config_from_values(cls, values, sources)
 
 
 def type_name(annotation: Any) -> str:
