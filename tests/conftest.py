@@ -110,3 +110,20 @@ def rewards_file(tmp_path):
     path = tmp_path / "rewards.py"
     path.write_text(REWARDS)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def seeded_reward_model(tmp_path_factory, tiny_model):
+    """The tiny model with a seeded scalar head: a reward model that shares the policy's tokenizer."""
+    from transformers import AutoModelForSequenceClassification
+
+    from vietnamese_ai.models.loading import load_tokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=1)
+    torch.nn.init.normal_(model.score.weight, std=0.5)
+    model.config.pad_token_id = load_tokenizer(tiny_model).pad_token_id
+    path = str(tmp_path_factory.mktemp("rm"))
+    model.save_pretrained(path)
+    load_tokenizer(tiny_model).save_pretrained(path)
+    return path

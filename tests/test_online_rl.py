@@ -249,20 +249,6 @@ def test_a_prompt_record_without_a_prompt_is_named_before_the_model_loads(tmp_pa
     assert "p.jsonl: line 2: field 'prompt': missing" in capsys.readouterr().err
 
 
-@pytest.fixture(scope="module")
-def seeded_reward_model(tmp_path_factory, tiny_model):
-    """The tiny model with a seeded scalar head: a reward model that shares the policy's tokenizer."""
-    from transformers import AutoModelForSequenceClassification
-
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=1)
-    torch.nn.init.normal_(model.score.weight, std=0.5)
-    path = str(tmp_path_factory.mktemp("rm"))
-    model.save_pretrained(path)
-    load_tokenizer(tiny_model).save_pretrained(path)
-    return path
-
-
 def test_a_reward_model_with_the_policys_tokenizer_reads_the_sampled_ids(tiny_model, seeded_reward_model):
     """Where text round-trips, the ids path equals the text path; where it does not (the same text
     from other ids), the ids path scores the ids actually given."""

@@ -66,26 +66,34 @@ def test_value_clipping_by_hand():
     assert clipped.tolist() == [False, False, True]
 
 
-@pytest.mark.parametrize("cache_prompts", [False, True])
-def test_the_first_mini_batch_is_on_policy(tmp_path, tiny_dropout_model, prompts_file, rewards_file, cache_prompts):
+@pytest.mark.parametrize("values,cache_prompts", [("head", False), ("head", True), ("model", False)])
+def test_the_first_mini_batch_is_on_policy(tmp_path, tiny_dropout_model, prompts_file, rewards_file,
+                                           seeded_reward_model, values, cache_prompts):
     """At the first mini-batch the policy has not moved: ratio 1, nothing clipped, the values equal
-    those of the rollout pass, and the value loss is 1/2 mean (V - R)² computed by hand."""
+    those of the rollout pass, and the value loss is 1/2 mean (V - R)² computed by hand. With a
+    separate value model started from a reward model, the value of each completion token is what
+    that reward model scores for the sequence up to the token before it."""
     from accelerate import Accelerator
+    from transformers import AutoModelForSequenceClassification
 
     from vietnamese_ai.data.loading import load_records
     from vietnamese_ai.models.loading import disable_dropout, load_causal_lm, load_tokenizer
-    from vietnamese_ai.models.prompt_cache import rollout_forward
+    from vietnamese_ai.models.value import attach_value_model, forward_with_values, load_value_model
     from vietnamese_ai.recipes.online import OnlineMethod, build_rewards, resolve_reference, tokenize_prompts
     from vietnamese_ai.recipes.ppo import PPOSource, attach_value_head, ppo_loss_fn
     from vietnamese_ai.training.checkpoint import TrainerState
 
+    separate = {"value_model_name_or_path": seeded_reward_model} if values == "model" else {}
     config = _config(tmp_path, tiny_dropout_model, prompts_file, f"python:{rewards_file}:even_tokens",
-                     kl_coef=0.1).resolved()
+                     kl_coef=0.1, **separate).resolved()
     model, tokenizer = load_causal_lm(tiny_dropout_model), load_tokenizer(tiny_dropout_model)
     disable_dropout(model)
     reference = resolve_reference(config, model)
-    attach_value_head(model)
-    torch.nn.init.normal_(model.value_head.weight)      # a head that is not zero, so the values mean something
+    if values == "head":
+        attach_value_head(model)
+        torch.nn.init.normal_(model.value_head.weight)      # a head that is not zero, so the values mean something
+    else:
+        attach_value_model(model, load_value_model(config, tokenizer.pad_token_id).train())
     method = OnlineMethod("ppo", lambda r, kl, a: r, count_tokens=True, old_logps_always=True, values=True)
     source = PPOSource(config, tokenize_prompts(load_records(prompts_file), tokenizer, None), tokenizer,
                        build_rewards(config), method, reference, True, True, tokenizer.pad_token_id, 0.0)
@@ -95,8 +103,18 @@ def test_the_first_mini_batch_is_on_policy(tmp_path, tiny_dropout_model, prompts
     step = source.next_step(TrainerState())
     batch = step.batches[0]
     rollout = batch.extras["rollout"]
-    logps, _, values = rollout_forward(model, batch, config.temperature, value_head=model.value_head)
-    assert torch.equal(logps.detach(), rollout.old_logps) and torch.equal(values.detach(), rollout.old_values)
+    logps, _, estimates = forward_with_values(model, batch, config.temperature)
+    assert torch.equal(logps.detach(), rollout.old_logps) and torch.equal(estimates.detach(), rollout.old_values)
+    if values == "model":
+        scorer = AutoModelForSequenceClassification.from_pretrained(seeded_reward_model).eval()
+        whole = source.rollout
+        for k in whole.micro_batches[0][:2]:
+            sequence = whole.prompt_ids[whole.prompt_of(k)] + whole.completion_ids[k]
+            start = len(whole.prompt_ids[whole.prompt_of(k)])
+            with torch.no_grad():
+                by_hand = [float(scorer(torch.tensor([sequence[:t]])).logits[0, 0])
+                           for t in range(start, start + len(whole.completion_ids[k]))]
+            assert whole.values[k] == pytest.approx(by_hand, abs=1e-5)
     output = ppo_loss_fn(config)(model, batch)
     tokens = float(rollout.token_mask.sum())
     assert float(output.metrics["clip_ratio"][0]) == 0.0 and float(output.metrics["ppo/val/clipfrac"][0]) == 0.0
@@ -126,14 +144,17 @@ def test_ppo_raises_its_reward_and_saves_a_loadable_model_with_its_value_head(tm
     AutoModelForCausalLM.from_pretrained(result.final_dir)
 
 
+@pytest.mark.parametrize("values", ["head", "model"])
 def test_a_ppo_run_resumed_equals_the_uninterrupted_run(tmp_path, tiny_dropout_model, prompts_file, rewards_file,
-                                                        monkeypatch):
+                                                        seeded_reward_model, monkeypatch, values):
     import vietnamese_ai.recipes.ppo as ppo
     from safetensors.torch import load_file
 
     # The KL controller moves every rollout; a crash inside a rollout's second pass must resume with
-    # the rollout, the value head and the coefficient as they were.
+    # the rollout, the value head (or value model) and the coefficient as they were.
     common = dict(max_steps=6, save_steps=1, adaptive_kl=True, target_kl=0.01, horizon=10, kl_coef=0.1)
+    if values == "model":
+        common["value_model_name_or_path"] = seeded_reward_model
     reward = f"python:{rewards_file}:even_tokens"
     full = run_ppo(_config(tmp_path, tiny_dropout_model, prompts_file, reward, output_dir=str(tmp_path / "full"), **common))
     config = _config(tmp_path, tiny_dropout_model, prompts_file, reward, output_dir=str(tmp_path / "cut"), **common)
@@ -146,7 +167,8 @@ def test_a_ppo_run_resumed_equals_the_uninterrupted_run(tmp_path, tiny_dropout_m
     keys = ("step", "loss", "reward", "kl_coef", "ppo/val/vpred")
     assert [tuple(r.get(k) for k in keys) for r in resumed.history] == [tuple(r.get(k) for k in keys) for r in full.history]
     assert len({r["kl_coef"] for r in full.history if "kl_coef" in r}) > 1     # the controller did move
-    for name in ("model.safetensors", "value_head.safetensors"):
+    names = ["model.safetensors", "value_head.safetensors" if values == "head" else "value_model/model.safetensors"]
+    for name in names:
         a, b = load_file(os.path.join(full.final_dir, name)), load_file(os.path.join(resumed.final_dir, name))
         assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -194,3 +216,48 @@ def test_ppo_with_lora_keeps_its_reference_as_the_base_and_saves_an_adapter(tmp_
     assert os.path.isfile(os.path.join(result.final_dir, "adapter_model.safetensors"))
     assert os.path.isfile(os.path.join(result.final_dir, "value_head.safetensors"))
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), result.final_dir)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_a_separate_value_model_trains_beside_the_policy_and_is_saved(tmp_path, tiny_model, prompts_file, rewards_file,
+                                                                      seeded_reward_model, lora):
+    """Started from a reward model: the policy still learns, the value model's head moves, the policy
+    saves as a plain causal LM (or its adapter) and the value model beside it in Hugging Face format."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    extra = dict(use_lora=True, lora_r=4, lora_alpha=8) if lora else {}
+    result = run_ppo(_config(tmp_path, tiny_model, prompts_file, f"python:{rewards_file}:even_tokens", max_steps=64,
+                             logging_steps=8, kl_coef=0.05, value_model_name_or_path=seeded_reward_model, **extra))
+    rewards, errors = result.series("reward"), result.series("ppo/val/error")
+    # the reward model's scores are a poor first guess of this reward's returns: the value model must learn them
+    assert errors[-1] < errors[0] / 10, errors
+    assert sum(rewards[-4:]) / 4 > rewards[0] + 0.05, rewards
+    saved = os.path.join(result.final_dir, "value_model")
+    assert not os.path.exists(os.path.join(result.final_dir, "value_head.safetensors"))
+    start = AutoModelForSequenceClassification.from_pretrained(seeded_reward_model).score.weight
+    if lora:
+        PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), result.final_dir)
+        adapter = load_file(os.path.join(saved, "adapter_model.safetensors"))
+        assert any("lora_B" in k for k in adapter)
+        value_model = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=1),
+                                                saved).merge_and_unload()
+    else:
+        AutoModelForCausalLM.from_pretrained(result.final_dir)
+        value_model = AutoModelForSequenceClassification.from_pretrained(saved)
+    assert not torch.equal(value_model.score.weight, start)        # the value model trained
+
+
+def test_a_value_model_that_cannot_be_one_is_refused_before_training(tmp_path, capsys, tiny_model, prompts_file,
+                                                                     rewards_file):
+    argv = ["ppo", f"model_name_or_path={tiny_model}", f"dataset={prompts_file}", f"reward=python:{rewards_file}:constant",
+            f"output_dir={tmp_path / 'out'}", "max_completion_length=4", "max_steps=1", "disable_tqdm=true"]
+    assert main([*argv, f"value_model_name_or_path={tmp_path / 'missing' / 'model'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "value_model_name_or_path" in err and "no such directory" in err, err
+    lora = run_ppo(_config(tmp_path, tiny_model, prompts_file, f"python:{rewards_file}:constant", use_lora=True, lora_r=2,
+                           max_steps=1, output_dir=str(tmp_path / "lora")))
+    assert main([*argv, f"value_model_name_or_path={lora.final_dir}"]) == 2      # a policy's adapter
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is a CAUSAL_LM LoRA adapter" in err, err

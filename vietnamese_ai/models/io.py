@@ -17,7 +17,9 @@ from vietnamese_ai.models.forward import unwrap
 from vietnamese_ai.models.loading import is_peft_model
 
 
-HEADS_ATTRIBUTE = "auxiliary_heads"  # names of submodules saved beside the model, each as <name>.safetensors
+# Names of submodules saved beside the model: a head as <name>.safetensors, a transformers model (PPO's
+# separate value model) in its own directory <name>/, in Hugging Face format.
+HEADS_ATTRIBUTE = "auxiliary_heads"
 
 
 def attach_scalar_head(model: Any, name: str = "score_head") -> torch.nn.Module:
@@ -41,7 +43,13 @@ def save_model(model: Any, tokenizer: Any, path: str, state_dict: dict[str, torc
     model = unwrap(model)
     heads = {name: getattr(model, name) for name in getattr(model, HEADS_ATTRIBUTE, [])}
     for name, head in heads.items():
-        save_file({k: v.detach().contiguous() for k, v in head.state_dict().items()}, os.path.join(path, f"{name}.safetensors"))
+        if hasattr(head, "save_pretrained"):
+            own = None if state_dict is None else {k[len(name) + 1:]: v for k, v in state_dict.items()
+                                                   if k.startswith(f"{name}.")}
+            save_model(head, tokenizer, os.path.join(path, name), own, merge_lora)
+        else:
+            save_file({k: v.detach().contiguous() for k, v in head.state_dict().items()},
+                      os.path.join(path, f"{name}.safetensors"))
         delattr(model, name)  # out of the way of save_pretrained, put back below
     if state_dict is not None and heads:
         state_dict = {k: v for k, v in state_dict.items() if k.split(".")[0] not in heads}
@@ -91,7 +99,11 @@ def load_weights(model: Any, path: str) -> None:
     model = unwrap(model)
     heads = getattr(model, HEADS_ATTRIBUTE, [])
     for name in heads:
-        getattr(model, name).load_state_dict(load_file(os.path.join(path, f"{name}.safetensors")))
+        head = getattr(model, name)
+        if hasattr(head, "save_pretrained"):
+            load_weights(head, os.path.join(path, name))
+        else:
+            head.load_state_dict(load_file(os.path.join(path, f"{name}.safetensors")))
     if is_peft_model(model):
         from peft import set_peft_model_state_dict
 

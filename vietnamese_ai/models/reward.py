@@ -147,10 +147,11 @@ def is_reward_model(model: Any) -> bool:
     return True
 
 
-def sequence_rewards(model: Any, batch: PackedBatch) -> torch.Tensor:
-    """The reward of each group (response): the head's output at the group's last token.
+def head_outputs(model: Any, batch: PackedBatch) -> torch.Tensor:
+    """The scalar head's output at every position of the batch, read through a forward hook (the
+    model's own forward, so wrappers and packed masks work as for the language-model losses).
 
-    Shape: returns (num_groups,) float
+    Shape: returns (R * L,) in the model's dtype
     """
     captured: dict[str, torch.Tensor] = {}
     handle = head_module(model).register_forward_hook(lambda module, args, output: captured.__setitem__("out", output))
@@ -158,8 +159,15 @@ def sequence_rewards(model: Any, batch: PackedBatch) -> torch.Tensor:
         model(**model_inputs(model, batch), use_cache=False)
     finally:
         handle.remove()
-    per_position = captured["out"]
-    return per_position.reshape(-1, per_position.shape[-1])[batch.group_ends, 0].float()
+    return captured["out"].reshape(-1)
+
+
+def sequence_rewards(model: Any, batch: PackedBatch) -> torch.Tensor:
+    """The reward of each group (response): the head's output at the group's last token.
+
+    Shape: returns (num_groups,) float
+    """
+    return head_outputs(model, batch)[batch.group_ends].float()
 
 
 def set_pad_token(model: Any, pad_token_id: int | None) -> None:
@@ -193,6 +201,19 @@ def read_reward_stats(path: str) -> dict[str, float] | None:
     return None
 
 
+def has_trained_head(path: str, trust_remote_code: bool = False, kind: str = "reward model") -> bool:
+    """Whether a checkpoint is a reward model (a sequence classifier, our own scalar head, or a
+    sequence-classification LoRA adapter), rather than a model whose head would be new."""
+    from vietnamese_ai.models.loading import adapter_task
+
+    if adapter_task(path) == "SEQ_CLS":
+        return True
+    try:
+        return _is_sequence_classifier(path, trust_remote_code) or os.path.isfile(os.path.join(path, OWN_HEAD_FILE))
+    except LOAD_ERRORS as e:
+        raise _load_error(kind, path, e) from None
+
+
 def load_reward_for_scoring(path: str, dtype: str = "float32", trust_remote_code: bool = False,
                             trainable: bool = False) -> Any:
     """A trained reward model from `final/`: a full checkpoint, or a LoRA adapter on its base.
@@ -212,11 +233,7 @@ def load_reward_for_scoring(path: str, dtype: str = "float32", trust_remote_code
 
         base = load_reward_model(adapter_base(path), dtype, trust_remote_code=trust_remote_code)
         return PeftModel.from_pretrained(base, path, is_trainable=trainable)
-    try:
-        trained = _is_sequence_classifier(path, trust_remote_code) or os.path.isfile(os.path.join(path, OWN_HEAD_FILE))
-    except LOAD_ERRORS as e:
-        raise _load_error("reward model", path, e) from None
-    if not trained:
+    if not has_trained_head(path, trust_remote_code):
         raise ConfigError(f"model_name_or_path: '{path}' has no trained reward head (it is not a sequence-"
                           f"classification checkpoint); scoring with a random head would be meaningless; train one "
                           f"with `vietnamese-ai reward`")

@@ -145,7 +145,7 @@ def read_split(config: TrainingConfig, which: str, records: Any = None) -> list[
 def check_local_paths(config: TrainingConfig) -> None:
     """A model, reference or tokenizer named by a path that plainly is local (absolute, relative with
     ./ or ../, or two directories deep) must exist; hub names (`org/name`) are left to the loader."""
-    for key in ("model_name_or_path", "ref_model_name_or_path", "tokenizer_name_or_path"):
+    for key in ("model_name_or_path", "ref_model_name_or_path", "value_model_name_or_path", "tokenizer_name_or_path"):
         value = getattr(config, key, None)
         if not value or os.path.exists(value):
             continue

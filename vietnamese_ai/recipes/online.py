@@ -79,7 +79,7 @@ class OnlineConfig(TrainingConfig):
     disable_dropout: bool = Field(True, description="Switch dropout off, so that the ratio is exactly 1 on a rollout's first pass (TRL's default is off).")
     packing: bool = Field(True, description="Pack several prompts' completions per row (off automatically if the model cannot pack exactly).")
     prefix_sharing: bool = Field(True, description="Compute each prompt once for all its completions (off automatically if inexact).")
-    prompt_cache: bool = Field(True, description="With prefix_sharing: run the prompts once and the completions on their KV cache, rather than as branches of one masked row (off automatically if inexact, or with gradient checkpointing).")
+    prompt_cache: bool = Field(True, description="With prefix_sharing: run the prompts once and the completions on their KV cache, rather than as branches of one masked row (off automatically if inexact, with gradient checkpointing, or with PPO's separate value model).")
     log_completions: bool = Field(True, description="Write sampled prompts, completions and rewards to completions.jsonl.")
     completions_steps: int | None = Field(None, ge=1, description="Write completions.jsonl every N steps (default: logging_steps).")
     num_completions_to_print: int | None = Field(8, ge=1, description="Completions written each time (null: all of this process's).")
@@ -446,12 +446,12 @@ class RolloutSource:
         from vietnamese_ai.models.forward import unwrap
         from vietnamese_ai.models.prompt_cache import rollout_forward
         from vietnamese_ai.models.reference import evaluation_mode
+        from vietnamese_ai.models.value import forward_with_values
 
         old = [[] for _ in rollout.completion_ids] if want_old else None
         ref = [[] for _ in rollout.completion_ids] if self.reference is not None else None
         policy = unwrap(self.model)
-        value_head = getattr(policy, "value_head", None) if self.method.values else None
-        values = [[] for _ in rollout.completion_ids] if value_head is not None else None
+        values = [[] for _ in rollout.completion_ids] if self.method.values else None
         device = next(policy.parameters()).device
         for indices in rollout.micro_batches:
             batch = self._batch(rollout, indices).to(device)
@@ -460,7 +460,8 @@ class RolloutSource:
             with self.accelerator.autocast():
                 if old is not None:
                     with evaluation_mode(policy):
-                        logps, _, estimates = rollout_forward(policy, batch, config.temperature, value_head=value_head)
+                        logps, _, estimates = (forward_with_values(policy, batch, config.temperature) if values is not None
+                                               else rollout_forward(policy, batch, config.temperature))
                     for k, v in zip(indices, logps[order].float().cpu().split(splits)):
                         old[k] = v.tolist()
                     if values is not None:
@@ -555,10 +556,11 @@ def _callable_term(function: Callable[..., Any]) -> RewardTerm:
 
 def run_online(config: OnlineConfig, method: OnlineMethod, loss_fn: Any, model: Any = None, tokenizer: Any = None,
                train_records: Any = None, reward_funcs: list[Any] | None = None, source_class: type | None = None,
-               prepare_policy: Callable[[Any], None] | None = None) -> Any:
+               prepare_policy: Callable[[Any, Any], None] | None = None) -> Any:
     """Everything an online method does before the loop: prompts checked and tokenised, rollout shape
     and rewards checked (all before the model loads), then the policy, the reference, the layout."""
     from vietnamese_ai.models.exactness import choose_layout, prompt_cache_support
+    from vietnamese_ai.models.value import ordered_token_values, separate_value_model
     from vietnamese_ai.recipes.common import (
         load_policy,
         load_tokenizer_for,
@@ -586,13 +588,16 @@ def run_online(config: OnlineConfig, method: OnlineMethod, loss_fn: Any, model: 
     model, tokenizer = load_policy(config, model, tokenizer)
     reference = resolve_reference(config, model)
     if prepare_policy is not None:
-        prepare_policy(model)   # after the reference was copied from it
+        prepare_policy(model, tokenizer)   # after the reference was copied from it
     reference_model = getattr(reference, "model", None)
     longest = max(len(p.ids) for p in prompts) + config.max_completion_length
     # One completion per prompt (PPO) leaves nothing to share: the plain layout is the cheaper one.
     sharing = config.prefix_sharing and config.num_generations > 1
     pack, share = choose_layout([model, reference_model], config.packing, sharing, longest=longest)
-    cache_prompts = sharing and config.prompt_cache and not config.gradient_checkpointing and all(
+    value_model = separate_value_model(model)
+    if value_model is not None:   # PPO's separate value model reads the same batches: it must be exact on them too
+        pack, share = choose_layout([value_model], pack, share, ordered_token_values, longest)
+    cache_prompts = sharing and config.prompt_cache and not config.gradient_checkpointing and value_model is None and all(
         prompt_cache_support(m, longest) for m in (model, reference_model) if m is not None)
     log.info("%s: %d prompts, %d completions each, rewards: %s; layout: %s", method.name, len(prompts),
              config.num_generations, ", ".join(f"{t.name} x{t.weight:g}" for t in rewards),

@@ -4,7 +4,7 @@
 What runs, per rollout (models sample with dropout off, log-probs at the sampling temperature):
 
 1. one completion per prompt (`num_generations`), scored by the reward; the missing-EOS penalty;
-2. one pass over the rollout with the sampling policy: its log-probs and its value head's estimate at
+2. one pass over the rollout with the sampling policy: its log-probs and its value estimate at
    every completion token; the reference's log-probs;
 3. per-token rewards: the KL penalty -β kl_t at every token (k1 = log π_old - log π_ref, or k3) and the
    score at the last token; optionally whitened without shifting their mean (`whiten_rewards`);
@@ -19,7 +19,10 @@ averaged over the tokens of an optimizer step (`cliprange` ε, `cliprange_value`
 
 The value head is a linear layer on the policy's final hidden state, initialised to zero (so the
 first advantages are the rewards' own GAE), read in the same forward pass as the log-probs. It is
-saved beside the model as value_head.safetensors: final/ still loads as a plain causal LM.
+saved beside the model as value_head.safetensors: final/ still loads as a plain causal LM. With
+`value_model_name_or_path` a separate value model (models.value) estimates the values instead: a
+reward model whose trained head gives the first estimates, trained beside the policy and saved as
+final/value_model; the value loss then trains only it.
 
 Seed-compatible names: the keys of TRL's original PPOConfig also work (`batch_size`, `mini_batch_size`,
 `ppo_epochs`, `init_kl_coef`, `adap_kl_ctrl`, `target`, `horizon`, `cliprange`, `model_name`) and so do
@@ -46,7 +49,7 @@ from vietnamese_ai.losses.ppo import (
     whiten,
 )
 from vietnamese_ai.models.forward import unwrap
-from vietnamese_ai.models.prompt_cache import rollout_forward
+from vietnamese_ai.models.value import attach_value_model, check_value_model, forward_with_values, load_value_model
 from vietnamese_ai.recipes.online import OnlineConfig, OnlineMethod, RolloutSource, global_mean_std, run_online
 from vietnamese_ai.training.loop import StepOutput, TrainResult
 from vietnamese_ai.training.metrics import reduce_sums
@@ -79,6 +82,7 @@ class PPOConfig(OnlineConfig):
     do_sample: bool = Field(True, description="PPO samples; false is refused (greedy completions carry no exploration and no valid ratio).")
     min_length: int = Field(-1, description="Generation's minimum total length (prompt + completion), as in transformers; only values no longer than every prompt are accepted: a longer one would suppress EOS, and the loss would not be the sampled distribution's.")
     ref_model_name_or_path: str | None = Field(None, description="Reference for the KL penalty; default: the starting policy (with a fresh LoRA adapter: the policy with adapters off).")
+    value_model_name_or_path: str | None = Field(None, description="A separate value model, trained beside the policy (full, or its own LoRA adapter with use_lora) and saved as final/value_model: a reward model (its trained head gives the first values) or any causal LM (a zero-initialised head); default: a zero-initialised value head on the policy.")
 
     @model_validator(mode="after")
     def _ppo_shape(self) -> "PPOConfig":
@@ -178,8 +182,7 @@ def unpadded(values: torch.Tensor, mask: torch.Tensor) -> list[list[float]]:
 def ppo_loss_fn(config: PPOConfig):
     def loss(model: Any, batch: PackedBatch) -> StepOutput:
         rollout = batch.extras["rollout"]
-        logps, entropy, values = rollout_forward(model, batch, config.temperature, entropy=True,
-                                                 value_head=unwrap(model).value_head)
+        logps, entropy, values = forward_with_values(model, batch, config.temperature, entropy=True)
         policy, low, high = clipped_surrogate(logps, rollout.old_logps, rollout.token_advantages, config.epsilon,
                                               config.epsilon_high if config.epsilon_high is not None else config.epsilon)
         value, value_clipped = clipped_value_loss(values, rollout.old_values, rollout.returns, config.cliprange_value)
@@ -212,11 +215,26 @@ def attach_value_head(model: Any) -> None:
     head.float()
 
 
+def prepare_values(config: PPOConfig):
+    """What run_online calls on the loaded policy: a value head on it, or the separate value model."""
+    def prepare(model: Any, tokenizer: Any) -> None:
+        if config.value_model_name_or_path is None:
+            return attach_value_head(model)
+        from vietnamese_ai.recipes.common import pad_token_id, prepare_trainable
+
+        value_model = load_value_model(config, pad_token_id(tokenizer, model))
+        attach_value_model(model, prepare_trainable(config, value_model, task_type="SEQ_CLS"))
+
+    return prepare
+
+
 def run_ppo(config: PPOConfig, model: Any = None, tokenizer: Any = None, train_records: Any = None,
             reward_funcs: list[Any] | None = None) -> TrainResult:
     """Run PPO as configured; `reward_funcs` as in run_grpo."""
     config = config.resolved()
+    if config.value_model_name_or_path:
+        check_value_model(config.value_model_name_or_path)
     method = OnlineMethod("ppo", lambda rewards, kl, accelerator: rewards, count_tokens=True, old_logps_always=True,
                           values=True)
     return run_online(config, method, ppo_loss_fn(config), model, tokenizer, train_records, reward_funcs,
-                      source_class=PPOSource, prepare_policy=attach_value_head)
+                      source_class=PPOSource, prepare_policy=prepare_values(config))
