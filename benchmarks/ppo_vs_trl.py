@@ -10,10 +10,11 @@ chat prompts, and the same settings: 32 completions per rollout, trained as one 
 micro-batches, so one optimizer step per mini-batch means one mini-batch per rollout.) Each run is a
 separate process, timed over the training call.
 
-The designs differ where each side's design does: TRL trains a separate value model (a copy of the
-reward model) and keeps four models; ours reads a value head on the policy in the same forward pass
-as the log-probs. TRL scores the token ids it sampled; ours scores the decoded text, re-rendered with
-the chat template, so the two read the reward model at slightly different positions.
+Ours runs twice: with its default value head on the policy (read in the same forward pass as the
+log-probs), and with a separate value model started from the reward model, as TRL's is (TRL keeps
+four models: policy, reference, reward, value). Both sides score the token ids they sampled; where a
+completion is cut at max_completion_length, TRL reads the reward model at its last sampled token,
+ours at an EOS appended after it (where reward models are trained to be read).
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--gain-seeds", type=int, default=0,
                         help="instead of timing: the score gain of each side over this many seeds")
+    parser.add_argument("--sides", default="head,model,trl",
+                        help="which runs: head (ours, value head), model (ours, value model), trl")
     args = parser.parse_args()
     model, reward_model, data = workload()
     trl = ensure_trl_venv(PEER)
@@ -68,11 +71,9 @@ def main() -> None:
               "ppo_epochs": 4, "max_completion_length": 64, "lr": args.lr, "kl_coef": 0.05, "rollouts": args.rollouts,
               "threads": args.threads, "seed": 0}
     if args.gain_seeds:
-        return score_gains(common, trl, args.gain_seeds)
-    configs = {
-        "vietnamese-ai": (sys.executable, "ours_ppo.py", {}),
-        f"TRL {PEER} PPOTrainer": (trl, "trl_ppo.py", {}),
-    }
+        return score_gains(common, trl, args.gain_seeds, args.sides.split(","))
+    configs = {name: (python, driver, extra) for side, name, python, driver, extra in sides(trl)
+               if side in args.sides.split(",")}
     runs = {}
     for i, (name, (python, driver, extra)) in enumerate(configs.items()):
         log(f"ppo: {name.strip()}")
@@ -99,14 +100,22 @@ def main() -> None:
                        "peak MiB", "score first -> last 3", "KL last 3")))
 
 
-def score_gains(common: dict, trl: str, seeds: int) -> None:
+def sides(trl: str) -> list[tuple[str, str, str, str, dict]]:
+    return [("head", "vietnamese-ai, value head", sys.executable, "ours_ppo.py", {}),
+            ("model", "vietnamese-ai, value model", sys.executable, "ours_ppo.py", {"value_model": True}),
+            ("trl", f"TRL {PEER} PPOTrainer", trl, "trl_ppo.py", {})]
+
+
+def score_gains(common: dict, trl: str, seeds: int, chosen: list[str]) -> None:
     """One run per seed and side: the mean score of the last three rollouts minus the first's."""
     rows = []
-    for name, python, driver in (("vietnamese-ai", sys.executable, "ours_ppo.py"), (f"TRL {PEER} PPOTrainer", trl, "trl_ppo.py")):
+    for side, name, python, driver, extra in sides(trl):
+        if side not in chosen:
+            continue
         gains, kls = [], []
         for seed in range(seeds):
             log(f"ppo: {name} seed {seed}")
-            r = median_run(python, driver, {**common, "seed": seed, "output_dir": os.path.join(WORK, "ppo-gain")}, 1)
+            r = median_run(python, driver, {**common, **extra, "seed": seed, "output_dir": os.path.join(WORK, "ppo-gain")}, 1)
             if "optimizer_steps" in r:
                 log(f"ppo: {name} seed {seed}: {r['optimizer_steps']} optimizer steps")
             gains.append(statistics.fmean(r["rewards"][-3:]) - r["rewards"][0])

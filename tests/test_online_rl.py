@@ -264,6 +264,14 @@ def test_a_reward_model_with_the_policys_tokenizer_reads_the_sampled_ids(tiny_mo
     assert by_ids == pytest.approx(scorer.rewards(prompts, texts), abs=1e-5)
     cut = scorer.rewards_of_ids([prompt_ids(tokenizer, p) for p in prompts], [i[:-1] for i in ids])   # no EOS sampled
     assert cut == pytest.approx(by_ids, abs=1e-5)   # EOS is appended, as the text path appends it
+    # as sampled: read at the last sampled token, as transformers' own pooling reads the cut sequence
+    from transformers import AutoModelForSequenceClassification
+
+    plain = AutoModelForSequenceClassification.from_pretrained(seeded_reward_model).eval()
+    as_sampled = scorer.rewards_of_ids([prompt_ids(tokenizer, p) for p in prompts], [i[:-1] for i in ids], append_eos=False)
+    with torch.no_grad():
+        by_hand = [float(plain(torch.tensor([prompt_ids(tokenizer, p) + i[:-1]])).logits[0, 0]) for p, i in zip(prompts, ids)]
+    assert as_sampled == pytest.approx(by_hand, abs=1e-5) and max(abs(a - b) for a, b in zip(as_sampled, cut)) > 1e-3
 
     # The same text spelled in single characters: other ids, which the text path cannot tell apart.
     spelled = [[t for ch in text for t in tokenizer.encode(ch, add_special_tokens=False)] + [tokenizer.eos_token_id]
@@ -276,6 +284,11 @@ def test_a_reward_model_with_the_policys_tokenizer_reads_the_sampled_ids(tiny_mo
     read_sampled_ids(terms, tokenizer)
     inputs = {"prompt_ids": [prompt_ids(tokenizer, p) for p in prompts], "completion_ids": spelled}
     assert terms[0].compute(inputs) == pytest.approx(other)
+    # the engine's default reads a cut completion as sampled; reward_cut_completions=with_eos appends EOS
+    inputs["completion_ids"] = [i[:-1] for i in ids]
+    assert terms[0].compute(inputs) == pytest.approx(as_sampled, abs=1e-6)
+    read_sampled_ids(terms, tokenizer, append_eos=True)
+    assert terms[0].compute(inputs) == pytest.approx(cut, abs=1e-6)
 
 
 def test_a_reward_model_with_another_tokenizer_reads_the_text(tiny_model, seeded_reward_model, tmp_path):

@@ -27,7 +27,8 @@ def main() -> None:
         max_steps=args["rollouts"] * args["ppo_epochs"], kl_coef=args["kl_coef"], temperature=1.0,
         logging_steps=args["ppo_epochs"], save_steps=0, seed=args["seed"], disable_tqdm=True,
         lr_scheduler_type="linear", log_completions=False, prompt_cache=args.get("prompt_cache", True),
-        prefix_sharing=args.get("prefix_sharing", True), vf_coef=args.get("vf_coef", 0.1), dtype="float32")
+        prefix_sharing=args.get("prefix_sharing", True), vf_coef=args.get("vf_coef", 0.1), dtype="float32",
+        value_model_name_or_path=args["reward_model"] if args.get("value_model") else None)
     start = time.perf_counter()
     result = ppo.run_ppo(config)
     seconds = time.perf_counter() - start

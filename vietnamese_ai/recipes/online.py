@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, field_validator, model_validator
@@ -73,6 +73,7 @@ class OnlineConfig(TrainingConfig):
     num_iterations: int = Field(1, ge=1, description="Passes over each rollout (mu in the GRPO paper).")
     epsilon: float = Field(0.2, gt=0, lt=1, description="Clip range below 1 of the importance ratio (and above, unless epsilon_high is set).")
     epsilon_high: float | None = Field(None, gt=0, description="Clip range above 1 (DAPO's clip-higher); default: epsilon.")
+    reward_cut_completions: Literal["as_sampled", "with_eos"] = Field("as_sampled", description="Where a reward model that shares the policy's tokenizer reads a completion cut at max_completion_length without EOS: as_sampled, at its last sampled token (as TRL and OpenRLHF read it), or with_eos, at an EOS appended after it (as if finished). Scorers that read text are not affected.")
     missing_eos_penalty: float | None = Field(None, ge=0, description="Subtracted from the reward of a completion that reaches max_completion_length without EOS.")
     mask_truncated_completions: bool = Field(False, description="Leave completions cut without EOS out of the loss (they still count in the advantages).")
     ref_model_name_or_path: str | None = Field(None, description="Reference for the KL term; default: the starting policy (with a fresh LoRA adapter: the policy with adapters off).")
@@ -184,11 +185,12 @@ def _scorer_term(spec: str, weight: float, constitution: str | None, device: Any
     return RewardTerm(spec, weight, compute, scorer)
 
 
-def read_sampled_ids(terms: list[RewardTerm], tokenizer: Any) -> None:
+def read_sampled_ids(terms: list[RewardTerm], tokenizer: Any, append_eos: bool = False) -> None:
     """A reward model with the policy's own tokenizer reads the sampled ids, not their decoded text
     re-tokenised: text need not round-trip to the same ids (a policy may sample token sequences that
     the tokenizer would never produce), and then the reward would not be that of the tokens the
-    policy chose. Any other scorer reads the text."""
+    policy chose. A completion cut before EOS is read at its last token, or with EOS appended
+    (`append_eos`). Any other scorer reads the text."""
     from vietnamese_ai.models.fingerprint import tokenizer_fingerprint
     from vietnamese_ai.scoring.reward_model import RewardModelScorer
 
@@ -197,7 +199,7 @@ def read_sampled_ids(terms: list[RewardTerm], tokenizer: Any) -> None:
         scorer = term.scorer
         if isinstance(scorer, RewardModelScorer) and tokenizer_fingerprint(scorer.tokenizer) == policy:
             term.compute = lambda inputs, scorer=scorer: scorer.rewards_of_ids(inputs["prompt_ids"],
-                                                                               inputs["completion_ids"])
+                                                                               inputs["completion_ids"], append_eos)
 
 
 def _python_term(spec: str, weight: float) -> RewardTerm:
@@ -581,7 +583,7 @@ def run_online(config: OnlineConfig, method: OnlineMethod, loss_fn: Any, model: 
         raise ConfigError("reward: required (a scorer string such as 'constitution', or python:FILE.py:FUNCTION)")
     rewards = (build_rewards(config, state.device) if config.reward else []) + [_callable_term(f) for f in reward_funcs or []]
     tokenizer = tokenizer or load_tokenizer_for(config, model)
-    read_sampled_ids(rewards, tokenizer)
+    read_sampled_ids(rewards, tokenizer, config.reward_cut_completions == "with_eos")
     prompts = tokenize_prompts(train_raw, tokenizer, config.max_prompt_length)
     source_class = source_class or RolloutSource
     source_class.check_prompts(config, prompts)

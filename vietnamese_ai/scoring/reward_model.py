@@ -54,14 +54,16 @@ class RewardModelScorer:
         check_lengths(prompts, responses)
         return self._rewards([self._ids(p, r) for p, r in zip(prompts, responses)])
 
-    def rewards_of_ids(self, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> list[float]:
+    def rewards_of_ids(self, prompt_ids: list[list[int]], response_ids: list[list[int]],
+                       append_eos: bool = True) -> list[float]:
         """Rewards of token ids already in this model's tokenizer (an online policy's samples, when it
-        shares the tokenizer): read at EOS, which is appended where a response was cut before it, as
-        `rewards` appends it to text. Nothing is decoded and re-tokenised, so the reward is that of
-        exactly the tokens sampled."""
+        shares the tokenizer), read at the last token. A response cut before EOS gets EOS appended
+        (as `rewards` appends it to text), unless `append_eos` is false: then it is read as it is, at
+        its last token. Nothing is decoded and re-tokenised, so the reward is that of exactly the
+        tokens sampled."""
         check_lengths(prompt_ids, response_ids)
         eos = self.tokenizer.eos_token_id
-        return self._rewards([self._fit(list(p), list(r) if r and r[-1] == eos else [*r, eos])
+        return self._rewards([self._fit(list(p), list(r) if (r and r[-1] == eos) or not append_eos else [*r, eos])
                               for p, r in zip(prompt_ids, response_ids)])
 
     @torch.no_grad()
