@@ -261,3 +261,9 @@ def test_a_value_model_that_cannot_be_one_is_refused_before_training(tmp_path, c
     assert main([*argv, f"value_model_name_or_path={lora.final_dir}"]) == 2      # a policy's adapter
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is a CAUSAL_LM LoRA adapter" in err, err
+    from transformers import AutoModelForSequenceClassification
+
+    AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2).save_pretrained(tmp_path / "clf")
+    assert main([*argv, f"value_model_name_or_path={tmp_path / 'clf'}"]) == 2      # two labels
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "a classifier with 2 labels" in err, err

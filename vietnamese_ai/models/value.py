@@ -14,7 +14,9 @@ saved beside the policy as `value_model/` in Hugging Face format (a PEFT adapter
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from typing import Any
 
 import torch
@@ -55,13 +57,23 @@ def load_value_model(config: Any, pad_token_id: int | None) -> Any:
 
 
 def check_value_model(path: str) -> None:
-    """Refuse, before anything loads, a value model that is a language model's LoRA adapter."""
+    """Refuse, before anything loads, what cannot be a value model: a language model's LoRA adapter,
+    or a classifier with several labels (a value is one number)."""
     from vietnamese_ai.models.loading import adapter_task
 
     task = adapter_task(path)
     if task not in (None, "SEQ_CLS"):
         raise ConfigError(f"value_model_name_or_path: '{path}' is a {task} LoRA adapter; give a reward model (full "
                           f"or LoRA) or a full checkpoint")
+    config_file = os.path.join(path, "config.json")
+    if task is None and os.path.isfile(config_file):
+        with open(config_file, encoding="utf-8") as f:
+            config = json.load(f)
+        labels = len(config.get("id2label") or {}) or config.get("num_labels", 1)
+        classifier = any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or [])
+        if classifier and labels != 1:
+            raise ConfigError(f"value_model_name_or_path: '{path}' is a classifier with {labels} labels; a value "
+                              f"model has one (a reward model, or a causal LM to give a fresh head)")
 
 
 def attach_value_model(policy: Any, value_model: Any) -> None:
