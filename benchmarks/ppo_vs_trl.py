@@ -64,12 +64,14 @@ def main() -> None:
                         help="instead of timing: the score gain of each side over this many seeds")
     parser.add_argument("--sides", default="head,model,trl",
                         help="which runs: head (ours, value head), model (ours, value model), trl")
+    parser.add_argument("--max-grad-norm", type=float, default=1.0,
+                        help="our gradient clipping (0: none, as TRL's PPO loop)")
     args = parser.parse_args()
     model, reward_model, data = workload()
     trl = ensure_trl_venv(PEER)
     common = {"model": model, "reward_model": reward_model, "data": data, "batch_size": 32, "micro_batch_size": 8,
               "ppo_epochs": 4, "max_completion_length": 64, "lr": args.lr, "kl_coef": 0.05, "rollouts": args.rollouts,
-              "threads": args.threads, "seed": 0}
+              "threads": args.threads, "seed": 0, "max_grad_norm": args.max_grad_norm}
     if args.gain_seeds:
         return score_gains(common, trl, args.gain_seeds, args.sides.split(","))
     configs = {name: (python, driver, extra) for side, name, python, driver, extra in sides(trl)

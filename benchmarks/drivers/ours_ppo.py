@@ -28,7 +28,8 @@ def main() -> None:
         logging_steps=args["ppo_epochs"], save_steps=0, seed=args["seed"], disable_tqdm=True,
         lr_scheduler_type="linear", log_completions=False, prompt_cache=args.get("prompt_cache", True),
         prefix_sharing=args.get("prefix_sharing", True), vf_coef=args.get("vf_coef", 0.1), dtype="float32",
-        value_model_name_or_path=args["reward_model"] if args.get("value_model") else None)
+        value_model_name_or_path=args["reward_model"] if args.get("value_model") else None,
+        max_grad_norm=args.get("max_grad_norm", 1.0))
     start = time.perf_counter()
     result = ppo.run_ppo(config)
     seconds = time.perf_counter() - start
