@@ -267,3 +267,36 @@ def test_a_value_model_that_cannot_be_one_is_refused_before_training(tmp_path, c
     assert main([*argv, f"value_model_name_or_path={tmp_path / 'clf'}"]) == 2      # two labels
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "a classifier with 2 labels" in err, err
+
+
+def test_two_processes_with_a_value_model_equal_one_with_doubled_accumulation(tmp_path, tiny_model, prompts_file,
+                                                                              rewards_file, seeded_reward_model):
+    """The value model runs outside the data-parallel wrapper's forward; its gradients must still be
+    averaged over processes, like the policy's."""
+    import json
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(here), OMP_NUM_THREADS="1")
+    worker = os.path.join(here, "online_worker.py")
+    reward = f"python:{rewards_file}:even_tokens"
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29542", worker, tiny_model, prompts_file, reward, str(tmp_path / "ddp"), "1",
+                          seeded_reward_model], capture_output=True, text=True, env=env, timeout=300)
+    if ddp.returncode != 0 and "gloo" in ddp.stderr.lower() and "not available" in ddp.stderr.lower():
+        pytest.skip("torch.distributed gloo backend not available")
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = subprocess.run([sys.executable, worker, tiny_model, prompts_file, reward, str(tmp_path / "single"), "2",
+                             seeded_reward_model], capture_output=True, text=True, env=env, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    a, b = json.loads(ddp.stdout.strip().splitlines()[-1]), json.loads(single.stdout.strip().splitlines()[-1])
+    assert a["reward"] == pytest.approx(b["reward"], abs=1e-6)
+    assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+    for name in ("model.safetensors", "value_model/model.safetensors"):
+        wa = load_file(os.path.join(tmp_path, "ddp", "final", name))
+        wb = load_file(os.path.join(tmp_path, "single", "final", name))
+        for key in wa:
+            torch.testing.assert_close(wa[key], wb[key], atol=1e-6, rtol=0)
