@@ -12,9 +12,9 @@ separate process, timed over the training call.
 
 Ours runs twice: with its default value head on the policy (read in the same forward pass as the
 log-probs), and with a separate value model started from the reward model, as TRL's is (TRL keeps
-four models: policy, reference, reward, value). Both sides score the token ids they sampled; where a
-completion is cut at max_completion_length, TRL reads the reward model at its last sampled token,
-ours at an EOS appended after it (where reward models are trained to be read).
+four models: policy, reference, reward, value). Both sides score the token ids they sampled, a
+finished completion at its EOS and one cut at max_completion_length at its last sampled token (our
+default reward_cut_completions=as_sampled).
 """
 
 from __future__ import annotations

@@ -31,9 +31,15 @@ def attach_scalar_head(model: Any, name: str = "score_head") -> torch.nn.Module:
     head = torch.nn.Linear(config.hidden_size, 1).to(next(model.parameters()).dtype)
     torch.nn.init.normal_(head.weight, std=getattr(config, "initializer_range", 0.02))
     torch.nn.init.zeros_(head.bias)
-    setattr(model, name, head)
+    return attach_auxiliary(model, name, head)
+
+
+def attach_auxiliary(model: Any, name: str, module: torch.nn.Module) -> torch.nn.Module:
+    """Make `module` a submodule of `model` (so it trains, moves and is checkpointed with it) that
+    save_model writes beside the model rather than inside it."""
+    setattr(model, name, module)
     setattr(model, HEADS_ATTRIBUTE, [*getattr(model, HEADS_ATTRIBUTE, []), name])
-    return head
+    return module
 
 
 def save_model(model: Any, tokenizer: Any, path: str, state_dict: dict[str, torch.Tensor] | None = None,

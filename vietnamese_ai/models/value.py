@@ -38,8 +38,7 @@ def load_value_model(config: Any, pad_token_id: int | None) -> Any:
     from vietnamese_ai.models.loading import is_peft_model
     from vietnamese_ai.models.reward import has_trained_head, head_module, load_reward_for_scoring, load_reward_model, set_pad_token
 
-    path = config.value_model_name_or_path
-    check_value_model(path)
+    path = config.value_model_name_or_path   # checked by check_value_model before the policy loaded
     if has_trained_head(path, config.trust_remote_code, kind="value model"):
         model = load_reward_for_scoring(path, config.dtype, config.trust_remote_code)
         if is_peft_model(model):
@@ -78,11 +77,9 @@ def check_value_model(path: str) -> None:
 
 def attach_value_model(policy: Any, value_model: Any) -> None:
     """Make `value_model` an auxiliary module of the policy: trained, moved and checkpointed with it."""
-    from vietnamese_ai.models.io import HEADS_ATTRIBUTE
+    from vietnamese_ai.models.io import attach_auxiliary
 
-    inner = unwrap(policy)
-    setattr(inner, VALUE_MODEL, value_model)
-    setattr(inner, HEADS_ATTRIBUTE, [*getattr(inner, HEADS_ATTRIBUTE, []), VALUE_MODEL])
+    attach_auxiliary(unwrap(policy), VALUE_MODEL, value_model)
 
 
 def separate_value_model(policy: Any) -> Any:
