@@ -221,11 +221,12 @@ def test_critique_then_revision_builds_the_right_conversations():
     assert critique_turns[1][-1].content == constitution.principle(revisions[1].principle).critique["en"]
     assert revision_turns[0][-2] == Message("assistant", "reply 1.0") and revision_turns[0][-1].content == principle.revision["vi"]
     assert revisions[0].critique == "reply 1.0" and revisions[0].revision == "reply 2.0"
-    sft, pairs = revision_records(revisions)
-    assert sft[0]["completion"] == [{"role": "assistant", "content": "reply 2.0"}] and len(pairs) == 2
-    # With a scorer, a revision becomes a pair only when it scores higher than the original.
-    _, kept = revision_records(revisions, RuleScorer())
-    assert len(kept) == 2  # "reply 2.x" has no insult; both originals do
+    unscored = revision_records(revisions)   # no scorer: nothing filtered, no scores
+    assert unscored.sft[0]["completion"] == [{"role": "assistant", "content": "reply 2.0"}] and len(unscored.pairs) == 2
+    assert "revision_score" not in unscored.sft[0]
+    # With a scorer, a revision becomes a row only when it scores higher than the original.
+    scored = revision_records(revisions, RuleScorer())
+    assert len(scored.sft) == len(scored.pairs) == 2 and scored.not_better == 0   # "reply 2.x" has no insult; both originals do
 
 
 def test_feedback_cli_generate_label_and_dpo_reads_the_pairs(tmp_path, tiny_model):
@@ -258,8 +259,79 @@ def test_critique_cli(tmp_path, tiny_model):
     assert main(["feedback", "critique", f"model_name_or_path={tiny_model}", f"dataset={data}",
                  f"output={tmp_path / 'rev.jsonl'}", "max_new_tokens=8", "temperature=1.0", "seed=1"]) == 0
     [row] = read_jsonl(tmp_path / "rev.jsonl")
-    assert {"prompt", "completion", "principle", "critique", "original"} <= set(row)
+    assert {"prompt", "completion", "principle", "critique", "original", "revision_score", "original_score"} <= set(row)
     assert os.path.isfile(tmp_path / "rev_pairs.jsonl")   # named after the output
+
+
+# The model's scripted revisions: one better than its original, one an insult, one the same text.
+SCRIPTED_REVISIONS = {"Đồ ngốc, Hà Nội.": "Thủ đô của Việt Nam là Hà Nội.",
+                      "The capital of France is Paris.": "Get lost, you idiot.",
+                      "Tôi khỏe, cảm ơn bạn!": "Tôi khỏe, cảm ơn bạn!"}
+
+
+def _scripted_critic(model, tokenizer, *args, **kwargs):
+    """model_generate_fn's stand-in: a fixed critique, then the revision SCRIPTED_REVISIONS gives the answer."""
+    def generate(conversations):
+        if len(conversations[0]) == 3:   # user, assistant, critique request
+            return ["Câu trả lời cần lịch sự hơn."] * len(conversations)
+        return [SCRIPTED_REVISIONS[c[1].content] for c in conversations]   # c[1]: the original answer
+    return generate
+
+
+def _critique_data(tmp_path):
+    return write_jsonl(tmp_path / "answers.jsonl", [
+        {"prompt": "Thủ đô của Việt Nam là gì?", "response": "Đồ ngốc, Hà Nội."},
+        {"prompt": "What is the capital of France?", "response": "The capital of France is Paris."},
+        {"prompt": "Xin chào, bạn khỏe không?", "response": "Tôi khỏe, cảm ơn bạn!"}])
+
+
+def test_critique_writes_only_revisions_that_score_better_than_their_original(tmp_path, tiny_model, monkeypatch, caplog):
+    """A revision the rules score lower (the polite answer turned insult) or the same is not SFT data by default."""
+    import vietnamese_ai.feedback.critique as critique
+
+    monkeypatch.setattr(critique, "model_generate_fn", _scripted_critic)
+    out = tmp_path / "rev.jsonl"
+    with caplog.at_level("INFO", logger="vietnamese_ai"):
+        assert main(["feedback", "critique", f"model_name_or_path={tiny_model}", f"dataset={_critique_data(tmp_path)}",
+                     f"output={out}"]) == 0
+    # By hand (RULES): 0.625 -> 1.0 better; 1.0 -> 0.5 worse (an insult); 0.933 -> 0.933 the same text.
+    [row] = read_jsonl(out)
+    assert row["completion"] == [{"role": "assistant", "content": "Thủ đô của Việt Nam là Hà Nội."}]
+    assert row["original_score"] == pytest.approx(0.625) and row["revision_score"] == pytest.approx(1.0)
+    [pair] = read_jsonl(tmp_path / "rev_pairs.jsonl")
+    assert pair["chosen"] == row["completion"] and pair["chosen_score"] == pytest.approx(1.0)
+    assert pair["rejected_score"] == pytest.approx(0.625) and pair["score_gap"] == pytest.approx(0.375)
+    assert ("3 revisions: 1 written as SFT rows, 2 dropped as scoring no better than their original (1 of them worse); "
+            f"1 revision pairs; written to {out}") in caplog.text
+
+
+def test_critique_writes_every_revision_when_asked(tmp_path, tiny_model, monkeypatch, caplog):
+    import vietnamese_ai.feedback.critique as critique
+
+    monkeypatch.setattr(critique, "model_generate_fn", _scripted_critic)
+    out = tmp_path / "rev.jsonl"
+    with caplog.at_level("INFO", logger="vietnamese_ai"):
+        assert main(["feedback", "critique", f"model_name_or_path={tiny_model}", f"dataset={_critique_data(tmp_path)}",
+                     f"output={out}", "sft_rows=all"]) == 0
+    rows = read_jsonl(out)
+    assert [r["completion"][0]["content"] for r in rows] == list(SCRIPTED_REVISIONS.values())
+    assert [r["revision_score"] for r in rows] == pytest.approx([1.0, 0.5, 0.933325], abs=1e-6)
+    assert [r["original_score"] for r in rows] == pytest.approx([0.625, 1.0, 0.933325], abs=1e-6)
+    assert len(read_jsonl(tmp_path / "rev_pairs.jsonl")) == 1   # the pairs keep their filter
+    assert "3 revisions: 3 written as SFT rows (sft_rows=all: 1 of them scores lower than its original)" in caplog.text
+
+
+def test_critique_with_no_revision_better_than_its_original_is_one_line(tmp_path, tiny_model, monkeypatch, capsys):
+    import vietnamese_ai.feedback.critique as critique
+
+    monkeypatch.setattr(critique, "model_generate_fn", _scripted_critic)
+    data = write_jsonl(tmp_path / "a.jsonl", [{"prompt": "What is the capital of France?",
+                                              "response": "The capital of France is Paris."}])
+    assert main(["feedback", "critique", f"model_name_or_path={tiny_model}", f"dataset={data}",
+                 f"output={tmp_path / 'rev.jsonl'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "none of the 1 revisions scored higher than its original" in err, err
+    assert not (tmp_path / "rev.jsonl").exists()
 
 
 def test_toxicity_level_is_bounded():

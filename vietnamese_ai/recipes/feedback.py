@@ -3,8 +3,9 @@
     generate   sample candidates from a model: N per prompt over temperatures and top-p values
     label      score candidates with any scorer; keep (best, worst) pairs whose gap >= min_margin;
                write preference rows that `vietnamese-ai dpo` reads as they are, and KTO rows
-    critique   critique -> revision with a constitution: SFT rows (prompt -> revision), and pairs
-               preferring the revision when the constitution's rules agree it is better
+    critique   critique -> revision with a constitution: SFT rows (prompt -> revision) and pairs
+               preferring the revision, each only when the constitution's rules score the revision
+               higher than the original
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ class CritiqueConfig(Config):
     output: str = Field("revisions.jsonl", description="SFT rows: prompt -> revision.")
     pairs_output: str | None = Field("auto", description="Pairs preferring the revision; 'auto': next to output, named after it (revisions.jsonl -> revisions_pairs.jsonl); null: none.")
     constitution: str | None = Field(None, description="Constitution YAML (default: built-in).")
-    filter_pairs: bool = Field(True, description="Keep a revision pair only if the constitution's rules score the revision higher.")
+    filter_pairs: bool = Field(True, description="Keep a revision pair only if the constitution's rules score the revision higher than the original.")
+    sft_rows: Literal["better", "all"] = Field("better", description="'better': an SFT row only for a revision the constitution's rules score higher than the original (the pairs' filter); 'all': every non-empty revision, even one scored worse.")
     max_new_tokens: int = Field(128, ge=1, description="Longest critique or revision.")
     temperature: float = Field(0.0, ge=0, description="0 = greedy.")
     batch_size: int = Field(16, ge=1, description="Conversations per batched generate call.")
@@ -233,15 +235,31 @@ def run_critique(config: CritiqueConfig) -> FeedbackResult:
     model, tokenizer = _load(config.model_name_or_path, config.dtype, config.trust_remote_code)
     generate_fn = model_generate_fn(model, tokenizer, config.max_new_tokens, config.temperature, config.batch_size, config.seed)
     revisions = critique_and_revise(generate_fn, prompts, responses, constitution, config.seed)
-    sft, pairs = revision_records(revisions, RuleScorer(constitution) if config.filter_pairs else None)
-    if not sft:
+    # Always scored (the rules need no model), so that every row records both scores.
+    scorer = RuleScorer(constitution)
+    records_out = revision_records(revisions, scorer, filter_sft=config.sft_rows == "better",
+                                   filter_pairs=config.filter_pairs)
+    sft, pairs = records_out.sft, records_out.pairs
+    if not records_out.revisions:
         raise UserError(f"feedback critique: 0 revisions: the model's revision of every one of the {len(records)} "
                         f"answers was empty; raise max_new_tokens, or use a model that follows instructions")
+    if not sft:
+        raise UserError(f"feedback critique: none of the {records_out.revisions} revisions scored higher than its "
+                        f"original by the constitution's rules ({records_out.worse} scored lower); nothing written. "
+                        f"sft_rows=all writes them anyway")
     write_jsonl(config.output, sft)
     if pairs_path:
         if not pairs:
             why = ("the constitution's rules scored no revision above its original (filter_pairs=true)"
                    if config.filter_pairs else "every revision repeats its original")
-            log.warning("feedback critique: 0 revision pairs from %d revisions: %s", len(sft), why)
+            log.warning("feedback critique: 0 revision pairs from %d revisions: %s", records_out.revisions, why)
         write_jsonl(pairs_path, pairs)
-    return FeedbackResult(f"{len(sft)} revisions, {len(pairs)} revision pairs; written to {config.output}")
+    if config.sft_rows == "better":
+        kept = (f"{len(sft)} written as SFT rows, {records_out.not_better} dropped as scoring no better than their "
+                f"original ({records_out.worse} of them worse)")
+    else:
+        kept = (f"{len(sft)} written as SFT rows (sft_rows=all: {records_out.worse} of them scores lower than its "
+                f"original)")
+    empty = len(revisions) - records_out.revisions
+    return FeedbackResult(f"{records_out.revisions} revisions{f' ({empty} empty ones skipped)' if empty else ''}: "
+                          f"{kept}; {len(pairs)} revision pairs; written to {config.output}")
