@@ -300,3 +300,35 @@ def test_two_processes_with_a_value_model_equal_one_with_doubled_accumulation(tm
         wb = load_file(os.path.join(tmp_path, "single", "final", name))
         for key in wa:
             torch.testing.assert_close(wa[key], wb[key], atol=1e-6, rtol=0)
+
+
+# ------------------------------------------------------------------ several completions per prompt
+
+
+def test_several_completions_per_prompt_are_refused_in_one_line_everywhere(tmp_path, capsys, tiny_model, prompts_file,
+                                                                           rewards_file):
+    """PPO's baseline is its value estimate, so one completion per prompt: num_generations=4 must be
+    refused before anything loads, from the command line, a pipeline stage and RLHFPipeline alike."""
+    from vietnamese_ai.errors import ConfigError
+    from vietnamese_ai.vietnamese_api import RLHFPipeline
+
+    argv = ["ppo", f"model_name_or_path={tiny_model}", f"dataset={prompts_file}", f"reward=python:{rewards_file}:constant",
+            f"output_dir={tmp_path / 'out'}", "max_steps=1", "disable_tqdm=true", "num_generations=4"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "num_generations" in err and "one completion per prompt" in err, err
+    assert "grpo" in err and "(got 4)" in err, err
+    assert not (tmp_path / "out").exists()
+
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(f"output_dir: {tmp_path / 'run'}\nstages:\n  ppo:\n    model_name_or_path: {tiny_model}\n"
+                        f"    dataset: {prompts_file}\n    reward: python:{rewards_file}:constant\n"
+                        f"    num_generations: 4\n", encoding="utf-8")
+    assert main(["pipeline", "run", str(pipeline)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "stage 'ppo'" in err and "num_generations" in err, err
+    assert "one completion per prompt" in err and not (tmp_path / "run").exists(), err
+
+    with pytest.raises(ConfigError, match="num_generations.*one completion per prompt"):
+        RLHFPipeline(rlhf="ppo", ppo_config={"num_generations": 4})
+    assert PPOConfig(num_generations=1).num_generations == 1      # saying the default aloud is fine

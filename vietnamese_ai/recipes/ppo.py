@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from vietnamese_ai.data.layout import PackedBatch
 from vietnamese_ai.data.rollout import Rollout
@@ -64,7 +64,7 @@ class PPOConfig(OnlineConfig):
     renamed_keys: ClassVar[dict[str, str]] = RENAMED
     output_dir: str = Field("runs/ppo", description="Directory for config.yaml, metrics.jsonl, completions.jsonl, checkpoints/ and final/.")
     learning_rate: float = Field(3e-6, ge=0, description="Peak learning rate (AdamW), for the policy and its value head.")
-    num_generations: int = Field(1, ge=1, description="Completions sampled per prompt (PPO needs one; the value head is the baseline).")
+    num_generations: int = Field(1, ge=1, le=1, description="Completions sampled per prompt: always 1 (the value head or value model is PPO's baseline; several completions per prompt are GRPO's and RLOO's).")
     per_device_train_batch_size: int = Field(4, ge=1, description="Completions per micro-batch on each device.")
     batch_size: int | None = Field(None, ge=1, description="Completions per rollout on each device (TRL's original name; sets steps_per_generation).")
     mini_batch_size: int | None = Field(None, ge=1, description="Completions per optimizer step on each device (TRL's original name; sets per_device_train_batch_size = mini_batch_size / gradient_accumulation_steps).")
@@ -83,6 +83,17 @@ class PPOConfig(OnlineConfig):
     min_length: int = Field(-1, description="Generation's minimum total length (prompt + completion), as in transformers; only values no longer than every prompt are accepted: a longer one would suppress EOS, and the loss would not be the sampled distribution's.")
     ref_model_name_or_path: str | None = Field(None, description="Reference for the KL penalty; default: the starting policy (with a fresh LoRA adapter: the policy with adapters off).")
     value_model_name_or_path: str | None = Field(None, description="A separate value model, trained beside the policy (full, or its own LoRA adapter with use_lora) and saved as final/value_model: a reward model (its trained head gives the first values) or any causal LM (a zero-initialised head); default: a zero-initialised value head on the policy.")
+
+    @field_validator("num_generations", mode="before")
+    @classmethod
+    def _one_completion(cls, value: Any) -> Any:
+        # Refused rather than supported: several completions of a prompt only help with a group
+        # baseline, and PPO's baseline is its value estimate (GRPO and RLOO use the group instead).
+        if isinstance(value, int) and not isinstance(value, bool) and value > 1:
+            raise ValueError("PPO samples one completion per prompt (its baseline is the value head or value model); "
+                             "several completions per prompt with a group baseline are GRPO's or RLOO's "
+                             "(vietnamese-ai grpo / rloo)")
+        return value
 
     @model_validator(mode="after")
     def _ppo_shape(self) -> "PPOConfig":
