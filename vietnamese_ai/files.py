@@ -13,6 +13,10 @@ prefixes and `sweep` removes them the next time a run starts in that directory:
                            restored if NAME is missing (the kill fell between the two renames),
                            deleted otherwise
     .trash-NAME-XXXXXXXX   a directory renamed away for deletion (pruned checkpoints): deleted
+
+Reading goes through here too where a plain reader would lose something silently: `load_yaml` is
+yaml.safe_load that refuses a key given twice in one mapping (safe_load keeps the last one, so the
+first would vanish without a word).
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from typing import Any
+
+import yaml
 
 from vietnamese_ai.errors import UserError
 
@@ -164,3 +171,51 @@ def check_writable_file(path: str, key: str) -> None:
     if os.path.isdir(path):
         raise UserError(f"{key}: '{path}' is a directory; give a file name")
     check_writable_directory(os.path.dirname(os.path.abspath(path)), key)
+
+
+class DuplicateKey(yaml.constructor.ConstructorError):
+    """A key given twice in one YAML mapping. A YAMLError with the second key's mark, so that every
+    handler of bad YAML also handles it."""
+
+    def __init__(self, key: str, first_line: int, mark: Any):
+        super().__init__(None, None, f"key '{key}' appears twice (first on line {first_line})", mark)
+        self.key = key
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader (plain data only: no Python objects) whose mappings refuse a repeated key.
+
+    Keys are compared once read, as the dict would compare them: `1` and `0x1`, or `yes` and `true`,
+    are the same key. A merge (`<<: *base`) may still be overridden by the mapping's own keys, as
+    YAML intends."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    hash(key)
+                except TypeError:   # a list as a key: the base constructor says so
+                    continue
+                if key in first:
+                    written = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key)
+                    raise DuplicateKey(written, first[key], key_node.start_mark)
+                first[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(stream: Any) -> Any:
+    """yaml.safe_load (a string or an open file) that raises DuplicateKey on a key given twice."""
+    return yaml.load(stream, Loader=UniqueKeyLoader)
+
+
+def yaml_problem(error: yaml.YAMLError, source: str) -> str:
+    """One line for bad YAML: `source: line N: ...` (the line where the reader found the problem)."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"{source}: line {mark.line + 1}" if mark is not None else source
+    if isinstance(error, DuplicateKey):
+        return f"{where}: {error.problem}"
+    return f"{where}: invalid YAML: {' '.join(str(getattr(error, 'problem', None) or error).split())}"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vietnamese_ai.errors import ConfigError, DataError
+from vietnamese_ai.files import load_yaml, yaml_problem
 
 LOCAL_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -170,7 +171,8 @@ def _read_hub(name: str, split: str, subset: str | None) -> list[Record]:
 
 
 def read_yaml(path: str, what: str = "config") -> dict[str, Any]:
-    """A YAML mapping read with yaml.safe_load; every problem is a one-line ConfigError."""
+    """A YAML mapping read with files.load_yaml (safe, a key given twice refused); every problem is a
+    one-line ConfigError naming the file and the line."""
     import yaml
 
     if os.path.isdir(path):
@@ -179,11 +181,9 @@ def read_yaml(path: str, what: str = "config") -> dict[str, Any]:
         raise ConfigError(f"{path}: {what} file not found")
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = load_yaml(f)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}: line {mark.line + 1}" if mark else path
-        raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+        raise ConfigError(yaml_problem(e, path)) from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not valid UTF-8") from None
     if data is None:

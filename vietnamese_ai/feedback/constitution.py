@@ -116,6 +116,6 @@ def parse_constitution(data: Any, source: str, base_dir: str = ".") -> Constitut
 
 
 def load_constitution(path: str | None = None) -> Constitution:
-    """The built-in constitution, or a user YAML file (read with yaml.safe_load)."""
+    """The built-in constitution, or a user YAML file (read with files.load_yaml: a key given twice is refused)."""
     path = path or DEFAULT_PATH
     return parse_constitution(read_yaml(path, "constitution"), path, os.path.dirname(os.path.abspath(path)))

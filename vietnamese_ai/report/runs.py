@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from vietnamese_ai.errors import DataError, UserError
+from vietnamese_ai.files import load_yaml, yaml_problem
 
 RUN_FILES = ("metrics.jsonl", "config.yaml", "run.json", "eval.json", "summary.json")
 SECRET_WORDS = ("token", "secret", "password", "api_key", "apikey")
@@ -117,9 +118,9 @@ def _read_directory(path: str, found: RunFiles, taken: set[str]) -> set[str]:
         if "config.yaml" in has:
             try:
                 with open(os.path.join(path, "config.yaml"), encoding="utf-8") as f:
-                    config = yaml.safe_load(f) or {}
+                    config = load_yaml(f) or {}
             except yaml.YAMLError as e:
-                raise DataError(f"{os.path.join(path, 'config.yaml')}: not valid YAML ({' '.join(str(e).split())})") from None
+                raise DataError(yaml_problem(e, os.path.join(path, "config.yaml"))) from None
             if not isinstance(config, dict):
                 raise DataError(f"{os.path.join(path, 'config.yaml')}: expected a mapping of keys to values")
             config = redact(config)

@@ -1,6 +1,6 @@
 """Run configuration: typed, validated, with the Hugging Face / TRL key names wherever one exists.
 
-A config comes from a YAML file (read with yaml.safe_load) plus `key=value` overrides; an unknown key
+A config comes from a YAML file (read with files.load_yaml: safe, a key given twice refused) plus `key=value` overrides; an unknown key
 or a bad value is a one-line ConfigError that names where it came from. `--help` is generated from
 the field descriptions below, so it documents every option.
 """
@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from vietnamese_ai.data.loading import read_yaml
 from vietnamese_ai.errors import ConfigError
+from vietnamese_ai.files import DuplicateKey, load_yaml
 
 C = TypeVar("C", bound=BaseModel)
 ATTENTION_KERNELS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
@@ -196,7 +197,9 @@ def parse_override(item: str) -> tuple[str, Any, str]:
         raise ConfigError(f"command line: '{item}' is not key=value")
     key, raw = item.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = load_yaml(raw) if raw != "" else ""
+    except DuplicateKey as e:   # {a: 1, a: 2} is a mapping that would lose a value, not text
+        raise ConfigError(f"command line: '{item}': key '{e.key}' appears twice") from None
     except yaml.YAMLError:
         value = raw
     if isinstance(value, str) and "," in value and key.endswith("modules"):
