@@ -332,3 +332,32 @@ def test_several_completions_per_prompt_are_refused_in_one_line_everywhere(tmp_p
     with pytest.raises(ConfigError, match="num_generations.*one completion per prompt"):
         RLHFPipeline(rlhf="ppo", ppo_config={"num_generations": 4})
     assert PPOConfig(num_generations=1).num_generations == 1      # saying the default aloud is fine
+
+
+@pytest.mark.parametrize("kind,fragment", [("missing", "no such directory"), ("empty", "not a model"),
+                                           ("file", "is a file"), ("not a model", "not a model")])
+def test_a_value_model_that_is_not_there_is_found_before_the_policy_loads(tmp_path, monkeypatch, tiny_model,
+                                                                          prompts_file, rewards_file, kind, fragment):
+    import vietnamese_ai.recipes.common as common
+    from vietnamese_ai.errors import UserError
+
+    path = tmp_path / "value"
+    if kind == "empty":
+        path.mkdir()
+    elif kind == "file":
+        path.write_text("{}", encoding="utf-8")
+    elif kind == "not a model":
+        path.mkdir()
+        (path / "notes.txt").write_text("a directory, but no model in it", encoding="utf-8")
+
+    def no_policy(*args, **kwargs):
+        raise AssertionError("the policy was loaded before the value model was checked")
+
+    monkeypatch.setattr(common, "load_policy", no_policy)
+    monkeypatch.setattr(common, "load_causal_lm", no_policy)
+    config = _config(tmp_path, tiny_model, prompts_file, f"python:{rewards_file}:constant", value_model_name_or_path=str(path))
+    with pytest.raises(UserError) as error:
+        run_ppo(config)
+    message = str(error.value)
+    assert message.startswith("value_model_name_or_path: ") and str(path) in message and fragment in message, message
+    assert "\n" not in message

@@ -14,7 +14,6 @@ saved beside the policy as `value_model/` in Hugging Face format (a PEFT adapter
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any
@@ -55,24 +54,46 @@ def load_value_model(config: Any, pad_token_id: int | None) -> Any:
     return model.requires_grad_(True)
 
 
-def check_value_model(path: str) -> None:
-    """Refuse, before anything loads, what cannot be a value model: a language model's LoRA adapter,
-    or a classifier with several labels (a value is one number)."""
-    from vietnamese_ai.models.loading import adapter_task
+def check_value_model(path: str, trust_remote_code: bool = False) -> None:
+    """Refuse, before the policy loads, what cannot be a value model: a path that holds no model (a
+    file, a directory without a config or without weights, a name the hub does not know), a language
+    model's LoRA adapter, or a classifier with several labels (a value is one number). Reads configs
+    and safetensors headers only, never weights."""
+    from transformers import AutoConfig
 
+    from vietnamese_ai.models.loading import LOAD_ERRORS, adapter_task, check_safetensors, plainly_local
+
+    key = "value_model_name_or_path"
+    if not os.path.exists(path) and plainly_local(path):
+        raise ConfigError(f"{key}: '{path}': no such directory")
+    if os.path.isfile(path):
+        raise ConfigError(f"{key}: '{path}' is a file; give a model's directory (a reward model or a causal LM) "
+                          f"or a hub name")
     task = adapter_task(path)
     if task not in (None, "SEQ_CLS"):
-        raise ConfigError(f"value_model_name_or_path: '{path}' is a {task} LoRA adapter; give a reward model (full "
+        raise ConfigError(f"{key}: '{path}' is a {task} LoRA adapter; give a reward model (full "
                           f"or LoRA) or a full checkpoint")
-    config_file = os.path.join(path, "config.json")
-    if task is None and os.path.isfile(config_file):
-        with open(config_file, encoding="utf-8") as f:
-            config = json.load(f)
-        labels = len(config.get("id2label") or {}) or config.get("num_labels", 1)
-        classifier = any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or [])
-        if classifier and labels != 1:
-            raise ConfigError(f"value_model_name_or_path: '{path}' is a classifier with {labels} labels; a value "
-                              f"model has one (a reward model, or a causal LM to give a fresh head)")
+    if task is not None:
+        return
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise ConfigError(f"{key}: '{path}' is not a model directory (it has no config.json); give a reward "
+                              f"model or a causal LM")
+        if not any(name.endswith((".safetensors", ".bin")) for name in os.listdir(path)):
+            raise ConfigError(f"{key}: '{path}' has a config.json but no weights (*.safetensors or *.bin)")
+        check_safetensors(path)
+    try:   # a hub name's config is a small download; a local one is read from disk
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except LOAD_ERRORS as e:
+        detail = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+        where = "its config.json could not be read" if os.path.isdir(path) else \
+            "not a local directory, and the Hugging Face hub did not provide it"
+        raise ConfigError(f"{key}: '{path}' is not a model: {where} ({detail})") from None
+    labels = len(getattr(config, "id2label", None) or {}) or getattr(config, "num_labels", 1)
+    classifier = any(a.endswith("ForSequenceClassification") for a in getattr(config, "architectures", None) or [])
+    if classifier and labels != 1:
+        raise ConfigError(f"{key}: '{path}' is a classifier with {labels} labels; a value "
+                          f"model has one (a reward model, or a causal LM to give a fresh head)")
 
 
 def attach_value_model(policy: Any, value_model: Any) -> None:

@@ -244,7 +244,7 @@ def run_ppo(config: PPOConfig, model: Any = None, tokenizer: Any = None, train_r
     """Run PPO as configured; `reward_funcs` as in run_grpo."""
     config = config.resolved()
     if config.value_model_name_or_path:
-        check_value_model(config.value_model_name_or_path)
+        check_value_model(config.value_model_name_or_path, config.trust_remote_code)
     method = OnlineMethod("ppo", lambda rewards, kl, accelerator: rewards, count_tokens=True, old_logps_always=True,
                           values=True)
     return run_online(config, method, ppo_loss_fn(config), model, tokenizer, train_records, reward_funcs,
