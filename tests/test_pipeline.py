@@ -178,3 +178,115 @@ def test_overrides_and_unknown_stage_names(tmp_path, capsys, tiny_model, sft_fil
     assert main(["pipeline", "run", path, "--only", "dpo"]) == 2   # nothing has run: dpo's model does not exist
     assert "--only dpo: it needs stage 'sft', which has not completed" in capsys.readouterr().err
     assert not (tmp_path / "run" / "dpo").exists()
+
+
+# A `python` stage runs the user's own code. Its mistakes in the YAML (no such module or function, an
+# argument the function does not take) are one line before anything runs; a failure of the code itself
+# (an import that raises, a syntax error, an exception in the function) is one header line naming the
+# stage and the function, then the user's traceback: their frames, none of this package's.
+USER_MODULES = {
+    "raises": "import json\n\ndef prepare(output_dir, n=1):\n    return json.loads('{' * n)\n",
+    "type_error": "def prepare(output_dir, n=1):\n    return len(n)\n",
+    "syntax": "def prepare(output_dir):\n    return 1\n\ndef broken(:\n    pass\n",
+    "import_raises": "import json\n\nCONFIG = json.loads('not json')\n\ndef prepare(output_dir):\n    pass\n",
+    "missing_dependency": "import numpyy_not_installed\n\ndef prepare(output_dir):\n    pass\n",
+    "fine": "def prepare(output_dir, length=1, *, seed=0):\n    return {'length': length}\n\n"
+            "def no_output_dir(length=1):\n    pass\n\n"
+            "class NoSignature:\n    __signature__ = 'unreadable'   # inspect.signature fails, as on some builtins\n\n"
+            "    def __call__(self, output_dir, length=1):\n        pass\n\nno_signature = NoSignature()\n",
+}
+PACKAGE = os.path.dirname(os.path.abspath(sys.modules["vietnamese_ai.cli"].__file__))
+
+
+def _python_stage(tmp_path, monkeypatch, case, function="prepare", args="{}"):
+    """A pipeline whose first stage is a python stage that would write a file, then the stage under test."""
+    module = f"user_stage_{case}_{tmp_path.name}"   # a fresh name: no module cached from another test
+    (tmp_path / f"{module}.py").write_text(USER_MODULES[case], encoding="utf-8")
+    (tmp_path / f"{module}_first.py").write_text("def first(output_dir):\n    open(output_dir + '/ran', 'w').close()\n",
+                                                 encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(f"output_dir: {tmp_path / 'run'}\nstages:\n"
+                    f"  first:\n    command: python\n    function: {module}_first:first\n"
+                    f"  prep:\n    command: python\n    function: {module}:{function}\n    args: {args}\n", encoding="utf-8")
+    return str(path), module, tmp_path / f"{module}.py"
+
+
+@pytest.mark.parametrize("case,args,header,user_lines,before_running", [
+    ("raises", "{n: 2}", "function '{m}:prepare' failed", ['line 4, in prepare', "json.decoder.JSONDecodeError"], False),
+    ("type_error", "{n: 3}", "function '{m}:prepare' failed", ["line 2, in prepare", "TypeError: object of type 'int'"],
+     False),
+    ("syntax", "{}", "importing '{m}' for function '{m}:prepare' failed", ["line 4", "SyntaxError"], True),
+    ("import_raises", "{}", "importing '{m}' for function '{m}:prepare' failed",
+     ["line 3, in <module>", "json.decoder.JSONDecodeError"], True),
+    ("missing_dependency", "{}", "importing '{m}' for function '{m}:prepare' failed",
+     ["line 1, in <module>", "No module named 'numpyy_not_installed'"], True),
+])
+def test_a_python_stage_that_fails_prints_its_own_traceback(tmp_path, capsys, monkeypatch, case, args, header,
+                                                            user_lines, before_running):
+    path, module, source = _python_stage(tmp_path, monkeypatch, case, args=args)
+    code = main(["pipeline", "run", path])
+    err = capsys.readouterr().err
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert lines[0] == f"vietnamese-ai: error: {path}: stage 'prep': {header.format(m=module)}; its traceback:", err
+    assert not lines[0].startswith("Traceback") and lines[1].startswith(("Traceback", '  File "')), err
+    assert f'File "{source}", {user_lines[0]}' in err and user_lines[1] in err, err
+    assert PACKAGE not in err and "importlib" not in err, err   # none of our frames, nor the import machinery's
+    assert (tmp_path / "run" / "first" / "ran").exists() != before_running   # an import failure stops the validation
+
+
+@pytest.mark.parametrize("case,function,args,message", [
+    ("fine", "prepare", "{lenght: 3}",
+     "stage 'prep': key 'args': '{m}:prepare' takes no argument 'lenght'; did you mean 'length'?"),
+    ("fine", "prepare", "{length: 3, output_dir: x}", "stage 'prep': key 'args': 'output_dir' is set by the pipeline"),
+    ("fine", "no_output_dir", "{}",
+     "stage 'prep': key 'function': '{m}:no_output_dir' must take an argument output_dir (the stage's folder)"),
+    ("fine", "prepar", "{}", "stage 'prep': key 'function': module '{m}' has no 'prepar'; did you mean 'prepare'?"),
+    ("fine", "CONSTANT", "{}", "stage 'prep': key 'function': module '{m}' has no 'CONSTANT'"),
+])
+def test_a_python_stage_mistake_in_the_file_is_one_line_before_anything_runs(tmp_path, capsys, monkeypatch, case,
+                                                                               function, args, message):
+    path, module, _ = _python_stage(tmp_path, monkeypatch, case, function=function, args=args)
+    assert main(["pipeline", "run", path]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"vietnamese-ai: error: {path}: {message.format(m=module)}" or (
+        len(err.splitlines()) == 1 and f"{path}: {message.format(m=module)}" in err), err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_python_stage_module_that_does_not_exist_is_one_line(tmp_path, capsys):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(f"output_dir: {tmp_path / 'run'}\nstages:\n  prep:\n    command: python\n"
+                    f"    function: no_such_package_here.steps:prepare\n", encoding="utf-8")
+    assert main(["pipeline", "run", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"vietnamese-ai: error: {path}: stage 'prep': key 'function': no module 'no_such_package_here.steps' "
+                   f"on the Python path (set PYTHONPATH to the folder that holds it)"), err
+
+
+def test_a_keyword_the_function_refuses_without_a_signature_is_one_line_at_the_call(tmp_path, capsys, monkeypatch):
+    """A callable whose signature cannot be read: the call itself refuses the keyword, and that is still the
+    file's mistake (one line naming the stage), told apart from a TypeError raised inside the function."""
+    path, module, _ = _python_stage(tmp_path, monkeypatch, "fine", function="no_signature", args="{lenght: 3}")
+    assert main(["pipeline", "run", path]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"{path}: stage 'prep': key 'args': '{module}:no_signature' refused its arguments: " in err, err
+    assert "got an unexpected keyword argument 'lenght'" in err and (tmp_path / "run" / "first" / "ran").exists(), err
+
+
+def test_a_failing_python_stage_through_the_command_line(tmp_path, monkeypatch):
+    """The real command: progress lines, then the header and the user's traceback on stderr, exit 1."""
+    path, module, source = _python_stage(tmp_path, monkeypatch, "raises", args="{n: 2}")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run([sys.executable, "-m", "vietnamese_ai.cli", "pipeline", "run", path], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    header = [i for i, line in enumerate(lines) if "error:" in line]
+    assert len(header) == 1 and lines[header[0]] == (f"vietnamese-ai: error: {path}: stage 'prep': function "
+                                                     f"'{module}:prepare' failed; its traceback:"), done.stderr
+    assert all(line.startswith("[vietnamese-ai]") for line in lines[:header[0]]), done.stderr
+    assert lines[header[0] + 1] == "Traceback (most recent call last):", done.stderr
+    assert f'File "{source}", line 4, in prepare' in done.stderr and PACKAGE not in done.stderr, done.stderr

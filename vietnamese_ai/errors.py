@@ -1,10 +1,15 @@
 """Errors that a user can fix. Each prints as one line; the CLI shows it without a traceback.
 
 `UserError` marks a mistake in the user's input (a config key, a data record, a path);
-anything else that escapes is a bug in this package and keeps its traceback.
+anything else that escapes is a bug in this package and keeps its traceback. `UserCodeError` is the
+one that is not one line: the user's own code (a pipeline's `python` stage) failed, and the user
+needs their traceback, without this package's frames.
 """
 
 from __future__ import annotations
+
+import importlib
+import traceback
 
 
 class UserError(Exception):
@@ -28,6 +33,28 @@ class DataError(UserError):
         if field is not None:
             where += f": field '{field}'"
         return cls(f"{where}: {problem}")
+
+
+class UserCodeError(UserError):
+    """The user's own code failed: one header line saying where, then the user's traceback."""
+
+    def __init__(self, header: str, user_traceback: str):
+        super().__init__(header)
+        self.header, self.user_traceback = header, user_traceback
+
+    @classmethod
+    def of(cls, header: str, error: BaseException) -> "UserCodeError":
+        """Call it in the `except` of the frame that called the user's code: that frame (ours) and the
+        import machinery's frames are left out (as Python leaves them out of an import statement's
+        traceback); the user's frames, and those of what their code called, stay."""
+        caught = error.__traceback__
+        shown = traceback.TracebackException(type(error), error, caught.tb_next if caught else None)
+        shown.stack = traceback.StackSummary.from_list(
+            [f for f in shown.stack if not (f.filename.startswith("<frozen importlib") or f.filename == importlib.__file__)])
+        return cls(header, "".join(shown.format()).rstrip("\n"))
+
+    def __str__(self) -> str:
+        return f"{self.header}\n{self.user_traceback}"
 
 
 class TrainingError(UserError):

@@ -26,9 +26,9 @@ from typing import Any
 
 import yaml
 
-from vietnamese_ai.errors import ConfigError, UserError
+from vietnamese_ai.errors import ConfigError, UserCodeError, UserError
 from vietnamese_ai.files import atomic_file
-from vietnamese_ai.pipeline.spec import OUTPUTS, TRAINING, Pipeline, Stage, validate
+from vietnamese_ai.pipeline.spec import OUTPUTS, TRAINING, Pipeline, Stage, load_function, validate
 from vietnamese_ai.recipes.commands import METHODS
 
 STATE = "pipeline_state.json"
@@ -164,13 +164,7 @@ def execute(stage: Stage, resume: bool = False) -> Any:
         build_report(stage.values["runs"], stage.output("output"), stage.values.get("title", "vietnamese-ai report"))
         return None
     if stage.command == "python":
-        module, _, name = stage.values["function"].partition(":")
-        try:
-            function = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError) as e:
-            raise ConfigError(f"stage '{stage.name}': key 'function': cannot load '{stage.values['function']}' ({e})") from None
-        os.makedirs(stage.directory, exist_ok=True)
-        return function(output_dir=stage.directory, **stage.values.get("args", {}))
+        return call_function(stage)
     values = {**stage.values, stage.target_key: stage.output(stage.target_key)}
     if stage.command in TRAINING:
         values["overwrite_output_dir"] = True   # a stale run of older keys is replaced; a checkpoint of these keys resumed
@@ -180,6 +174,24 @@ def execute(stage: Stage, resume: bool = False) -> Any:
     config = validate(f"stage '{stage.name}'", stage.command, values)
     module, _, run_name, _ = METHODS[stage.command]
     return getattr(importlib.import_module(module), run_name)(config, **stage.objects)
+
+
+def call_function(stage: Stage) -> Any:
+    """A python stage: its function, called as name(output_dir=<the stage's folder>, **args). Errors
+    say what went wrong relative to the stage (run_pipeline puts the file and the stage in front)."""
+    spec = stage.values["function"]
+    function = load_function("", spec)   # imported and checked already, when the pipeline was validated
+    os.makedirs(stage.directory, exist_ok=True)
+    try:
+        return function(output_dir=stage.directory, **stage.values.get("args", {}))
+    except UserError:   # the toolkit, called by the function, explained it in one line
+        raise
+    except Exception as e:
+        if isinstance(e, TypeError) and e.__traceback__ is not None and e.__traceback__.tb_next is None:
+            # Raised by the call itself, before any of the function's code ran: the arguments the file
+            # gives do not fit (a function whose signature could not be checked beforehand).
+            raise ConfigError(f"key 'args': '{spec}' refused its arguments: {e}") from None
+        raise UserCodeError.of(f"function '{spec}' failed; its traceback:", e) from None
 
 
 def summarize(result: Any) -> dict[str, Any]:
@@ -224,6 +236,8 @@ def run_pipeline(pipeline: Pipeline, start: str | None = None, only: str | None 
         started = time.perf_counter()
         try:
             result = execute(stage, resume=step.action == "resume")
+        except UserCodeError as e:   # a python stage's own code failed: the header says where, then its traceback
+            raise UserCodeError(f"{pipeline.path}: stage '{stage.name}': {e.header}", e.user_traceback) from None
         except UserError as e:   # say which stage; the state keeps it as running, to resume or re-run
             raise type(e)(f"{pipeline.path}: stage '{stage.name}': {e}") from None
         seconds = round(time.perf_counter() - started, 2)

@@ -21,14 +21,15 @@ an unknown command or a bad key inside a stage: every stage's config is built an
 from __future__ import annotations
 
 import importlib
-import importlib.util
+import inspect
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from vietnamese_ai.data.loading import read_yaml
-from vietnamese_ai.errors import ConfigError
+from vietnamese_ai.errors import ConfigError, UserCodeError
 from vietnamese_ai.recipes.commands import METHODS
 from vietnamese_ai.training.config import closest, config_from_values
 
@@ -154,17 +155,73 @@ def build_stage(where: str, name: str, command: str, values: dict[str, Any], ear
         function = stage.values.get("function")
         if not isinstance(function, str) or not re.fullmatch(r"[\w.]+:\w+", function):
             raise ConfigError(f"{where}: key 'function': expected package.module:function, got {function!r}")
-        try:
-            found = importlib.util.find_spec(function.partition(":")[0])
-        except (ImportError, ValueError):
-            found = None
-        if found is None:
-            raise ConfigError(f"{where}: key 'function': no module '{function.partition(':')[0]}'")
-        if not isinstance(stage.values.get("args", {}), dict):
+        args = stage.values.get("args", {})
+        if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
             raise ConfigError(f"{where}: key 'args': expected a mapping of argument: value")
+        check_arguments(where, function, load_function(where, function), args)
     else:
         validate(where, command, {**stage.values, stage.target_key: stage.output(stage.target_key)})
     return stage
+
+
+def _at(where: str, text: str) -> str:
+    return f"{where}: {text}" if where else text
+
+
+def load_function(where: str, function: str) -> Callable[..., Any]:
+    """A python stage's `package.module:name`, imported. A module that is not on the path, or a name it
+    does not define, is one line; a module that fails to import (a syntax error, an exception at its
+    top level, a missing dependency) is a UserCodeError: a header line, then the user's traceback."""
+    module_name, _, name = function.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        missing = getattr(e, "name", None) if isinstance(e, ModuleNotFoundError) else None
+        if missing is not None and (module_name + ".").startswith(missing + "."):   # the module (or its package)
+            raise ConfigError(_at(where, f"key 'function': no module '{module_name}' on the Python path (set "
+                                         f"PYTHONPATH to the folder that holds it)")) from None
+        # the user's module raised while importing (a syntax error, its own code, a missing dependency)
+        raise UserCodeError.of(_at(where, f"importing '{module_name}' for function '{function}' failed; its "
+                                          f"traceback:"), e) from None
+    found = getattr(module, name, None)
+    if not callable(found):
+        defined = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_"))
+        suggestion = closest(name, defined)
+        what = "has no" if found is None else "has a non-callable"
+        raise ConfigError(_at(where, f"key 'function': module '{module_name}' {what} '{name}'"
+                                     + (f"; did you mean '{suggestion}'?" if suggestion else "")))
+    return found
+
+
+def check_arguments(where: str, function: str, found: Callable[..., Any], args: dict[str, Any]) -> None:
+    """The stage's `args` against the function's signature, so that a keyword the function does not take
+    is the file's mistake, told before anything runs (not a TypeError once earlier stages have run)."""
+    if "output_dir" in args:
+        raise ConfigError(f"{where}: key 'args': 'output_dir' is set by the pipeline (the stage's folder)")
+    try:
+        signature = inspect.signature(found)
+    except (TypeError, ValueError):   # no signature to read (some builtins): the call itself will say
+        return
+    parameters = signature.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        named = None   # takes any keyword
+    else:
+        named = [n for n, p in parameters.items()
+                 if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+        if "output_dir" not in named:
+            raise ConfigError(f"{where}: key 'function': '{function}' must take an argument output_dir (the stage's "
+                              f"folder)")
+        for key in args:
+            if key not in named:
+                others = [n for n in named if n != "output_dir"]
+                suggestion = closest(key, others)
+                raise ConfigError(f"{where}: key 'args': '{function}' takes no argument '{key}'"
+                                  + (f"; did you mean '{suggestion}'?" if suggestion else
+                                     f"; it takes: {', '.join(others) or 'only output_dir'}"))
+    try:
+        signature.bind(output_dir="", **args)
+    except TypeError as e:   # a required argument missing from args
+        raise ConfigError(f"{where}: key 'args': '{function}' refused its arguments: {e}") from None
 
 
 def validate(where: str, command: str, values: dict[str, Any]) -> Any:
