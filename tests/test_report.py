@@ -43,7 +43,8 @@ def _fixture_runs(root):
              "scores": {m: scores[m][i] for m in scores}, "principles": {m: {"harmless": scores[m][i]} for m in scores},
              "toxicity": {m: tox[m][i] for m in tox}, "toxic": {m: tox[m][i] > 0.5 for m in tox}}
             for i, p in enumerate(["Thủ đô của Việt Nam?", "Xin chào"])]
-    write_jsonl(evaluation / "samples.jsonl", rows)
+    # In the file the smaller change (+0.1) comes first, the larger (+0.7) second: sorting must move them.
+    write_jsonl(evaluation / "samples.jsonl", rows[::-1])
     models = {m: {"score_mean": sum(scores[m]) / 2, "score_std": 0.1, "per_principle": {"harmless": sum(scores[m]) / 2},
                   "toxic_rate": sum(t > 0.5 for t in tox[m]) / 2, "toxicity_mean": sum(tox[m]) / 2, "toxicity_std": 0.1,
                   "distinct_1": 1.0, "distinct_2": 1.0, "mean_words": 2.0, "answers": 2} for m in answers}
@@ -91,7 +92,17 @@ def test_the_samples_table_sorts_by_the_largest_change(report):
         "<script type='application/json' id='samples-0-data'>")
     data = json.loads(page[start:page.index("</script>", start)].replace("<\\/", "</"))
     assert data["baseline"] == "base" and data["models"] == ["base", "sft", "dpo"]
-    assert data["rows"][0]["a"]["sft"] == INJECTION
+    assert [r["p"] for r in data["rows"]] == ["Xin chào", "Thủ đô của Việt Nam?"]   # file order
+    # The page sorts by these keys (ascending). By hand, changes against base: "Xin chào" sft +0.1, dpo +0.05;
+    # "Thủ đô" sft +0.3, dpo +0.7. Largest change and most improved: "Thủ đô" first; most regressed (the
+    # smallest change first): "Xin chào" first.
+    order = lambda key: [r["p"] for r in sorted(data["rows"], key=lambda r: r["k"][key])]  # noqa: E731
+    assert order("change") == order("better") == ["Thủ đô của Việt Nam?", "Xin chào"]
+    assert order("worse") == order("prompt") == ["Xin chào", "Thủ đô của Việt Nam?"]
+    by_prompt = {r["p"]: r["k"] for r in data["rows"]}
+    assert by_prompt["Thủ đô của Việt Nam?"]["change"] == pytest.approx(-0.7)
+    assert by_prompt["Xin chào"]["worse"] == pytest.approx(0.05)
+    assert data["rows"][1]["a"]["sft"] == INJECTION
 
 
 @pytest.mark.parametrize("make,fragment", [
@@ -148,6 +159,9 @@ def test_the_report_renders_in_a_real_browser(report):
                                                        "e.querySelectorAll('.main-svg').length])")
         injected = page.evaluate("window.injected === undefined")
         rows = page.eval_on_selector_all("#samples-0-body tr", "trs => trs.map(t => t.cells[0].textContent)")
+        page.select_option("#samples-0-order", "prompt")
+        in_prompt_order = page.eval_on_selector_all("#samples-0-body tr", "trs => trs.map(t => t.cells[0].textContent)")
+        page.select_option("#samples-0-order", "change")
         page.fill("#samples-0-filter", "xin chào")
         filtered = page.eval_on_selector_all("#samples-0-body tr", "trs => trs.length")
         shot = page.screenshot(full_page=False)
@@ -158,8 +172,71 @@ def test_the_report_renders_in_a_real_browser(report):
     for is_plot, width, height, svgs in figures:
         assert is_plot and width > 100 and height > 100 and svgs > 0
     assert injected   # the answer's <script> stayed text
-    assert rows == ["Thủ đô của Việt Nam?", "Xin chào"]   # the largest change first (+0.7 against +0.05)
+    assert rows == ["Thủ đô của Việt Nam?", "Xin chào"]   # the largest change first (+0.7 against +0.1), not file order
+    assert in_prompt_order == ["Xin chào", "Thủ đô của Việt Nam?"]
     assert filtered == 1
     image = Image.open(io.BytesIO(shot)).convert("L")
     low, high = image.getextrema()
     assert sum(1 for n in image.histogram() if n) > 16 and high - low > 100   # not blank
+
+
+def _drawn_counts(trace, axis_max):
+    """(left edge, count) of each bar the figure draws inside [0, axis_max]. A plotly Histogram is binned
+    in the browser as plotly.js documents it: bins [start + k size, start + (k + 1) size) for as long as
+    a bin starts below `end`."""
+    if trace.type == "bar":
+        return [(x - w / 2, y) for x, y, w in zip(trace.x, trace.y, trace.width) if x - w / 2 < axis_max]
+    start, end, size = trace.xbins.start, trace.xbins.end, trace.xbins.size
+    edges = [start + k * size for k in range(int((end - start) / size) + 2) if start + k * size < end]
+    counts = [(e, sum(e <= v < e + size for v in trace.x)) for e in edges]
+    return [(e, n) for e, n in counts if e < axis_max]
+
+
+def test_the_toxicity_histogram_counts_every_answer_in_bins_that_cover_0_to_1():
+    from vietnamese_ai.report.figures import toxicity_figure
+    from vietnamese_ai.report.runs import Evaluation
+
+    before = [0.0, 0.0, 0.05, 0.5, 0.97, 1.0, 1.0]   # two answers as toxic as can be
+    after = [0.0, 0.0, 0.0, 0.0, 0.1, 0.0, 0.0]
+    rows = [{"toxicity": {"sft": b, "dpo": a}} for b, a in zip(before, after)]
+    models = {"sft": {"toxicity_mean": sum(before) / 7, "toxicity_std": 0.1},
+              "dpo": {"toxicity_mean": sum(after) / 7, "toxicity_std": 0.1}}
+    figure = toxicity_figure(Evaluation("eval", "runs/eval", {"baseline": "sft", "models": models}, rows))
+    axis_max = figure.layout.xaxis.range[1]
+    assert axis_max == 1
+    sft, dpo = (dict((round(edge, 6), n) for edge, n in _drawn_counts(trace, axis_max) if n) for trace in figure.data)
+    # By hand, 20 bins of width 0.05, each [a, a + 0.05), the last [0.95, 1] closed so that 1.0 is drawn:
+    assert sft == {0.0: 2, 0.05: 1, 0.5: 1, 0.95: 3}
+    assert dpo == {0.0: 6, 0.1: 1}
+    assert sum(sft.values()) == sum(dpo.values()) == 7   # every answer the legend's mean counts
+
+
+def test_a_metric_logged_under_two_names_is_drawn_once(tmp_path):
+    """PPO logs kl and objective/kl (and others) for the same number; the report draws our name once,
+    and the original recipe's name only when a run logged nothing else."""
+    from vietnamese_ai.report.figures import training_figure
+    from vietnamese_ai.report.runs import collect
+
+    both, original = tmp_path / "ppo", tmp_path / "trl"
+    for path in (both, original):
+        path.mkdir()
+    write_jsonl(both / "metrics.jsonl", [{"step": s, "loss": 0.1, "kl": 0.01 * s, "objective/kl": 0.01 * s,
+                                          "kl_coef": 0.05, "objective/kl_coef": 0.05, "clip_ratio": 0.1,
+                                          "ppo/policy/clipfrac": 0.1, "ppo/val/clipfrac": 0.2} for s in (1, 2)])
+    write_jsonl(original / "metrics.jsonl", [{"step": s, "loss": 0.1, "objective/kl": 0.01 * s} for s in (1, 2)])
+    found = collect([str(both), str(original)])
+    drawn = {run.name: [trace.name for trace in training_figure(run).data] for run in found.training}
+    assert sorted(drawn["ppo"]) == ["clip_ratio", "kl", "kl_coef", "loss", "ppo/val/clipfrac"]
+    assert sorted(drawn["trl"]) == ["loss", "objective/kl"]
+
+
+def test_the_alias_table_is_what_ppo_logs(tmp_path, tiny_model, prompts_file, rewards_file):
+    """Each pair of names the report treats as one metric is logged by PPO with the same value."""
+    from tests.test_ppo import _config
+    from vietnamese_ai.recipes.ppo import run_ppo
+    from vietnamese_ai.report.figures import ALIASES
+
+    result = run_ppo(_config(tmp_path, tiny_model, prompts_file, f"python:{rewards_file}:even_tokens", max_steps=1))
+    [row] = result.history
+    for original, ours in ALIASES.items():
+        assert row[original] == row[ours], (original, ours)

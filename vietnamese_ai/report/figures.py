@@ -1,8 +1,9 @@
 """The report's figures, as Plotly figures built from run files only.
 
 Training curves put steps on the x axis, one panel per quantity the run logged (a panel and its
-`eval/` twin share an axis). Evaluation figures compare the models of one eval.json: scores per
-principle, toxicity distributions from samples.jsonl, and win/tie/loss against the baseline.
+`eval/` twin share an axis); a statistic logged under two names is drawn once. Evaluation figures
+compare the models of one eval.json: scores per principle, toxicity distributions from samples.jsonl
+(binned here, so that the counts can be checked), and win/tie/loss against the baseline.
 """
 
 from __future__ import annotations
@@ -23,12 +24,21 @@ PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("rewards chosen / rejected", ("rewards/chosen", "rewards/rejected")),
     ("reward", ("reward", "mean_reward", "ppo/returns/mean")),
     ("KL", ("kl", "objective/kl")),
-    ("KL coefficient", ("objective/kl_coef",)),
+    ("KL coefficient", ("kl_coef", "objective/kl_coef")),
     ("clip fraction", ("clip_ratio", "ppo/policy/clipfrac", "ppo/val/clipfrac")),
     ("value error", ("ppo/val/error",)),
     ("completion length", ("completions/mean_length",)),
     ("learning rate", ("learning_rate",)),
 )
+# PPO logs these statistics under the original recipe's name (left) and ours (right), the same number
+# (recipes/ppo.py; tests/test_report.py checks it). Ours is drawn; the original name only when a run
+# logged nothing else.
+ALIASES: dict[str, str] = {
+    "objective/kl": "kl", "objective/kl_coef": "kl_coef", "ppo/policy/clipfrac": "clip_ratio",
+    "ppo/val/var_explained": "explained_variance", "ppo/loss/policy": "policy_loss", "ppo/loss/value": "value_loss",
+    "ppo/policy/entropy": "entropy",
+}
+TOXICITY_BINS = 20
 PALETTE = ("#7f7f7f", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b")
 FONT = dict(family="system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", size=12)
 
@@ -46,9 +56,32 @@ def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
     return fig
 
 
+def _our_name(key: str) -> str | None:
+    """Our name for a statistic logged under the original recipe's name (`eval/` kept), else None."""
+    prefix = "eval/" if key.startswith("eval/") else ""
+    ours = ALIASES.get(key.removeprefix(prefix))
+    return prefix + ours if ours else None
+
+
+def histogram_counts(values: list[float], bins: int = TOXICITY_BINS) -> list[int]:
+    """Counts of values in `bins` equal bins over [0, 1]: [k/bins, (k+1)/bins), the last one closed, so
+    that 1.0 (the most toxic answer) is counted inside the axis. Values outside [0, 1] count in the
+    bin at that end.
+
+    >>> histogram_counts([0.0, 0.05, 0.5, 0.97, 1.0], bins=4)
+    [2, 0, 1, 2]
+    """
+    counts = [0] * bins
+    for value in values:
+        # The small tolerance puts a value that is an edge up to float rounding (0.15 * 20) in the bin it starts.
+        counts[min(max(int(value * bins + 1e-9), 0), bins - 1)] += 1
+    return counts
+
+
 def training_figure(run: TrainingRun) -> go.Figure | None:
     """One panel per logged quantity, x = optimizer step."""
     logged = {k for record in run.metrics for k, v in record.items() if isinstance(v, (int, float))}
+    logged -= {k for k in logged if _our_name(k) in logged}   # the same number under our name: drawn once
     panels = []
     for title, keys in PANELS:
         present = [k for key in keys for k in (key, f"eval/{key}") if k in logged]
@@ -92,7 +125,7 @@ def principles_figure(evaluation: Evaluation) -> go.Figure:
 
 
 def toxicity_figure(evaluation: Evaluation) -> go.Figure | None:
-    """Overlaid histograms of each answer's toxicity, from samples.jsonl."""
+    """Overlaid histograms of each answer's toxicity, from samples.jsonl, binned by histogram_counts."""
     rows = [r for r in evaluation.samples if isinstance(r.get("toxicity"), dict)]
     if not rows:
         return None
@@ -105,8 +138,12 @@ def toxicity_figure(evaluation: Evaluation) -> go.Figure | None:
         if "toxicity_improvement_pct" in m:
             pct = m["toxicity_improvement_pct"]
             label += f" ({abs(pct):.0f}% {'lower' if pct >= 0 else 'higher'} than {evaluation.report.get('baseline')})"
-        fig.add_trace(go.Histogram(x=values, name=label, marker_color=colors[name], opacity=0.6,
-                                   xbins=dict(start=0, end=1.0001, size=0.05)))
+        width = 1 / TOXICITY_BINS
+        ranges = [f"[{k * width:.2f}, {(k + 1) * width:.2f}{']' if k == TOXICITY_BINS - 1 else ')'}"
+                  for k in range(TOXICITY_BINS)]
+        fig.add_trace(go.Bar(x=[(k + 0.5) * width for k in range(TOXICITY_BINS)], y=histogram_counts(values),
+                             width=[width] * TOXICITY_BINS, name=label, marker_color=colors[name], opacity=0.6,
+                             customdata=ranges, hovertemplate=f"{name}: %{{y}} answers in %{{customdata}}<extra></extra>"))
     fig.update_layout(barmode="overlay", xaxis=dict(title="toxicity of an answer (0 = clean, 1 = toxic)", range=[0, 1]),
                       yaxis=dict(title="answers"))
     return _layout(fig, f"{evaluation.name}: toxicity distribution (lower is better)", 400)

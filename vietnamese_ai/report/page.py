@@ -47,9 +47,8 @@ function renderSamples(id){
   function draw(){
     const q = filter.value.toLowerCase();
     let rows = spec.rows.filter(r => !q || (r.p + ' ' + Object.values(r.a).join(' ')).toLowerCase().includes(q));
-    const key = {change: r => -Math.max(...delta(r).map(Math.abs)), better: r => -Math.max(...delta(r)),
-                 worse: r => Math.min(...delta(r)), prompt: r => r.i}[order.value];
-    rows = rows.slice().sort((a, b) => key(a) - key(b));
+    const o = order.value;   // each row's sort keys come from the page's builder (sort_keys)
+    rows = rows.slice().sort((a, b) => a.k[o] - b.k[o]);
     count.textContent = rows.length + ' of ' + spec.rows.length + ' answers';
     body.replaceChildren(...rows.slice(0, 300).map(r => {
       const tr = document.createElement('tr');
@@ -83,6 +82,19 @@ def _num(value: Any, digits: int = 3, pct: bool = False) -> str:
     if not isinstance(value, (int, float)):
         return "–"
     return f"{100 * value:.1f}%" if pct else f"{value:.{digits}f}"
+
+
+def sort_keys(scores: dict[str, float], baseline: str, index: int) -> dict[str, float]:
+    """The samples table's orders as ascending keys: the largest change against the baseline (either
+    way) first, the most improved first, the most regressed first, or prompt order.
+
+    >>> sort_keys({"base": 0.5, "a": 0.9, "b": 0.3}, "base", 7)
+    {'change': -0.4, 'better': -0.4, 'worse': -0.2, 'prompt': 7}
+    """
+    deltas = [round(v - scores[baseline], 12) for m, v in scores.items() if m != baseline]
+    if not deltas:
+        return {"change": 0.0, "better": 0.0, "worse": 0.0, "prompt": index}
+    return {"change": -max(map(abs, deltas)), "better": -max(deltas), "worse": min(deltas), "prompt": index}
 
 
 class Page:
@@ -166,7 +178,8 @@ class Page:
         models = list(ev.report["models"])
         base = ev.report.get("baseline") or models[0]
         rows = [{"i": i, "p": r.get("prompt_text", ""), "a": r.get("answers", {}), "s": r.get("scores", {}),
-                 "t": r.get("toxicity")} for i, r in enumerate(ev.samples[:SAMPLE_ROWS])
+                 "t": r.get("toxicity"), "k": sort_keys({m: r["scores"][m] for m in models}, base, i)}
+                for i, r in enumerate(ev.samples[:SAMPLE_ROWS])
                 if all(isinstance(r.get("scores", {}).get(m), (int, float)) for m in models)]
         if not rows:
             return ""
