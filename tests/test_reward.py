@@ -238,3 +238,41 @@ def test_an_existing_reward_checkpoint_loads_as_is_and_a_multi_label_classifier_
     two.save_pretrained(tmp_path / "two")
     with pytest.raises(ConfigError, match="is a classifier with 2 labels; a reward model has one"):
         load_reward_model(str(tmp_path / "two"))
+
+
+def test_final_accuracy_is_the_last_steps_share_of_pairs_ranked_right(tmp_path, tiny_model, monkeypatch):
+    """`final_accuracy` by hand. With learning rate 0 the model never changes, so the one logged step's
+    accuracy, margin and mean reward are those of the model as returned, scored pair by pair by a separate
+    path (the Scorer, padded one text at a time): the share of pairs with r_chosen > r_rejected, and means."""
+    from transformers import AutoModelForCausalLM
+
+    from vietnamese_ai import RewardModel
+
+    monkeypatch.chdir(tmp_path)
+    pairs = separable_pairs(8, seed=3)
+    for pair in pairs[:3]:   # the untrained head ranks the rude answers first: some pairs ranked right, some not
+        pair["chosen"], pair["rejected"] = pair["rejected"], pair["chosen"]
+    rm = RewardModel(toc_do_hoc=0.0, kich_thuoc_batch=8)
+    ket_qua = rm.huan_luyen(AutoModelForCausalLM.from_pretrained(tiny_model), pairs, so_vong=1)
+    scorer = RewardModelScorer(rm.model, rm.tokenizer, batch_size=1)
+    chosen = scorer.rewards([p["prompt"] for p in pairs], [p["chosen"] for p in pairs])
+    rejected = scorer.rewards([p["prompt"] for p in pairs], [p["rejected"] for p in pairs])
+    right = sum(w > l for w, l in zip(chosen, rejected))
+    assert 0 < right < len(pairs), "pick pairs the untrained head ranks partly right, or any accuracy would do"
+    assert ket_qua["steps"] == 1 and ket_qua["final_accuracy"] == right / len(pairs)
+    assert ket_qua["margin_history"][-1] == pytest.approx(sum(chosen) / 8 - sum(rejected) / 8, abs=1e-4)
+
+
+def test_final_accuracy_reaches_one_on_pairs_a_reward_model_must_separate(tmp_path, tiny_model, monkeypatch):
+    """Trained on separable pairs (polite against rude answers), the last logged step ranks every pair right,
+    and final_accuracy is that step's accuracy, not the first or a mean of the history."""
+    from transformers import AutoModelForCausalLM
+
+    from vietnamese_ai import RewardModel
+
+    monkeypatch.chdir(tmp_path)
+    rm = RewardModel(toc_do_hoc=2e-3, kich_thuoc_batch=8)
+    ket_qua = rm.huan_luyen(AutoModelForCausalLM.from_pretrained(tiny_model), separable_pairs(16, seed=0), so_vong=4)
+    logged = [r["accuracy"] for r in read_jsonl(os.path.join(ket_qua["output_dir"], "metrics.jsonl")) if "accuracy" in r]
+    assert ket_qua["accuracy_history"] == logged and len(logged) == 8
+    assert min(logged[:2]) < 1.0 and ket_qua["final_accuracy"] == 1.0
