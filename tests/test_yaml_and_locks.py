@@ -126,3 +126,120 @@ def test_the_yaml_reader_stays_safe(tmp_path):
     path.write_text("a: !!python/object/apply:os.system ['true']\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"line 1: invalid YAML"):
         read_yaml(str(path))
+
+
+# --- one run per output_dir ----------------------------------------------------------------------
+
+ENV = {**os.environ, "PYTHONPATH": os.path.dirname(HERE), "OMP_NUM_THREADS": "1"}
+
+
+def _wait_for(path, process, seconds=120):
+    deadline = time.time() + seconds
+    while not os.path.exists(path):
+        if process.poll() is not None:
+            raise AssertionError(f"the first run ended early: {process.communicate()[1][-3000:]}")
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def _start_paused_training(tmp_path, model, data, out):
+    """A training in another process, paused inside step 3 (after checkpoints of steps 1 and 2)."""
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    process = subprocess.Popen([sys.executable, os.path.join(HERE, "paused_worker.py"), model, data, str(out), "3",
+                                str(ready), str(go)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(ready, process)
+    return process, go
+
+
+def test_a_second_training_into_a_running_ones_output_dir_is_refused_naming_the_holder(tmp_path, tiny_model, sft_file):
+    out = tmp_path / "run"
+    first, go = _start_paused_training(tmp_path, tiny_model, sft_file, out)
+    try:
+        second = subprocess.run([sys.executable, "-m", "vietnamese_ai.cli", "sft", f"model_name_or_path={tiny_model}",
+                                 f"dataset={sft_file}", f"output_dir={out}", "overwrite_output_dir=true", "max_steps=1",
+                                 "disable_tqdm=true"], env=ENV, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr[-3000:]
+        [line] = second.stderr.strip().splitlines()
+        assert line.startswith(f"vietnamese-ai: error: output_dir: '{out}' is in use by another run: pid {first.pid} on ")
+        assert "paused_worker.py" in line and "started 20" in line and line.endswith("or choose another output_dir")
+        # The first run's checkpoints are untouched, and it finishes normally.
+        assert sorted(os.listdir(out / "checkpoints")) == ["step-000001", "step-000002"]
+    finally:
+        (go).touch()
+        _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 0, stderr[-3000:]
+    assert (out / "final" / "model.safetensors").exists() and (out / "run.json").exists()
+    assert not [n for n in os.listdir(out) if n.startswith(".")]   # the lock goes with its run
+
+
+def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_warning(tmp_path, tiny_model, sft_file, caplog):
+    from vietnamese_ai.recipes.sft import run_sft
+
+    out = tmp_path / "run"
+    first, _ = _start_paused_training(tmp_path, tiny_model, sft_file, out)
+    first.kill()   # SIGKILL: no clean-up; the kernel drops the lock, its file stays
+    first.communicate()
+    assert (out / ".lock").exists()
+    with caplog.at_level("WARNING", logger="vietnamese_ai"):
+        result = run_sft(SFTConfig(model_name_or_path=tiny_model, dataset=sft_file, output_dir=str(out), max_steps=4,
+                                   save_steps=1, per_device_train_batch_size=4, learning_rate=1e-3,
+                                   resume_from_checkpoint="latest",
+                                   disable_tqdm=True))
+    assert result.global_step == 4
+    taken = [r.getMessage() for r in caplog.records if "took over the lock" in r.getMessage()]
+    assert len(taken) == 1 and f"pid {first.pid} " in taken[0] and "no longer running" in taken[0], taken
+    assert not (out / ".lock").exists()
+
+
+def test_a_second_pipeline_run_is_refused_naming_the_holder(tmp_path):
+    (tmp_path / "waiting.py").write_text(
+        "import os, time\n"
+        "def wait(output_dir, ready, go):\n"
+        "    open(ready, 'w').close()\n"
+        "    deadline = time.time() + 120\n"
+        "    while not os.path.exists(go) and time.time() < deadline:\n"
+        "        time.sleep(0.05)\n"
+        "    return {'waited': 1}\n", encoding="utf-8")
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    path = tmp_path / "p.yaml"
+    path.write_text(f"output_dir: {tmp_path / 'out'}\n"
+                    f"stages:\n"
+                    f"  wait:\n"
+                    f"    command: python\n"
+                    f"    function: waiting:wait\n"
+                    f"    args: {{ready: {ready}, go: {go}}}\n", encoding="utf-8")
+    env = {**ENV, "PYTHONPATH": f"{os.path.dirname(HERE)}{os.pathsep}{tmp_path}"}
+    command = [sys.executable, "-m", "vietnamese_ai.cli", "pipeline", "run", str(path)]
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(ready, first)
+        second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr[-3000:]
+        [line] = second.stderr.strip().splitlines()
+        assert line.startswith(f"vietnamese-ai: error: output_dir: '{tmp_path / 'out'}' is in use by another run: "
+                               f"pid {first.pid} on "), line
+        assert f"pipeline run {path}" in line
+    finally:
+        go.touch()
+        _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 0, stderr[-3000:]
+    state = json.loads((tmp_path / "out" / "pipeline_state.json").read_text(encoding="utf-8"))
+    assert state["stages"]["wait"]["status"] == "done"
+
+
+def test_one_process_may_hold_a_directory_again_and_the_lock_file_goes_with_the_last_release(tmp_path):
+    from vietnamese_ai.files import LOCK_FILE, hold_directory
+
+    with hold_directory(str(tmp_path / "a"), "output_dir"):
+        with hold_directory(str(tmp_path / "a"), "output_dir"):   # a pipeline stage writing into its pipeline's
+            with hold_directory(str(tmp_path / "a" / "sft"), "output_dir"):
+                assert (tmp_path / "a" / "sft" / LOCK_FILE).exists()
+            assert not (tmp_path / "a" / "sft" / LOCK_FILE).exists()
+        assert (tmp_path / "a" / LOCK_FILE).exists()
+        holder = json.loads((tmp_path / "a" / LOCK_FILE).read_text(encoding="utf-8"))
+        assert holder["pid"] == os.getpid() and set(holder) == {"pid", "host", "started", "command"}
+    assert not (tmp_path / "a" / LOCK_FILE).exists()
+    with pytest.raises(RuntimeError, match="boom"):
+        with hold_directory(str(tmp_path / "b"), "output_dir"):
+            raise RuntimeError("boom")
+    assert not (tmp_path / "b" / LOCK_FILE).exists()

@@ -14,6 +14,11 @@ prefixes and `sweep` removes them the next time a run starts in that directory:
                            deleted otherwise
     .trash-NAME-XXXXXXXX   a directory renamed away for deletion (pruned checkpoints): deleted
 
+One run per directory: `hold_directory` keeps an OS lock (flock) on DIR/.lock while a run writes
+into DIR, so that a second run cannot sweep away the first one's temporaries or overwrite its
+checkpoints. The kernel drops the lock when its process dies, however it dies, so a lock file left by
+a killed run is taken over (with a warning naming it) rather than blocking the next run.
+
 Reading goes through here too where a plain reader would lose something silently: `load_yaml` is
 yaml.safe_load that refuses a key given twice in one mapping (safe_load keeps the last one, so the
 first would vanish without a word).
@@ -23,8 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import logging
 import os
 import shutil
+import socket
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -33,7 +43,10 @@ import yaml
 
 from vietnamese_ai.errors import UserError
 
+log = logging.getLogger("vietnamese_ai")
+
 PREFIXES = (".tmp-", ".old-", ".trash-")
+LOCK_FILE = ".lock"   # not one of PREFIXES: sweep leaves it to its holder
 # errno values that mean "the disk or the permissions", not "a bug": reported in one line.
 STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
@@ -219,3 +232,118 @@ def yaml_problem(error: yaml.YAMLError, source: str) -> str:
     if isinstance(error, DuplicateKey):
         return f"{where}: {error.problem}"
     return f"{where}: invalid YAML: {' '.join(str(getattr(error, 'problem', None) or error).split())}"
+
+
+# Directories this process holds: real path -> [file descriptor or None, how many holds]. A process
+# may hold a directory again (a pipeline stage writing into its pipeline's directory); flock would
+# refuse the second open of the same file by the same process, so holds are counted here.
+_held: dict[str, list[Any]] = {}
+
+
+def _holder(fd: int) -> str | None:
+    """Who holds (or held) the lock, from the file's JSON body; None if the body is empty."""
+    try:
+        raw = os.pread(fd, 1 << 16, 0).decode("utf-8", "replace").strip()
+    except OSError:
+        return None
+    if not raw:
+        return None
+    try:
+        h = json.loads(raw)
+        return f"pid {h['pid']} on {h['host']}, started {h['started']}, command: {h['command']}"
+    except (ValueError, KeyError, TypeError):
+        return "a holder whose details could not be read"
+
+
+def _command() -> str:
+    argv = list(sys.argv) or ["python"]
+    if os.path.basename(argv[0]) in ("__main__.py", "cli.py"):
+        argv[0] = "vietnamese-ai"
+    else:
+        argv[0] = os.path.basename(argv[0]) or "python"
+    return " ".join(argv)
+
+
+def _acquire(path: str, key: str) -> int | None:
+    """Lock `path`/.lock for this process, or raise a one-line UserError naming the holder."""
+    try:
+        import fcntl
+    except ImportError:   # not a POSIX system
+        return None
+    lock_path = os.path.join(path, LOCK_FILE)
+    while True:
+        try:
+            os.makedirs(path, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            error = storage_error(key, path, e)
+            if error is None:
+                raise
+            raise error from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd) or "a run that is just starting"
+            os.close(fd)
+            raise UserError(f"{key}: '{path}' is in use by another run: {holder}; wait for it to finish, "
+                            f"or choose another {key}") from None
+        except OSError as e:   # a file system without locks (some network mounts): run unprotected
+            os.close(fd)
+            log.warning("%s: '%s' cannot be locked (%s); make sure no other run writes into it", key, path,
+                        e.strerror or e)
+            return None
+        try:   # the holder we waited for may have removed the file: then this lock is on a dead inode
+            if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    previous = _holder(fd)
+    if previous:   # a clean release removes the file: this one's run died holding it
+        log.warning("%s: took over the lock on '%s' of a run that is no longer running (%s)", key, path, previous)
+    body = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                       "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": _command()}, ensure_ascii=False)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, body.encode("utf-8"), 0)
+    os.fsync(fd)
+    return fd
+
+
+def _release(path: str, fd: int | None) -> None:
+    if fd is None:
+        return
+    lock_path = os.path.join(path, LOCK_FILE)
+    with contextlib.suppress(OSError):   # removed before unlocking, so that nobody locks a file on its way out
+        if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
+            os.remove(lock_path)
+    os.close(fd)   # closing the last descriptor releases the flock
+
+
+def check_not_held(path: str, key: str) -> None:
+    """Fail in one line, before any expensive work, if another process holds `path` (see hold_directory);
+    takes no lock."""
+    if os.path.realpath(path) in _held or not os.path.isfile(os.path.join(path, LOCK_FILE)):
+        return
+    with hold_directory(path, key):
+        pass
+
+
+@contextlib.contextmanager
+def hold_directory(path: str, key: str, active: bool = True) -> Iterator[None]:
+    """Hold `path` for one run: a second run into it (another process) is refused in one line naming
+    this one; released on leaving the block, however it is left. `active=False` (the other processes
+    of a multi-process run, whose main process holds it) does nothing."""
+    if not active:
+        yield
+        return
+    real = os.path.realpath(path)
+    if real in _held:
+        _held[real][1] += 1
+    else:
+        _held[real] = [_acquire(path, key), 1]
+    try:
+        yield
+    finally:
+        _held[real][1] -= 1
+        if _held[real][1] == 0:
+            _release(path, _held.pop(real)[0])

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from vietnamese_ai.errors import ConfigError, UserCodeError, UserError
-from vietnamese_ai.files import atomic_file
+from vietnamese_ai.files import LOCK_FILE, atomic_file, hold_directory
 from vietnamese_ai.pipeline.spec import OUTPUTS, TRAINING, Pipeline, Stage, load_function, validate
 from vietnamese_ai.recipes.commands import METHODS
 
@@ -52,7 +52,7 @@ def _fingerprint(path: str) -> str:
         return "file:" + digest.hexdigest()
     for root, dirs, files in os.walk(path):
         dirs.sort()
-        for name in sorted(files):
+        for name in sorted(set(files) - {LOCK_FILE}):   # a run's lock is no part of its content
             full = os.path.join(root, name)
             info = os.stat(full)
             digest.update(f"{os.path.relpath(full, path)}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
@@ -215,7 +215,14 @@ def save_resolved(pipeline: Pipeline) -> None:
 
 def run_pipeline(pipeline: Pipeline, start: str | None = None, only: str | None = None,
                  log: Any = print) -> list[dict[str, Any]]:
-    """Run the plan; returns one row per stage (name, action, reason, seconds, outputs, metrics)."""
+    """Run the plan; returns one row per stage (name, action, reason, seconds, outputs, metrics).
+    The pipeline's output_dir is held for the whole run (files.hold_directory), so a second run of the
+    same pipeline is refused in one line rather than running its stages into the same directories."""
+    with hold_directory(pipeline.output_dir, "output_dir"):
+        return _run_planned(pipeline, start, only, log)
+
+
+def _run_planned(pipeline: Pipeline, start: str | None, only: str | None, log: Any) -> list[dict[str, Any]]:
     steps = plan(pipeline, start, only)
     save_resolved(pipeline)
     state = read_state(pipeline)

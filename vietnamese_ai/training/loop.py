@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from vietnamese_ai.data.layout import PackedBatch
 from vietnamese_ai.errors import ConfigError, Interrupted, TrainingError
-from vietnamese_ai.files import atomic_directory, atomic_file, storage_error
+from vietnamese_ai.files import atomic_directory, atomic_file, hold_directory, storage_error
 from vietnamese_ai.models.io import load_weights, save_model
 from vietnamese_ai.training.checkpoint import (
     RandomState,
@@ -283,7 +283,16 @@ def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequen
           loss_fn: LossFn, eval_data: Sequence[Any] | None = None, eval_loss_fn: LossFn | None = None,
           source: StepSource | None = None) -> TrainResult:
     """Train `model` with `loss_fn` on `train_data` laid out by `collate`, or on the micro-batches a
-    `source` produces (online methods); writes the run files into config.output_dir."""
+    `source` produces (online methods); writes the run files into config.output_dir, which it holds
+    (files.hold_directory: the main process, from before the start-up sweep to the end, however the
+    run ends) so that a second run cannot sweep or overwrite this one's files."""
+    with hold_directory(config.output_dir, "output_dir", active=process_state().is_main_process):
+        return _train(model, tokenizer, config, train_data, collate, loss_fn, eval_data, eval_loss_fn, source)
+
+
+def _train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequence[Any] | None, collate: Collate | None,
+           loss_fn: LossFn, eval_data: Sequence[Any] | None, eval_loss_fn: LossFn | None,
+           source: StepSource | None) -> TrainResult:
     source = source or DatasetSource(train_data, collate, config.per_device_train_batch_size,
                                      config.gradient_accumulation_steps, config.seed)
     accelerator = make_accelerator(config)

@@ -1,5 +1,8 @@
 """What a run's output_dir may hold when a run starts, and what a resumed run may change.
 
+- One run at a time: a run holds a lock on its output_dir (files.hold_directory, taken by `train`
+  before anything is swept); a second run into it is refused in one line naming the first, already
+  by `check_output_dir`, before a model loads.
 - A directory holding a finished run (final/) or checkpoints is never reused silently: the run
   refuses unless told to resume (resume_from_checkpoint) or to start again (overwrite_output_dir).
 - Leftovers of a killed writer (.tmp-*, .old-*, .trash-*; see files.sweep) are cleaned up first.
@@ -18,7 +21,7 @@ import os
 from typing import Any
 
 from vietnamese_ai.errors import ConfigError
-from vietnamese_ai.files import check_writable_directory, remove_directory, sweep
+from vietnamese_ai.files import check_not_held, check_writable_directory, remove_directory, sweep
 from vietnamese_ai.training.checkpoint import check_checkpoint, checkpoint_dirs
 from vietnamese_ai.training.config import TrainingConfig
 
@@ -50,6 +53,8 @@ def check_output_dir(config: TrainingConfig) -> str | None:
     checkpoint a run will resume from, if any."""
     out = config.output_dir
     check_writable_directory(out, "output_dir")
+    if int(os.environ.get("RANK", "0")) == 0:   # the other ranks' main process holds it (train)
+        check_not_held(out, "output_dir")
     resume = config.resume_from_checkpoint
     if resume == "latest":
         found = newest_valid_checkpoint(out)
