@@ -84,6 +84,10 @@ def run_report(argv: list[str]) -> int:
     from vietnamese_ai.report import build_report
 
     log = logging.getLogger("vietnamese_ai")
+    if args.png:   # before the page is built: a PNG directory that cannot be written must not cost a report
+        from vietnamese_ai.report.png import check_png_output
+
+        check_png_output(args.png)
     found = build_report(args.runs, args.output, args.title)
     log.info("report of %d training runs and %d evaluations written to %s", len(found.training), len(found.evaluations),
              args.output)

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from vietnamese_ai.errors import UserError
+from vietnamese_ai.files import check_writable_directory
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -25,14 +26,24 @@ def find_chromium() -> str | None:
     return None
 
 
-def export_png(html_path: str, directory: str, width: int = 1280) -> list[str]:
+def check_png_output(directory: str) -> str:
+    """Everything --png needs, checked before the report is built: a writable directory, a Chromium and
+    playwright. Returns the browser's path."""
+    check_writable_directory(directory, "--png")
     browser_path = find_chromium()
     if browser_path is None:
         raise UserError("--png: no Chromium found (install it, e.g. apt-get install chromium, or set CHROMIUM)")
     try:
-        from playwright.sync_api import sync_playwright
+        import playwright.sync_api  # noqa: F401
     except ImportError:
         raise UserError("--png: needs the playwright package (pip install playwright)") from None
+    return browser_path
+
+
+def export_png(html_path: str, directory: str, width: int = 1280) -> list[str]:
+    browser_path = check_png_output(directory)
+    from playwright.sync_api import sync_playwright
+
     os.makedirs(directory, exist_ok=True)
     written = []
     with sync_playwright() as p:
