@@ -1,6 +1,9 @@
-"""DPO, ORPO and KTO on a tiny model: they must move in the expected direction; the reference model
-options agree with each other; the CLI and the seed-003 DPOTrainer work."""
+"""DPO, ORPO and KTO on a tiny model: every variant's first-step loss equals its equation computed by hand
+from an independent forward pass; they must move in the expected direction; the reference model options
+agree with each other; the CLI and the seed-003 DPOTrainer work."""
 
+import functools
+import math
 import os
 import random
 
@@ -176,3 +179,144 @@ def test_seed003_dpo_without_ref_model_uses_the_default_reference(tmp_path, tiny
     ket_qua = trainer.huan_luyen(tiny_model, None, pref_file)
     assert ket_qua["final_reward_margin"] > ket_qua["reward_margin"][0]
     assert trainer.model is not None
+
+
+# ---- the first step of every variant, by hand through the loss_type dispatch ----
+#
+# The recipe runs one step on 8 pairs (one batch, so the logged loss is the mean over the pairs). An
+# independent forward pass (one unpacked sequence per response, no prefix sharing) gives each response's
+# summed log-probability; each variant's loss follows from those by its equation. With the reference
+# equal to the policy (the default), h = 0 and most have a closed form: sigmoid, cDPO and robust log 2,
+# hinge 1, IPO (1 / (2 beta))^2. A different reference makes h non-zero, so that label smoothing and the
+# robust loss's normalisation show.
+
+FIRST_STEP_PAIRS = separable_pairs(8, seed=5)
+
+
+@functools.lru_cache(maxsize=None)
+def _sequence_logps(model_dir):
+    """(chosen, rejected, chosen lengths, rejected lengths) of FIRST_STEP_PAIRS, one plain forward pass per response."""
+    pairs = FIRST_STEP_PAIRS
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from vietnamese_ai.data.preference import tokenize_responses
+    from vietnamese_ai.models.loading import load_tokenizer
+
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir).eval(), load_tokenizer(model_dir)
+    out = {"w": [], "l": [], "len_w": [], "len_l": []}
+    with torch.no_grad():
+        for pair in pairs:
+            prompt_ids, responses = tokenize_responses(tokenizer, pair["prompt"], [pair["chosen"], pair["rejected"]])
+            for side, response_ids in zip("wl", responses):
+                ids = torch.tensor([prompt_ids + response_ids])
+                logps = torch.log_softmax(model(ids).logits[0, :-1].double(), dim=-1)
+                targets = ids[0, len(prompt_ids):]
+                out[side].append(logps[len(prompt_ids) - 1:].gather(1, targets[:, None]).sum().item())
+                out[f"len_{side}"].append(len(response_ids))
+    return out
+
+
+@pytest.fixture(scope="module")
+def other_reference(tmp_path_factory, tiny_model):
+    """The tiny model with noise on every weight: a reference the policy differs from at step 1."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = tmp_path_factory.mktemp("other_reference") / "model"
+    shutil.copytree(tiny_model, path)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    model.save_pretrained(path)
+    return str(path)
+
+
+def _mean(values):
+    return sum(values) / len(values)
+
+
+def _logsigmoid(x):
+    return -math.log1p(math.exp(-x))
+
+
+def _by_hand(loss_type, c, pi, ref):
+    """Each variant's mean loss over the pairs, from its equation (losses/preference.py cites them)."""
+    beta, eps = c.get("beta", 0.1), c.get("label_smoothing", 0.0)
+    rows = list(zip(pi["w"], pi["l"], ref["w"], ref["l"], pi["len_w"], pi["len_l"]))
+    h = [(pw - rw) - (pl - rl) for pw, pl, rw, rl, _, _ in rows]
+    sigmoid = [-(1 - eps) * _logsigmoid(beta * x) - eps * _logsigmoid(-beta * x) for x in h]
+    if loss_type == "sigmoid":
+        return _mean(sigmoid)
+    if loss_type == "robust":
+        return _mean([(-(1 - eps) * _logsigmoid(beta * x) + eps * _logsigmoid(-beta * x)) / (1 - 2 * eps) for x in h])
+    if loss_type == "hinge":
+        return _mean([max(0.0, 1 - beta * x) for x in h])
+    if loss_type == "ipo":
+        return _mean([((pw - rw) / lw - (pl - rl) / ll - 1 / (2 * beta)) ** 2 for pw, pl, rw, rl, lw, ll in rows])
+    if loss_type == "rpo":
+        return _mean([s + c["rpo_alpha"] * (-pw / lw) for s, (pw, _, _, _, lw, _) in zip(sigmoid, rows)])
+    assert loss_type == "simpo"
+    return _mean([-_logsigmoid(beta * pw / lw - beta * pl / ll - c["gamma"]) for pw, pl, _, _, lw, ll in rows])
+
+
+FIRST_STEP = [   # (loss_type, config, the closed form when the reference is the policy, or None)
+    pytest.param("sigmoid", {"beta": 0.1}, math.log(2), id="dpo"),
+    pytest.param("sigmoid", {"beta": 0.5, "label_smoothing": 0.3}, math.log(2), id="cdpo"),
+    pytest.param("robust", {"beta": 0.5, "label_smoothing": 0.2}, math.log(2), id="robust"),
+    pytest.param("hinge", {"beta": 0.1}, 1.0, id="hinge"),
+    pytest.param("ipo", {"beta": 0.25}, 4.0, id="ipo"),                # (0 - 1 / (2 * 0.25))^2
+    pytest.param("rpo", {"beta": 0.1, "rpo_alpha": 0.5}, None, id="rpo"),   # log 2 + alpha * the chosen NLL per token
+    pytest.param("simpo", {"beta": 2.0, "gamma": 0.5}, None, id="simpo"),   # no reference: from the log-probs alone
+]
+
+
+@pytest.mark.parametrize("reference", ["policy", "other"])
+@pytest.mark.parametrize("loss_type,values,closed_form", FIRST_STEP)
+def test_the_first_step_loss_of_every_variant_by_hand(tmp_path, tiny_model, other_reference, reference, loss_type,
+                                                       values, closed_form):
+    if reference == "other" and loss_type == "simpo":
+        pytest.skip("SimPO has no reference")
+    data = write_jsonl(tmp_path / "pairs.jsonl", FIRST_STEP_PAIRS)
+    ref_dir = tiny_model if reference == "policy" else other_reference
+    extra = {} if reference == "policy" else {"ref_model_name_or_path": other_reference}
+    run_dpo(DPOConfig(**_common(tmp_path, "run", tiny_model, data, max_steps=1, loss_type=loss_type, **values, **extra)))
+    logged = read_jsonl(tmp_path / "run" / "metrics.jsonl")[0]
+    pi = _sequence_logps(tiny_model)
+    expected = _by_hand(loss_type, values, pi, pi if loss_type == "simpo" else _sequence_logps(ref_dir))
+    assert logged["step"] == 1 and logged["loss"] == pytest.approx(expected, abs=2e-5)
+    if reference == "policy" and closed_form is not None:
+        assert logged["loss"] == pytest.approx(closed_form, abs=2e-5)
+    if reference == "other" and closed_form is not None:
+        assert abs(expected - closed_form) > 1e-3   # h is really not 0 here
+
+
+def test_the_first_step_loss_of_orpo_by_hand(tmp_path, tiny_model):
+    """ORPO (no reference): -log P(y_w) - lambda log sigma(log odds ratio), with P(y) = exp(mean token
+    log-prob), from the same independent forward pass."""
+    data = write_jsonl(tmp_path / "pairs.jsonl", FIRST_STEP_PAIRS)
+    run_orpo(ORPOConfig(**_common(tmp_path, "orpo", tiny_model, data, max_steps=1, beta=0.5)))
+    logged = read_jsonl(tmp_path / "orpo" / "metrics.jsonl")[0]
+    pi = _sequence_logps(tiny_model)
+    expected = []
+    for pw, pl, lw, ll in zip(pi["w"], pi["l"], pi["len_w"], pi["len_l"]):
+        avg_w, avg_l = pw / lw, pl / ll
+        log_odds = (avg_w - avg_l) - (math.log(1 - math.exp(avg_w)) - math.log(1 - math.exp(avg_l)))
+        expected.append(-avg_w - 0.5 * _logsigmoid(log_odds))
+    assert logged["step"] == 1 and logged["loss"] == pytest.approx(_mean(expected), abs=2e-5)
+
+
+def test_the_first_step_loss_of_kto_by_hand(tmp_path, tiny_model):
+    """KTO at step 1: the policy is its reference, so r = 0 and the KL estimate z0 = 0; every example's loss
+    is its weight times 1 - sigma(0) = 1/2. Four desirable examples (weight 2) and three undesirable (weight 1):
+    (4 * 2.0 * 0.5 + 3 * 1.0 * 0.5) / 7 = 5.5 / 7."""
+    rows = [{"prompt": p["prompt"], "completion": p[side], "label": side == "chosen"}
+            for p in FIRST_STEP_PAIRS[:4] for side in ("chosen", "rejected")][:-1]
+    data = write_jsonl(tmp_path / "unpaired.jsonl", rows)
+    run_kto(KTOConfig(**_common(tmp_path, "kto", tiny_model, data, max_steps=1, desirable_weight=2.0)))
+    logged = read_jsonl(tmp_path / "kto" / "metrics.jsonl")[0]
+    assert logged["step"] == 1 and logged["loss"] == pytest.approx(5.5 / 7, abs=2e-5)
