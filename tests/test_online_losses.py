@@ -28,7 +28,7 @@ def test_group_advantages_in_every_scale_mode():
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / 5)
     assert group_advantages(rewards, "batch")[0].tolist() == pytest.approx([-1 / (std + STD_EPSILON), 0.0,
                                                                             1 / (std + STD_EPSILON)])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="scale_rewards: expected group, batch or none, got 'groups'"):
         group_advantages(rewards, "groups")
 
 
