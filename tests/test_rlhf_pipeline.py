@@ -110,3 +110,83 @@ def test_bad_pipeline_configs_name_the_keyword_as_typed():
         RLHFPipeline(reward_config={"toc_do_hoc": -1})
     with pytest.raises(ConfigError, match="rlhf must be 'dpo' or 'ppo'"):
         RLHFPipeline(rlhf="sft")
+
+
+# ---- each stage starts from the previous stage's result ----
+
+CHAIN_SFT = [{"prompt": "Xin chào", "completion": " Chào bạn, tôi có thể giúp gì?"},
+             {"prompt": "AI là gì?", "completion": " AI là trí tuệ nhân tạo."}]
+CHAIN_PAIRS = [{"prompt": "Giải thích AI là gì?", "chosen": " AI là trí tuệ nhân tạo.", "rejected": " AI là robot."},
+               {"prompt": "Xin chào", "chosen": " Chào bạn.", "rejected": " Đi đi."}]
+# A high learning rate, so that the SFT model is measurably different from the one it started from.
+CHAIN_SFT_CONFIG = {"toc_do_hoc": 1e-2, "so_vong": 2, "warmup_ratio": 0.0}
+
+
+def _starting_model(start, tiny_model):
+    """The `model` argument: a path, or a fresh object (an object is trained in place)."""
+    if start == "object":
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(tiny_model)
+    return tiny_model
+
+
+def _first_rewards(ket_qua):
+    from tests.conftest import read_jsonl
+
+    first = read_jsonl(os.path.join(ket_qua["output_dir"], "metrics.jsonl"))[0]
+    assert first["step"] == 1
+    return first["rewards/chosen"], first["rewards/rejected"]
+
+
+def _resolved(ket_qua):
+    import yaml
+
+    with open(os.path.join(ket_qua["output_dir"], "config.yaml"), encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+@pytest.mark.parametrize("start", ["path", "object", "lora"])
+def test_dpo_starts_from_the_sft_result_whatever_model_is(start, tiny_model, tmp_path):
+    """Regression: given a directory, the DPO stage started again from that directory, not from the SFT
+    result, while thong_ke() showed the stages as chained. DPO's step-1 rewards are beta * (policy -
+    reference) log-ratios: exactly 0 against the SFT model only when the policy starts from it."""
+    from vietnamese_ai import RLHFPipeline
+
+    sft_config = {**CHAIN_SFT_CONFIG, **({"use_lora": True, "lora_r": 4, "lora_alpha": 8} if start == "lora" else {})}
+    exact = start != "lora"   # a frozen reference merges the adapter: equal up to rounding
+
+    # Everything at once, ref_model=None: the reference is the SFT model too.
+    out = str(tmp_path / "all")
+    pipeline = RLHFPipeline(sft_config=sft_config, output_dir=out)
+    ket_qua = pipeline.chay_day_du(model=_starting_model(start, tiny_model), sft_data=CHAIN_SFT, preference_data=CHAIN_PAIRS)
+    sft_final = os.path.join(out, "sft", "final")
+    assert ket_qua["sft"]["final_dir"] == sft_final
+    dpo = _resolved(ket_qua["rlhf"])
+    assert dpo["model_name_or_path"] == sft_final and dpo["ref_model_name_or_path"] is None
+    chosen, rejected = _first_rewards(ket_qua["rlhf"])
+    assert (chosen, rejected) == ((0.0, 0.0) if exact else (pytest.approx(0, abs=1e-6), pytest.approx(0, abs=1e-6)))
+    assert pipeline.thong_ke()["rlhf"]["started_from"] == sft_final
+
+    # Step by step, the SFT model's final/ given as the reference: the policy must be the SFT model.
+    out = str(tmp_path / "steps")
+    pipeline = RLHFPipeline(sft_config=sft_config, output_dir=out)
+    model = _starting_model(start, tiny_model)
+    pipeline.sft(model, CHAIN_SFT)
+    ket_qua = pipeline.rlhf(model, os.path.join(out, "sft", "final"), CHAIN_PAIRS)
+    assert _resolved(ket_qua)["model_name_or_path"] == os.path.join(out, "sft", "final")
+    chosen, rejected = _first_rewards(ket_qua)
+    assert (chosen, rejected) == ((0.0, 0.0) if exact else (pytest.approx(0, abs=1e-6), pytest.approx(0, abs=1e-6)))
+
+
+def test_ppo_starts_from_the_sft_result(tiny_model, tmp_path):
+    from vietnamese_ai import RLHFPipeline
+
+    out = str(tmp_path / "ppo")
+    pipeline = RLHFPipeline(rlhf="ppo", sft_config=CHAIN_SFT_CONFIG, reward_config={"so_vong": 1}, output_dir=out,
+                            ppo_config={"batch_size": 2, "mini_batch_size": 2, "max_new_tokens": 4, "max_steps": 1})
+    ket_qua = pipeline.chay_day_du(model=tiny_model, reward_model=tiny_model, sft_data=CHAIN_SFT,
+                                   preference_data=CHAIN_PAIRS)
+    assert _resolved(ket_qua["rlhf"])["model_name_or_path"] == os.path.join(out, "sft", "final")
+    assert pipeline.thong_ke()["rlhf"]["started_from"] == os.path.join(out, "sft", "final")
+    assert pipeline.thong_ke()["reward_model"]["started_from"] == tiny_model

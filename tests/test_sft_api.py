@@ -2,6 +2,7 @@
 LoRA adapters, chat templates, R-Drop, and a tiny model that must learn."""
 
 import os
+import re
 
 import pytest
 import torch
@@ -193,3 +194,76 @@ def test_qlora_without_bitsandbytes_or_cuda_is_a_clear_error(tmp_path, tiny_mode
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("vietnamese-ai: error: load_in_4bit: QLoRA needs")
     assert "bitsandbytes" in err or "CUDA" in err
+
+
+# ---- the Vietnamese-named API: arguments of the wrong type, and every keyword taking effect ----
+
+SFT_DATA = [{"input_ids": [1, 2, 3, 4, 5], "labels": [-100, -100, 3, 4, 5]}, {"input_ids": [6, 7, 8], "labels": [-100, 7, 8]}]
+PAIRS = [{"prompt": "AI là gì?", "chosen": " Trí tuệ nhân tạo.", "rejected": " Robot."}]
+API = "a transformers model or a hub name / local path"
+RECORDS = "a list of records \\(dicts\\) or a file path"
+
+
+def _wrong_types(tiny):
+    """(call, the start of its one-line message): each names the keyword as the user typed it."""
+    from vietnamese_ai import DPOTrainer, RewardModel, RLHFPipeline, SFTTrainer
+
+    return [
+        (lambda: RLHFPipeline(sft_config=[("so_vong", 3)]), "RLHFPipeline: sft_config must be a dict of keywords, got list"),
+        (lambda: RLHFPipeline(dpo_config="beta=0.2"), "RLHFPipeline: dpo_config must be a dict of keywords, got str"),
+        (lambda: RLHFPipeline(reward_config=1e-5), "RLHFPipeline: reward_config must be a dict of keywords, got float"),
+        (lambda: RLHFPipeline(output_dir=5), "RLHFPipeline: output_dir must be a directory path, got int"),
+        (lambda: RLHFPipeline(rlhf=["dpo"]), "RLHFPipeline: rlhf must be 'dpo' or 'ppo', got \\['dpo'\\]"),
+        (lambda: RLHFPipeline(sft_config={"output_dir": "x"}), "sft_config: 'output_dir' is the whole pipeline's"),
+        (lambda: RLHFPipeline(reward_config={"tokenizer_name_or_path": 7}),
+         "reward_config: 'tokenizer_name_or_path' must be a string, got int"),
+        (lambda: RLHFPipeline().sft(tiny, 5), f"RLHFPipeline.sft: sft_data must be {RECORDS}, got int"),
+        (lambda: RLHFPipeline().sft(tiny, SFT_DATA, tokenizer="gpt2"),
+         "RLHFPipeline.sft: tokenizer must be a loaded tokenizer \\(a name or path goes in the config key "
+         "tokenizer_name_or_path\\), got str"),
+        (lambda: RLHFPipeline().train_reward_model(5, PAIRS),
+         f"RLHFPipeline.train_reward_model: reward_model must be {API}, got int"),
+        (lambda: RLHFPipeline().rlhf(None, None, PAIRS), f"RLHFPipeline.rlhf: model is required \\({API}\\)"),
+        (lambda: RLHFPipeline().rlhf(tiny, 3.5, PAIRS), f"RLHFPipeline.rlhf: ref_model must be {API}, got float"),
+        (lambda: RLHFPipeline().chay_day_du(model=tiny, reward_model=5, preference_data=PAIRS),
+         f"RLHFPipeline.chay_day_du: reward_model must be {API}, got int"),
+        (lambda: RLHFPipeline().chay_day_du(model=tiny, sft_data=SFT_DATA, preference_data=PAIRS[0]),
+         f"RLHFPipeline.chay_day_du: preference_data must be {RECORDS}, got one dict"),
+        (lambda: RLHFPipeline().chay_day_du(model="", sft_data=SFT_DATA, preference_data=PAIRS),
+         f"RLHFPipeline.chay_day_du: model must be {API}, got an empty string"),
+        (lambda: RLHFPipeline(rlhf="ppo").chay_day_du(model=tiny, sft_data=SFT_DATA, preference_data=PAIRS),
+         "chay_day_du: rlhf='ppo' is rewarded by the trained reward model; give reward_model"),
+        (lambda: RLHFPipeline(rlhf="ppo").chay_day_du(model=tiny, reward_model=tiny, sft_data=SFT_DATA,
+                                                     preference_data=[{"chosen": "a", "rejected": "b"}]),
+         "dpo_data: record 1: field 'prompt': missing"),
+        (lambda: SFTTrainer(output_dir=5), "sft: 'output_dir' must be a string, got int"),
+        (lambda: SFTTrainer().huan_luyen(5, SFT_DATA), f"SFTTrainer.huan_luyen: model must be {API}, got int"),
+        (lambda: SFTTrainer().huan_luyen(tiny, 5), f"SFTTrainer.huan_luyen: du_lieu must be {RECORDS}, got int"),
+        (lambda: SFTTrainer().huan_luyen(tiny, SFT_DATA, du_lieu_val="") ,
+         f"SFTTrainer.huan_luyen: du_lieu_val must be {RECORDS}, got an empty string"),
+        (lambda: SFTTrainer().huan_luyen(tiny, SFT_DATA, tokenizer=tiny), "SFTTrainer.huan_luyen: tokenizer must be"),
+        (lambda: DPOTrainer(output_dir=["a"]), "dpo: 'output_dir' must be a string, got list"),
+        (lambda: DPOTrainer().huan_luyen(tiny, 5, PAIRS), f"DPOTrainer.huan_luyen: ref_model must be {API}, got int"),
+        (lambda: DPOTrainer().huan_luyen(tiny, None, 5), f"DPOTrainer.huan_luyen: preference_data must be {RECORDS}"),
+        (lambda: RewardModel(output_dir=7), "reward: 'output_dir' must be a string, got int"),
+        (lambda: RewardModel().huan_luyen(tiny, PAIRS, so_vong="ba"), "reward: 'so_vong': "),
+        (lambda: RewardModel().huan_luyen(tiny, PAIRS, du_lieu_val=3),
+         f"RewardModel.huan_luyen: du_lieu_val must be {RECORDS}, got int"),
+        (lambda: RewardModel().huan_luyen(tiny, PAIRS, tokenizer=b"gpt2"), "RewardModel.huan_luyen: tokenizer must be"),
+        (lambda: RewardModel().diem_danh_gia(tiny, ["a"], prompts="hỏi"),
+         "diem_danh_gia: prompts must be a list \\(one prompt per text\\), got str"),
+    ]
+
+
+def test_vietnamese_api_arguments_of_the_wrong_type_are_one_line_naming_the_keyword(tmp_path, tiny_model, monkeypatch):
+    """Each mistake is refused in one line that names the keyword typed (reward_model, not model;
+    du_lieu, not 'train data'), before any model loads or any directory is made."""
+    from vietnamese_ai.errors import UserError
+
+    monkeypatch.chdir(tmp_path)   # anything written would land here
+    for call, message in _wrong_types(tiny_model):
+        with pytest.raises(UserError) as caught:
+            call()
+        text = str(caught.value)
+        assert re.match(message, text) and "\n" not in text, (message, text)
+    assert os.listdir(tmp_path) == []

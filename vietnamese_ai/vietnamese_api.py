@@ -16,11 +16,13 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 
-from vietnamese_ai.errors import ConfigError
+from vietnamese_ai.data.loading import load_records
+from vietnamese_ai.errors import ConfigError, DataError
 from vietnamese_ai.recipes.dpo import DPOConfig, run_dpo
 from vietnamese_ai.recipes.reward import RewardConfig, run_reward
 from vietnamese_ai.recipes.sft import SFTConfig, run_sft
@@ -59,10 +61,58 @@ def resolve_keywords(method: str, defaults: dict[str, Any], kwargs: dict[str, An
             raise ConfigError(f"{method}: unknown keyword '{key}'" + (f"; did you mean '{suggestion}'?" if suggestion else ""))
         if target in given:
             raise ConfigError(f"{method}: '{given[target]}' and '{key}' set the same option; give one of them")
+        if config_class is not None and _is_string_field(config_class, target) and value is not None:
+            # The config turns numbers into strings (a YAML `output_dir: 2024` is a name); typed in
+            # Python, output_dir=5 is a mistake, not a directory called "5".
+            if not isinstance(value, (str, os.PathLike)):
+                raise ConfigError(f"{method}: '{key}' must be a string, got {_describe(value)}")
+            value = os.fspath(value)
         given[target] = key
         values[target] = value
     values["_given"] = given
     return values
+
+
+def _is_string_field(config_class: type, key: str) -> bool:
+    return config_class.model_fields[key].annotation in (str, str | None)
+
+
+def _describe(value: Any) -> str:
+    """What a wrong argument is, for a message: its type's name, or what makes it wrong."""
+    if isinstance(value, str) and not value:
+        return "an empty string"
+    return "one dict" if isinstance(value, Mapping) else type(value).__name__
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, (str, os.PathLike)) and os.fspath(value) != ""
+
+
+# The kinds of argument of the Vietnamese-named API: kind -> (what it must be, test).
+ARGUMENT_KINDS = {
+    "config": ("a dict of keywords", lambda v: isinstance(v, Mapping)),
+    "model": ("a transformers model or a hub name / local path", lambda v: isinstance(v, torch.nn.Module) or _is_path(v)),
+    # what load_records takes: a file path / hub name, or any iterable of dicts (a list, a datasets.Dataset)
+    "data": ("a list of records (dicts) or a file path",
+             lambda v: _is_path(v) or (isinstance(v, Iterable) and not isinstance(v, (str, bytes, Mapping)))),
+    "tokenizer": ("a loaded tokenizer (a name or path goes in the config key tokenizer_name_or_path)",
+                  lambda v: not isinstance(v, (str, os.PathLike)) and callable(getattr(v, "encode", None))),
+    "directory": ("a directory path", _is_path),
+}
+
+
+def check_arguments(where: str, optional: tuple[str, ...] = (), **arguments: tuple[str, Any]) -> None:
+    """Refuse an argument of the wrong type in one line that names the keyword as typed, before any
+    model loads. `arguments`: keyword -> (kind of ARGUMENT_KINDS, value); a keyword in `optional`
+    may be None."""
+    for keyword, (kind, value) in arguments.items():
+        if value is None and keyword in optional:
+            continue
+        expected, test = ARGUMENT_KINDS[kind]
+        if value is None:
+            raise ConfigError(f"{where}: {keyword} is required ({expected})")
+        if not test(value):
+            raise ConfigError(f"{where}: {keyword} must be {expected}, got {_describe(value)}")
 
 
 def make_config(method: str, config_class: type, values: dict[str, Any]) -> Any:
@@ -81,8 +131,8 @@ def make_config(method: str, config_class: type, values: dict[str, Any]) -> Any:
 
 def _model_argument(model: Any, values: dict[str, Any], key: str = "model_name_or_path") -> Any:
     """A model may be given as an object or as a name/path."""
-    if isinstance(model, str):
-        values[key] = model
+    if isinstance(model, (str, os.PathLike)):
+        values[key] = os.fspath(model)
         return None
     return model
 
@@ -139,6 +189,8 @@ class SFTTrainer:
     def huan_luyen(self, model: Any, du_lieu: Any, du_lieu_val: Any = None, tokenizer: Any = None) -> dict[str, Any]:
         """Train `model` (a transformers model, or a hub name / local path) on `du_lieu`: a list of
         dicts (pre-tokenised input_ids + labels, text, prompt/completion, messages) or a file path."""
+        check_arguments("SFTTrainer.huan_luyen", ("du_lieu_val", "tokenizer"), model=("model", model),
+                        du_lieu=("data", du_lieu), du_lieu_val=("data", du_lieu_val), tokenizer=("tokenizer", tokenizer))
         values = dict(self.values)
         model = _model_argument(model, values)
         config = make_config("sft", SFTConfig, values)
@@ -163,6 +215,9 @@ class DPOTrainer:
                    tokenizer: Any = None) -> dict[str, Any]:
         """Train `model` on prompt/chosen/rejected records. `ref_model=None` uses the default reference
         (the starting policy; with LoRA the policy with its adapters disabled)."""
+        check_arguments("DPOTrainer.huan_luyen", ("ref_model", "du_lieu_val", "tokenizer"), model=("model", model),
+                        ref_model=("model", ref_model), preference_data=("data", preference_data),
+                        du_lieu_val=("data", du_lieu_val), tokenizer=("tokenizer", tokenizer))
         values = dict(self.values)
         model = _model_argument(model, values)
         ref_model = _model_argument(ref_model, values, "ref_model_name_or_path") if ref_model is not None else None
@@ -189,6 +244,9 @@ class RewardModel:
                    tokenizer: Any = None, **kwargs: Any) -> dict[str, Any]:
         """Train a reward model from `model` (a causal LM or reward model, object or name/path) on
         chosen/rejected records (a `prompt` is optional: without one the shared prefix is used)."""
+        check_arguments("RewardModel.huan_luyen", ("du_lieu_val", "tokenizer"), model=("model", model),
+                        preference_data=("data", preference_data), du_lieu_val=("data", du_lieu_val),
+                        tokenizer=("tokenizer", tokenizer))
         if so_vong is not None:
             kwargs["so_vong"] = so_vong
         extra = resolve_keywords("reward", {}, kwargs, RewardConfig)
@@ -215,6 +273,8 @@ class RewardModel:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise ConfigError(f"diem_danh_gia: texts[{i}] must be a string, got {type(text).__name__}")
+        if prompts is not None and not isinstance(prompts, (list, tuple)):
+            raise ConfigError(f"diem_danh_gia: prompts must be a list (one prompt per text), got {_describe(prompts)}")
         if prompts is not None and len(prompts) != len(texts):
             raise ConfigError(f"diem_danh_gia: {len(prompts)} prompts for {len(texts)} texts")
         trained = self.model is not None and (model is self.model or model is self._trained_from
@@ -250,6 +310,23 @@ class PipelineStats(dict):
         return "\n".join([head, *rows])
 
 
+def ppo_prompts(records: Any) -> list[dict[str, Any]]:
+    """The prompts of the records given to a PPO stage (PPO samples its own answers to them)."""
+    prompts = []
+    for record in load_records(records, name="dpo_data"):
+        if not record.data.get("prompt"):
+            raise DataError.at(record.where, "prompt", "missing (PPO samples answers to the prompts)")
+        prompts.append({"prompt": record.data["prompt"]})
+    return prompts
+
+
+def _same_model(a: Any, b: Any) -> bool:
+    """The same model argument: the same object, or the same name/path."""
+    if a is b:
+        return True
+    return _is_path(a) and _is_path(b) and os.path.normpath(os.fspath(a)) == os.path.normpath(os.fspath(b))
+
+
 class RLHFPipeline:
     """SFT -> reward model -> DPO (or PPO rewarded by the trained reward model), with Vietnamese names:
 
@@ -258,6 +335,14 @@ class RLHFPipeline:
         pipeline.sft(model, sft_data); pipeline.train_reward_model(reward_model, preference_data)
         pipeline.rlhf(model, ref_model, dpo_data)          # or all three: pipeline.chay_day_du(...)
         print(pipeline.thong_ke())
+
+    The policy goes from stage to stage: `rlhf(model, ...)` given the `model` that `sft` was given (the
+    same object or the same name/path), or None, starts from the SFT result (`self.model`, saved in
+    output_dir/sft/final, which the stage's config.yaml names as model_name_or_path), whether `model`
+    is a path, an object or trained with LoRA. Its reference, when ref_model is None or that same
+    model, is the SFT model too (DPO's step-1 rewards are 0). Any other model given to `rlhf` is used
+    as given. A model object is trained in place, as by SFTTrainer; the reward model starts from the
+    `reward_model` given. `thong_ke()` names what each stage started from (`started_from`).
 
     Every stage runs through the YAML pipeline's `execute`, in `output_dir/<stage>`. `rlhf="ppo"`
     makes the last stage PPO with `reward_model:<the trained reward model>` as its reward, on the
@@ -268,27 +353,46 @@ class RLHFPipeline:
                  rlhf: str = "dpo", output_dir: str | None = None):
         from vietnamese_ai.recipes.ppo import PPOConfig
 
+        check_arguments("RLHFPipeline", ("sft_config", "dpo_config", "reward_config", "ppo_config", "output_dir"),
+                        sft_config=("config", sft_config), dpo_config=("config", dpo_config),
+                        reward_config=("config", reward_config), ppo_config=("config", ppo_config),
+                        output_dir=("directory", output_dir))
         if rlhf not in ("dpo", "ppo"):
             raise ConfigError(f"RLHFPipeline: rlhf must be 'dpo' or 'ppo', got {rlhf!r}")
         self.method = rlhf
-        self.output_dir = output_dir or f"runs/rlhf-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-        self.configs = {  # stage -> (command, config class, keywords resolved)
-            "sft": ("sft", SFTConfig, resolve_keywords("sft_config", SFT_DEFAULTS, sft_config or {}, SFTConfig)),
-            "reward_model": ("reward", RewardConfig,
-                             resolve_keywords("reward_config", REWARD_DEFAULTS, reward_config or {}, RewardConfig)),
-            "dpo": ("dpo", DPOConfig, resolve_keywords("dpo_config", DPO_DEFAULTS, dpo_config or {}, DPOConfig)),
-            "ppo": ("ppo", PPOConfig, resolve_keywords("ppo_config", PPO_DEFAULTS, ppo_config or {}, PPOConfig)),
-        }
-        for name, (_, cls, values) in self.configs.items():   # a bad value fails now, named as typed
-            make_config(f"{name} config", cls, {"reward": "constitution", **values} if name == "ppo" else values)
+        self.output_dir = (os.fspath(output_dir) if output_dir is not None
+                           else f"runs/rlhf-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}")
+        stages = (("sft", "sft", SFTConfig, SFT_DEFAULTS, sft_config),
+                  ("reward_model", "reward", RewardConfig, REWARD_DEFAULTS, reward_config),
+                  ("dpo", "dpo", DPOConfig, DPO_DEFAULTS, dpo_config), ("ppo", "ppo", PPOConfig, PPO_DEFAULTS, ppo_config))
+        self.configs: dict[str, tuple[str, type, dict[str, Any]]] = {}   # stage -> (command, config class, keywords)
+        for name, command, cls, defaults, typed in stages:
+            keyword = f"{command}_config"   # the argument the user typed, named in every message about it
+            values = resolve_keywords(keyword, defaults, typed or {}, cls)
+            if "output_dir" in values["_given"]:   # it would be ignored: each stage writes in output_dir/<stage>
+                raise ConfigError(f"{keyword}: '{values['_given']['output_dir']}' is the whole pipeline's "
+                                  f"(RLHFPipeline(output_dir=...)); each stage writes in output_dir/{name}")
+            # a bad value fails now, named as typed
+            make_config(keyword, cls, {"reward": "constitution", **values} if name == "ppo" else values)
+            self.configs[name] = (command, cls, values)
         self.stats = PipelineStats()
         self.results: dict[str, dict[str, Any]] = {}
         self.model: Any = None          # the policy after the latest stage
+        self.policy_dir: str | None = None   # where that stage saved it (its final/)
         self.reward_model: Any = None   # the trained reward model
+        self._policy_given: Any = None  # the `model` argument the policy's stages started from
+
+    def _policy(self, model: Any) -> tuple[Any, dict[str, Any]]:
+        """What a policy stage starts from: the latest stage's result, named by its final/, when `model` is
+        the model the stages started from (or that result, or None); otherwise `model` as given."""
+        if self.model is not None and (model is None or model is self.model or _same_model(model, self._policy_given)):
+            return self.model, {"model_name_or_path": self.policy_dir}
+        return model, {}
 
     def _run(self, stage_name: str, label: str, model: Any, objects: dict[str, Any],
              extra: dict[str, Any] | None = None) -> Any:
-        """Run the stage configured as `stage_name` in output_dir/<stage_name>; its numbers go under `label`."""
+        """Run the stage configured as `stage_name` in output_dir/<stage_name>, starting from `model` (an
+        object or a name/path; `extra` may name an object's directory); its numbers go under `label`."""
         from vietnamese_ai.pipeline import Stage, execute
 
         command, _, resolved = self.configs[stage_name]
@@ -297,11 +401,12 @@ class RLHFPipeline:
         model = _model_argument(model, values)
         if model is not None:
             objects["model"] = model
+        started_from = values.get("model_name_or_path") or f"{type(model).__name__} object"
         stage = Stage(stage_name, command, values, os.path.join(self.output_dir, stage_name),
                       objects={k: v for k, v in objects.items() if v is not None})
         started = time.perf_counter()
         result = execute(stage)
-        self.stats[label] = {"method": command, "seconds": time.perf_counter() - started}
+        self.stats[label] = {"method": command, "started_from": started_from, "seconds": time.perf_counter() - started}
         return result
 
     def _record(self, label: str, ket_qua: dict[str, Any]) -> dict[str, Any]:
@@ -310,47 +415,69 @@ class RLHFPipeline:
         return ket_qua
 
     def sft(self, model: Any, sft_data: Any, du_lieu_val: Any = None, tokenizer: Any = None) -> dict[str, Any]:
-        """Step 1: SFT on `sft_data` (the same records as SFTTrainer.huan_luyen)."""
+        """Step 1: SFT of `model` as given on `sft_data` (the same records as SFTTrainer.huan_luyen)."""
+        check_arguments("RLHFPipeline.sft", ("du_lieu_val", "tokenizer"), model=("model", model),
+                        sft_data=("data", sft_data), du_lieu_val=("data", du_lieu_val), tokenizer=("tokenizer", tokenizer))
         result = self._run("sft", "sft", model, {"tokenizer": tokenizer, "train_records": sft_data, "eval_records": du_lieu_val})
-        self.model = result.model
+        self.model, self.policy_dir, self._policy_given = result.model, result.final_dir, model
         return self._record("sft", sft_result(result))
 
     def train_reward_model(self, reward_model: Any, preference_data: Any, du_lieu_val: Any = None,
                            tokenizer: Any = None) -> dict[str, Any]:
         """Step 2: a Bradley-Terry reward model from `reward_model` on chosen/rejected records."""
+        check_arguments("RLHFPipeline.train_reward_model", ("du_lieu_val", "tokenizer"),
+                        reward_model=("model", reward_model), preference_data=("data", preference_data),
+                        du_lieu_val=("data", du_lieu_val), tokenizer=("tokenizer", tokenizer))
         result = self._run("reward_model", "reward_model", reward_model, {"tokenizer": tokenizer, "train_records": preference_data,
                                                           "eval_records": du_lieu_val})
         self.reward_model = result.model
         return self._record("reward_model", reward_result(result))
 
     def rlhf(self, model: Any, ref_model: Any, dpo_data: Any, tokenizer: Any = None) -> dict[str, Any]:
-        """Step 3: DPO on prompt/chosen/rejected records against `ref_model` (None: the starting
-        policy); with rlhf="ppo", PPO on the records' prompts, rewarded by the trained reward model."""
+        """Step 3: DPO on prompt/chosen/rejected records, from the SFT result when `model` is the model
+        given to `sft` (see the class docstring), against `ref_model` (None, or `model` itself: the
+        policy it starts from); with rlhf="ppo", PPO on the records' prompts, rewarded by the trained
+        reward model (a ref_model then goes in as ref_model_name_or_path, so it must be a name/path)."""
+        check_arguments("RLHFPipeline.rlhf", ("ref_model", "tokenizer") + (("model",) if self.model is not None else ()),
+                        model=("model", model), ref_model=("model", ref_model), dpo_data=("data", dpo_data),
+                        tokenizer=("tokenizer", tokenizer))
+        start, values = self._policy(model)
+        if ref_model is not None and (_same_model(ref_model, model) or ref_model is start):
+            ref_model = None   # the policy's own starting point, which is the default reference
         if self.method == "dpo":
-            values: dict[str, Any] = {}
             ref_model = _model_argument(ref_model, values, "ref_model_name_or_path") if ref_model is not None else None
-            result = self._run("dpo", "rlhf", model, {"tokenizer": tokenizer, "ref_model": ref_model,
+            result = self._run("dpo", "rlhf", start, {"tokenizer": tokenizer, "ref_model": ref_model,
                                                       "train_records": dpo_data}, values)
-            self.model = result.model
+            self.model, self.policy_dir, self._policy_given = result.model, result.final_dir, model
             return self._record("rlhf", dpo_result(result))
+        if ref_model is not None and not _is_path(ref_model):
+            raise ConfigError("RLHFPipeline.rlhf: with rlhf='ppo', ref_model must be a hub name / local path (PPO's "
+                              f"ref_model_name_or_path) or None (the starting policy), got {_describe(ref_model)}")
         if "reward_model" not in self.results:
             raise ConfigError("rlhf: rlhf='ppo' is rewarded by the trained reward model; call train_reward_model first")
-        prompts = []
-        for i, record in enumerate(dpo_data):
-            if not isinstance(record, dict) or not record.get("prompt"):
-                raise ConfigError(f"rlhf: record {i}: field 'prompt': missing (PPO samples answers to the prompts)")
-            prompts.append({"prompt": record["prompt"]})
-        reward = f"reward_model:{self.results['reward_model']['final_dir']}"
-        result = self._run("ppo", "rlhf", model, {"tokenizer": tokenizer, "train_records": prompts}, {"reward": reward})
-        self.model = result.model
+        prompts = ppo_prompts(dpo_data)
+        values["reward"] = f"reward_model:{self.results['reward_model']['final_dir']}"
+        if ref_model is not None:
+            values["ref_model_name_or_path"] = os.fspath(ref_model)
+        result = self._run("ppo", "rlhf", start, {"tokenizer": tokenizer, "train_records": prompts}, values)
+        self.model, self.policy_dir, self._policy_given = result.model, result.final_dir, model
         return self._record("rlhf", ppo_result(result))
 
     def chay_day_du(self, model: Any, ref_model: Any = None, reward_model: Any = None, sft_data: Any = None,
                     preference_data: Any = None, dpo_data: Any = None, tokenizer: Any = None) -> dict[str, Any]:
         """Everything: SFT (when sft_data is given), the reward model (when reward_model is given), then
-        DPO/PPO on dpo_data (default: preference_data). Returns each stage's ket_qua."""
+        DPO/PPO on dpo_data (default: preference_data), from the SFT result. Returns each stage's ket_qua."""
+        check_arguments("RLHFPipeline.chay_day_du",
+                        ("ref_model", "reward_model", "sft_data", "preference_data", "dpo_data", "tokenizer"),
+                        model=("model", model), ref_model=("model", ref_model), reward_model=("model", reward_model),
+                        sft_data=("data", sft_data), preference_data=("data", preference_data),
+                        dpo_data=("data", dpo_data), tokenizer=("tokenizer", tokenizer))
         if preference_data is None and dpo_data is None:
             raise ConfigError("chay_day_du: preference_data is required (the reward model's and DPO's pairs)")
+        if self.method == "ppo":   # found now, not after SFT has trained
+            if reward_model is None and "reward_model" not in self.results:
+                raise ConfigError("chay_day_du: rlhf='ppo' is rewarded by the trained reward model; give reward_model")
+            ppo_prompts(dpo_data if dpo_data is not None else preference_data)
         ket_qua: dict[str, Any] = {}
         if sft_data is not None:
             ket_qua["sft"] = self.sft(model, sft_data, tokenizer=tokenizer)
@@ -361,7 +488,7 @@ class RLHFPipeline:
         return ket_qua
 
     def thong_ke(self) -> PipelineStats:
-        """Per stage: method, steps, time, loss, accuracy, reward margin, final model directory."""
+        """Per stage: method, what it started from, steps, time, loss, accuracy, reward margin, final model directory."""
         return self.stats
 
     run_all = chay_day_du
