@@ -267,3 +267,66 @@ def test_vietnamese_api_arguments_of_the_wrong_type_are_one_line_naming_the_keyw
         text = str(caught.value)
         assert re.match(message, text) and "\n" not in text, (message, text)
     assert os.listdir(tmp_path) == []
+
+
+def _resolved_config(ket_qua):
+    with open(os.path.join(ket_qua["output_dir"], "config.yaml"), encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+# Per config key of ALIASES, a value no default has, so that its arrival in config.yaml is the keyword's doing.
+ALIAS_VALUES = {"num_train_epochs": 2, "per_device_train_batch_size": 1, "learning_rate": 3e-4,
+                "gradient_accumulation_steps": 2, "max_grad_norm": 0.5}
+
+
+def _spellings():
+    """Two sets of keywords for the same settings: the first name of each config key in ALIASES
+    (so_vong, kich_thuoc_batch, ...), then its next name or the key itself (num_epochs, batch_size,
+    learning_rate, ...); between them, every keyword of ALIASES."""
+    from vietnamese_ai.vietnamese_api import ALIASES
+
+    names = {key: [alias for alias, target in ALIASES.items() if target == key] + [key] for key in set(ALIASES.values())}
+    spellings = [{key: names[key][i] for key in names} for i in (0, 1)]
+    assert set(ALIASES) <= {name for spelling in spellings for name in spelling.values()}
+    return spellings
+
+
+@pytest.mark.parametrize("spelling", [0, 1], ids=["first names", "second names"])
+def test_each_vietnamese_and_english_keyword_takes_effect(spelling, tmp_path, tiny_model):
+    """Every keyword of ALIASES (so_vong and num_epochs, toc_do_hoc and learning_rate, ...) reaches its
+    config key in the run's resolved config.yaml: SFTTrainer, DPOTrainer, RewardModel and
+    RLHFPipeline's stage configs alike."""
+    from vietnamese_ai import DPOTrainer, RewardModel, RLHFPipeline, SFTTrainer
+
+    from vietnamese_ai.recipes.dpo import DPOConfig
+    from vietnamese_ai.recipes.reward import RewardConfig
+    from vietnamese_ai.vietnamese_api import DPO_DEFAULTS, REWARD_DEFAULTS, SFT_DEFAULTS
+
+    keywords = {name: ALIAS_VALUES[key] for key, name in _spellings()[spelling].items()}  # a new alias needs a value
+    expected = {key: ALIAS_VALUES[key] for key in _spellings()[spelling]}
+    for key, value in expected.items():   # no run could show the value without its keyword
+        defaults = [SFT_DEFAULTS.get(key), DPO_DEFAULTS.get(key), REWARD_DEFAULTS.get(key),
+                    SFTConfig.model_fields[key].default, DPOConfig.model_fields[key].default,
+                    RewardConfig.model_fields[key].default]
+        assert value not in defaults, key
+    runs = {
+        "sft": lambda out: SFTTrainer(**keywords, max_steps=1, output_dir=out).huan_luyen(tiny_model, SFT_DATA),
+        "dpo": lambda out: DPOTrainer(**keywords, max_steps=1, output_dir=out).huan_luyen(tiny_model, None, PAIRS),
+        "reward": lambda out: RewardModel(**keywords, max_steps=1, output_dir=out).huan_luyen(tiny_model, PAIRS),
+        "rlhf": lambda out: RLHFPipeline(dpo_config={**keywords, "max_steps": 1}, output_dir=out).rlhf(tiny_model, None, PAIRS),
+    }
+    for name, run in runs.items():
+        resolved = _resolved_config(run(str(tmp_path / name)))
+        assert {key: resolved[key] for key in expected} == expected, (name, keywords)
+
+
+def test_the_number_of_epochs_changes_the_step_count(tmp_path, tiny_model):
+    """The two records fit one micro-batch and gradient_accumulation=1: one optimizer step per epoch."""
+    from vietnamese_ai import SFTTrainer
+
+    steps = {}
+    for keywords in ({"so_vong": 1}, {"so_vong": 2}, {"num_epochs": 2}, {"num_epochs": 3}):
+        (name, value), = keywords.items()
+        trainer = SFTTrainer(**keywords, gradient_accumulation=1, output_dir=str(tmp_path / f"{name}{value}"))
+        steps[name, value] = trainer.huan_luyen(tiny_model, SFT_DATA)["steps"]
+    assert steps == {("so_vong", 1): 1, ("so_vong", 2): 2, ("num_epochs", 2): 2, ("num_epochs", 3): 3}
