@@ -108,14 +108,3 @@ def test_loss_type_knows_what_it_needs():
     assert not LossType.simpo.needs_reference
     assert all(t.needs_reference for t in LossType if t is not LossType.simpo)
     assert LossType.ipo.needs_lengths and not LossType.sigmoid.needs_lengths
-
-
-def test_doctests():
-    import doctest
-
-    import vietnamese_ai.data.preference
-    import vietnamese_ai.losses.preference
-
-    for module in (vietnamese_ai.losses.preference, vietnamese_ai.data.preference):
-        result = doctest.testmod(module)
-        assert result.failed == 0 and result.attempted > 0

@@ -63,21 +63,3 @@ def test_rdrop_kl_by_hand():
     got = rdrop_kl(torch.tensor([[0.0, 0.0]]), torch.tensor([[math.log(3), 0.0]]))
     assert got.item() == pytest.approx(math.log(3) / 8, abs=1e-6)
     assert rdrop_kl(torch.randn(3, 5), torch.randn(3, 5)).min() >= 0
-
-
-def test_doctests_in_pure_modules():
-    import doctest
-
-    import vietnamese_ai.data.layout
-    import vietnamese_ai.losses.online
-    import vietnamese_ai.losses.sft
-    import vietnamese_ai.models.choices
-    import vietnamese_ai.models.generation
-    import vietnamese_ai.models.sampling
-    import vietnamese_ai.training.optim
-
-    for module in (vietnamese_ai.losses.sft, vietnamese_ai.data.layout, vietnamese_ai.training.optim,
-                   vietnamese_ai.models.generation, vietnamese_ai.losses.online, vietnamese_ai.models.sampling,
-                   vietnamese_ai.models.choices):
-        result = doctest.testmod(module)
-        assert result.failed == 0 and result.attempted > 0, module.__name__
