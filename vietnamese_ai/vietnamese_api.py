@@ -65,7 +65,7 @@ def resolve_keywords(method: str, defaults: dict[str, Any], kwargs: dict[str, An
             # The config turns numbers into strings (a YAML `output_dir: 2024` is a name); typed in
             # Python, output_dir=5 is a mistake, not a directory called "5".
             if not isinstance(value, (str, os.PathLike)):
-                raise ConfigError(f"{method}: '{key}' must be a string, got {_describe(value)}")
+                raise ConfigError(f"{method}: '{key}': expected a string, got {_describe(value)}")
             value = os.fspath(value)
         given[target] = key
         values[target] = value
@@ -109,10 +109,12 @@ def check_arguments(where: str, optional: tuple[str, ...] = (), **arguments: tup
         if value is None and keyword in optional:
             continue
         expected, test = ARGUMENT_KINDS[kind]
+        error = DataError if kind == "data" else ConfigError
         if value is None:
-            raise ConfigError(f"{where}: {keyword} is required ({expected})")
+            raise error(f"{where}: {keyword}: required ({expected})")
         if not test(value):
-            raise ConfigError(f"{where}: {keyword} must be {expected}, got {_describe(value)}")
+            hint = "; wrap it in a list" if kind == "data" and isinstance(value, Mapping) else ""
+            raise error(f"{where}: {keyword}: expected {expected}, got {_describe(value)}{hint}")
 
 
 def make_config(method: str, config_class: type, values: dict[str, Any]) -> Any:
