@@ -258,7 +258,8 @@ def test_critique_that_revises_nothing_fails_with_the_reason(tmp_path, capsys, t
     ("sft learning_rate=.inf", ["key 'learning_rate'", "finite number"]),
     ("sft fp16=true", ["fp16", "needs a GPU"]),
     ("dpo ref_model_name_or_path=/nonexistent/ref", ["ref_model_name_or_path: '/nonexistent/ref': no such directory"]),
-    ("feedback label scorer=constitution@-1", ["scorer: weight '-1'", "positive"]),
+    ("feedback label scorer=constitution@0", ["scorer: every weight is 0 in 'constitution@0'"]),
+    ("feedback label scorer=constitution@inf", ["scorer: weight 'inf' in 'constitution@inf' is not a finite number"]),
 ])
 def test_values_outside_their_domain_are_refused_before_any_work(tmp_path, capsys, tiny_model, argv, fragments):
     data = write_jsonl(tmp_path / "d.jsonl", [_cand(0, "Giúp tôi?", "Vâng."), _cand(0, "Giúp tôi?", "Đồ ngốc.")]

@@ -77,6 +77,25 @@ def test_the_same_seed_gives_the_same_samples(evaluated, tmp_path, tiny_model, o
     assert read_jsonl(again / "samples.jsonl") == read_jsonl(out / "samples.jsonl")
 
 
+def test_a_weighted_scorer_scores_every_answer_by_the_weighted_sum(tmp_path, capsys, tiny_model, other_model):
+    """scorer=constitution@2+constitution@-0.5 gives each answer 2 v - 0.5 v = 1.5 v, v its rules score;
+    a malformed weight is one line naming the key and the part."""
+    from vietnamese_ai.feedback.rules import RuleScorer
+
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": q} for q in QUESTIONS[:2]])
+    argv = ["evaluate", f"models=[{tiny_model},{other_model}]", f"dataset={prompts}", "samples=1",
+            "max_new_tokens=6", "disable_tqdm=true"]
+    assert main([*argv, "scorer=constitution@2+constitution@-0.5", f"output_dir={tmp_path / 'o'}"]) == 0
+    rows = read_jsonl(tmp_path / "o" / "samples.jsonl")
+    rules = RuleScorer()
+    expected = [1.5 * rules.score([r["prompt_text"]], [a])[0].value for r in rows for a in r["answers"].values()]
+    assert [s for r in rows for s in r["scores"].values()] == pytest.approx(expected)
+    assert len(expected) == 4 and all(e != 0 for e in expected)
+    assert main([*argv, "scorer=constitution@2+constitution@", f"output_dir={tmp_path / 'bad'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "scorer: 'constitution@' has no weight after '@'" in err, err
+
+
 @pytest.mark.parametrize("extra,fragment", [
     (["models=[{a}]"], "give two or more"),
     (["models=[{a},{b}]", "names=[x]"], "1 names for 2 models"),

@@ -10,7 +10,7 @@ import torch
 from tests.conftest import read_jsonl, write_jsonl
 from vietnamese_ai.cli import main
 from vietnamese_ai.data.types import Message
-from vietnamese_ai.errors import ConfigError
+from vietnamese_ai.errors import ConfigError, UserError
 from vietnamese_ai.feedback.constitution import load_constitution
 from vietnamese_ai.feedback.critique import critique_and_revise, revision_records
 from vietnamese_ai.feedback.generate import Candidate, generate_candidates
@@ -165,12 +165,51 @@ class Constant:
         return [Score(self.value, {"p": self.value}) for _ in responses]
 
 
-def test_weighted_combination():
-    combined = WeightedScorer([(Constant(1.0, "a"), 3.0), (Constant(0.0, "b"), 1.0)])
+def test_a_weighted_combination_is_the_weighted_sum():
+    combined = WeightedScorer([(Constant(1.0, "a"), 3.0), (Constant(0.5, "b"), -2.0)])
     [s] = combined.score(["q"], ["r"])
-    assert s.value == pytest.approx(0.75) and s.principles == {"a": 1.0, "a/p": 1.0, "b": 0.0, "b/p": 0.0}
-    spec = build_scorer("constitution@0.5+constitution@1.5")
-    assert spec.score(["Thủ đô?"], ["Đồ ngốc"])[0].value == pytest.approx(RULES.score(["Thủ đô?"], ["Đồ ngốc"])[0].value)
+    assert s.value == pytest.approx(3 * 1.0 - 2 * 0.5) and s.principles == {"a": 1.0, "a/p": 1.0, "b": 0.5, "b/p": 0.5}
+    # "Đồ ngốc, Hà Nội." by the rules: (harmless 0.7 + helpful 0.6 + honest 1.0 + respectful 0.2) / 4 = 0.625
+    prompt, answer = ["Thủ đô của Việt Nam là gì?"], ["Đồ ngốc, Hà Nội."]
+    for spec, value in (("constitution", 0.625), ("constitution@3", 1.875), ("constitution@2+constitution@2", 2.5),
+                        ("constitution@0.5+constitution@-1.5", -0.625), ("constitution@0+constitution", 0.625)):
+        assert build_scorer(spec).score(prompt, answer)[0].value == pytest.approx(value), spec
+
+
+@pytest.mark.parametrize("spec, problem", [
+    ("", "empty"), ("  ", "empty"), ("+", "'+' has an empty part"), ("constitution++judge:m", "has an empty part"),
+    ("constitution@", "'constitution@' has no weight after '@'"), ("@2", "'@2' names nothing before '@'"),
+    ("constitution@x", "weight 'x' in 'constitution@x' is not a number"),
+    ("constitution@nan", "weight 'nan' in 'constitution@nan' is not a finite number"),
+    ("constitution@0+constitution@-0", "every weight is 0 in 'constitution@0+constitution@-0'"),
+])
+def test_a_malformed_weighted_spec_is_one_line_naming_the_key_and_the_part(spec, problem):
+    from vietnamese_ai.scoring.combine import parse_weighted
+
+    for key in ("scorer", "target_scorer", "reward"):
+        with pytest.raises(ConfigError) as error:
+            parse_weighted(spec, key)
+        assert str(error.value).startswith(f"{key}: ") and problem in str(error.value), str(error.value)
+    with pytest.raises(ConfigError) as error:
+        build_scorer(spec)   # the command paths go through the same parser
+    assert str(error.value).startswith("scorer: ") and problem in str(error.value), str(error.value)
+
+
+def test_parsing_a_weighted_spec():
+    from vietnamese_ai.scoring.combine import parse_weighted
+
+    assert parse_weighted("constitution", "scorer") == [("constitution", 1.0)]
+    assert parse_weighted(" constitution@0.7 + reward_model:runs/rm/final@0.3 ", "scorer") == [
+        ("constitution", 0.7), ("reward_model:runs/rm/final", 0.3)]
+    assert parse_weighted("python:f.py:length@-0.1+constitution@0+judge:org/m@1e-1", "reward") == [
+        ("python:f.py:length", -0.1), ("constitution", 0.0), ("judge:org/m", 0.1)]
+
+
+def test_a_reward_model_without_a_reward_head_is_refused_naming_the_key(tiny_model):
+    with pytest.raises(ConfigError, match=f"^target_scorer: '{tiny_model}' has no trained reward head"):
+        build_scorer(f"reward_model:{tiny_model}", key="target_scorer")
+    with pytest.raises(UserError, match="^scorer: reward model '/nonexistent/rm': no such directory"):
+        build_scorer("constitution+reward_model:/nonexistent/rm")
 
 
 def test_pair_selection_respects_min_margin():
@@ -250,8 +289,38 @@ def test_feedback_cli_generate_label_and_dpo_reads_the_pairs(tmp_path, tiny_mode
 def test_feedback_cli_errors(tmp_path, capsys):
     assert main(["feedback", "label", f"candidates={write_jsonl(tmp_path / 'c.jsonl', [{'response': 'x'}])}"]) == 2
     assert "line 1: field 'prompt_index': missing or not an integer" in capsys.readouterr().err
-    assert main(["feedback", "label", "candidates=x.jsonl", "scorer=magic"]) == 2
+    candidates = write_jsonl(tmp_path / "c2.jsonl", [{"prompt_index": 0, "prompt": "Xin chào", "response": r}
+                                                      for r in ("Chào bạn.", "Đồ ngốc.")])
+    out = f"output={tmp_path / 'pairs.jsonl'}"
+    assert main(["feedback", "label", f"candidates={candidates}", "scorer=magic", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "scorer: cannot read 'magic'; expected constitution" in err, err
+    assert main(["feedback", "label", f"candidates={candidates}", "scorer=constitution@1+", out]) == 2
+    assert "scorer: 'constitution@1+' has an empty part" in capsys.readouterr().err
     assert main(["feedback", "nope"]) == 2
+    assert "unknown command 'feedback nope'; did you mean 'feedback label'?" in capsys.readouterr().err
+
+
+def test_feedback_label_scores_a_weighted_combination_as_the_weighted_sum(tmp_path):
+    """By the rules: 'Đồ ngốc, Hà Nội.' 0.625, 'Thủ đô của Việt Nam là Hà Nội.' 1.0,
+    'The capital of France is Paris.' 1.0, 'Get lost, you idiot.' (0.4 + 0.6 + 1.0 + 0.0) / 4 = 0.5."""
+    rules = {"Đồ ngốc, Hà Nội.": 0.625, "Thủ đô của Việt Nam là Hà Nội.": 1.0,
+             "The capital of France is Paris.": 1.0, "Get lost, you idiot.": 0.5}
+    prompts = ["Thủ đô của Việt Nam là gì?", "Thủ đô của Việt Nam là gì?", "What is the capital of France?",
+               "What is the capital of France?"]
+    candidates = write_jsonl(tmp_path / "c.jsonl", [{"prompt_index": i // 2, "prompt": p, "response": r}
+                                                    for i, (p, r) in enumerate(zip(prompts, rules))])
+    for spec, weight in (("constitution@2+constitution@2", 4.0), ("constitution@-1+constitution@0", -1.0)):
+        out = tmp_path / f"pairs{weight}.jsonl"
+        assert main(["feedback", "label", f"candidates={candidates}", f"scorer={spec}", f"output={out}",
+                     f"scores_output={tmp_path / f'scores{weight}.jsonl'}"]) == 0
+        scores = read_jsonl(tmp_path / f"scores{weight}.jsonl")
+        assert [s["score"] for s in scores] == pytest.approx([weight * v for v in rules.values()])
+        pairs = read_jsonl(out)
+        assert [p["score_gap"] for p in pairs] == pytest.approx([abs(weight) * 0.375, abs(weight) * 0.5])
+        chosen = [p["chosen"][0]["content"] for p in pairs]
+        assert chosen == (["Thủ đô của Việt Nam là Hà Nội.", "The capital of France is Paris."] if weight > 0 else
+                          ["Đồ ngốc, Hà Nội.", "Get lost, you idiot."])   # a negative weight ranks by the penalty
 
 
 def test_critique_cli(tmp_path, tiny_model):

@@ -138,6 +138,48 @@ def test_rewards_get_the_data_set_columns_and_several_rewards_are_weighted(tmp_p
     assert row["rewards/constant/mean"] == 1.0
 
 
+def test_reward_weights_make_a_weighted_sum_with_zero_and_negative_weights(tmp_path, tiny_model, prompts_file,
+                                                                         rewards_file):
+    """a@w+b@v is w*a + v*b (TRL's reward_weights), a Python reward takes '@w' like a scorer, and an
+    entry's reward_weights multiplies its parts: here 3 x (2 x constant - 0.5 x even_tokens) + 0 x rules."""
+    from vietnamese_ai.recipes.online import build_rewards
+
+    rewards = [f"python:{rewards_file}:constant@2+python:{rewards_file}:even_tokens@-0.5", "constitution@0"]
+    config = _config(GRPOConfig, tmp_path, tiny_model, prompts_file, rewards, reward_weights=[3.0, 1.0], max_steps=1,
+                     learning_rate=0.0)
+    assert [(t.name, t.weight) for t in build_rewards(config)] == [("constant", 6.0), ("even_tokens", -1.5),
+                                                                   ("constitution", 0.0)]
+    row = run_grpo(config).history[0]
+    assert row["rewards/constant/mean"] == 1.0 and 0 < row["rewards/even_tokens/mean"] < 1
+    assert row["reward"] == pytest.approx(6.0 - 1.5 * row["rewards/even_tokens/mean"])
+    assert "rewards/constitution/mean" in row     # a zero weight is computed and logged, not trained on
+    same = build_rewards(_config(GRPOConfig, tmp_path, tiny_model, prompts_file, "constitution@2+constitution@2"))
+    assert [t.weight for t in same] == [2.0, 2.0]
+
+
+def test_reward_functions_may_return_numpy_and_torch_scalars_but_not_other_things():
+    """TRL turns whatever a reward function returns into a float tensor, so numpy and torch scalars
+    and booleans are numbers here too; text, lists, arrays and complex numbers are refused."""
+    import math
+
+    import numpy as np
+
+    from vietnamese_ai.errors import TrainingError
+    from vietnamese_ai.recipes.online import RewardTerm, score_completions
+
+    values = [np.float32(0.5), np.int64(2), np.bool_(True), False, torch.tensor(-0.25), np.float64(1.5), 3, None]
+    terms = [RewardTerm("f", 1.0, lambda inputs: values), RewardTerm("one", 1.0, lambda inputs: [1.0] * len(values))]
+    out = score_completions(terms, {}, len(values), 1)
+    assert out[:7, 0].tolist() == [0.5, 2.0, 1.0, 0.0, -0.25, 1.5, 3.0] and math.isnan(out[7, 0])
+    for bad, shown in (("0.5", "'0.5'"), ([1.0], "[1.0]"), (np.array([1.0, 2.0]), "array"), (np.str_("1"), "'1'"),
+                       (1j, "1j"), (np.float32("inf"), "inf"), (torch.tensor([1.0, 2.0]), "tensor")):
+        term = RewardTerm("f", 1.0, lambda inputs, bad=bad: [1.0, bad])
+        with pytest.raises(TrainingError, match="reward 'f' returned .* for completion 1 \\(at step 3\\); rewards must be "
+                                                "finite numbers") as error:
+            score_completions([term], {}, 2, 3)
+        assert shown in str(error.value)
+
+
 def test_missing_eos_penalty_is_subtracted_from_cut_completions(tmp_path, tiny_model, prompts_file, rewards_file):
     result = run_grpo(_config(GRPOConfig, tmp_path, tiny_model, prompts_file, f"python:{rewards_file}:constant",
                               missing_eos_penalty=0.25, max_completion_length=3, max_steps=1, learning_rate=0.0))
@@ -218,7 +260,19 @@ def test_two_processes_equal_one_with_doubled_accumulation(tmp_path, tiny_model,
 
 
 @pytest.mark.parametrize("reward, extra, fragments", [
-    ("magic", [], ["scorer: cannot read 'magic'"]),
+    ("magic", [], ["reward: cannot read 'magic'"]),
+    ("", [], ["reward: empty"]),
+    ("+", [], ["reward: '+' has an empty part"]),
+    ("constitution+", [], ["reward: 'constitution+' has an empty part"]),
+    ("constitution@", [], ["reward: 'constitution@' has no weight after '@'"]),
+    ("constitution@x", [], ["reward: weight 'x' in 'constitution@x' is not a number"]),
+    ("constitution@inf", [], ["reward: weight 'inf' in 'constitution@inf' is not a finite number"]),
+    ("@2", [], ["reward: '@2' names nothing before '@'"]),
+    ("constitution@0", [], ["reward: every weight is 0", "at least one must be non-zero"]),
+    ("[constitution,constitution@2]", ["reward_weights=[0,0]"], ["reward: every weight is 0"]),
+    ("python:{rewards}:constant@x", [], ["reward: weight 'x' in 'python:"]),
+    ("reward_model:{model}", [], ["reward: '{model}' has no trained reward head"]),
+    ("reward_model:/nonexistent/rm", [], ["reward: reward model '/nonexistent/rm': no such directory"]),
     ("python:{rewards}:nope", [], ["defines no 'nope'", "even_tokens"]),
     ("python:/nonexistent/r.py:f", [], ["file '/nonexistent/r.py' not found"]),
     ("python:{rewards}:raises", [], ["reward 'raises' raised ValueError: the judge is down", "step 1"]),
@@ -232,14 +286,15 @@ def test_two_processes_equal_one_with_doubled_accumulation(tmp_path, tiny_model,
 ])
 def test_bad_online_input_is_one_line(tmp_path, capsys, tiny_model, prompts_file, rewards_file, reward, extra,
                                       fragments):
-    argv = ["grpo", f"model_name_or_path={tiny_model}", f"dataset={prompts_file}", f"reward={reward.format(rewards=rewards_file)}",
+    argv = ["grpo", f"model_name_or_path={tiny_model}", f"dataset={prompts_file}",
+            f"reward={reward.format(rewards=rewards_file, model=tiny_model)}",
             f"output_dir={tmp_path / 'out'}", "num_generations=4", "per_device_train_batch_size=8",
             "max_completion_length=4", "max_steps=1", "disable_tqdm=true", *extra]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("vietnamese-ai: error:"), err
     for fragment in fragments:
-        assert fragment in err, err
+        assert fragment.format(model=tiny_model) in err, err
 
 
 def test_a_prompt_record_without_a_prompt_is_named_before_the_model_loads(tmp_path, capsys, rewards_file):

@@ -5,20 +5,22 @@
     reward_model:runs/rm/final         a trained reward model
     classifier:MODEL:LABEL[:logit]     a sequence classifier's label probability (or logit)
     judge:MODEL                        an LLM judge (pointwise, 1-9, per principle of the constitution)
-    constitution@0.7+reward_model:runs/rm/final@0.3     a weighted combination
+    constitution@0.7+reward_model:runs/rm/final@0.3     the weighted sum 0.7 x rules + 0.3 x reward model
+
+`a@w+b@v` is the weighted sum w*a + v*b, parsed by scoring.combine.parse_weighted, the one parser of
+every scorer and reward key (online RL's `reward=` too); a part without '@' weighs 1.
 """
 
 from __future__ import annotations
 
-import math
-
-from vietnamese_ai.errors import ConfigError
+from vietnamese_ai.errors import ConfigError, UserError
 from vietnamese_ai.scoring import Scorer
+from vietnamese_ai.scoring.combine import WeightedScorer, parse_weighted
 
 FORMS = "constitution[:FILE.yaml], reward_model:PATH, classifier:MODEL:LABEL[:logit], judge:MODEL"
 
 
-def _single(spec: str, constitution_path: str | None) -> Scorer:
+def _single(spec: str, constitution_path: str | None, key: str) -> Scorer:
     from vietnamese_ai.feedback.constitution import load_constitution
 
     kind, _, argument = spec.partition(":")
@@ -29,7 +31,7 @@ def _single(spec: str, constitution_path: str | None) -> Scorer:
     if kind == "reward_model" and argument:
         from vietnamese_ai.scoring.reward_model import RewardModelScorer
 
-        return RewardModelScorer(argument)
+        return RewardModelScorer(argument, key=key)
     if kind == "classifier" and argument:
         from vietnamese_ai.feedback.classifier import ClassifierScorer
 
@@ -42,25 +44,25 @@ def _single(spec: str, constitution_path: str | None) -> Scorer:
         from vietnamese_ai.feedback.judge import PointwiseJudge
 
         return PointwiseJudge(argument, constitution=load_constitution(constitution_path))
-    raise ConfigError(f"scorer: cannot read '{spec}'; expected {FORMS}, joined with '+' and weighted with '@w'")
+    raise ConfigError(f"{key}: cannot read '{spec}'; expected {FORMS}, or several as a@w+b@v (the weighted "
+                      f"sum w*a + v*b)")
 
 
-def build_scorer(spec: str, constitution_path: str | None = None) -> Scorer:
-    parts = [p.strip() for p in spec.split("+") if p.strip()]
-    if not parts:
-        raise ConfigError("scorer: empty")
-    if len(parts) == 1 and "@" not in parts[0]:
-        return _single(parts[0], constitution_path)
-    from vietnamese_ai.scoring.combine import WeightedScorer
+def build_scorer(spec: str, constitution_path: str | None = None, key: str = "scorer") -> Scorer:
+    """The Scorer that `spec` names; `key` is the config key it came from, named in every error. The
+    whole spec is parsed before any model loads; a single part without '@' is that scorer itself."""
+    parts = parse_weighted(spec, key)
+    if len(parts) == 1 and "@" not in spec:
+        return build_single(parts[0][0], constitution_path, key)
+    return WeightedScorer([(build_single(name, constitution_path, key), weight) for name, weight in parts])
 
-    weighted = []
-    for part in parts:
-        name, _, text = part.rpartition("@") if "@" in part else (part, "", "1")
-        try:
-            weight = float(text)
-        except ValueError:
-            raise ConfigError(f"scorer: weight '{text}' in '{part}' is not a number") from None
-        if not (weight > 0 and math.isfinite(weight)):
-            raise ConfigError(f"scorer: weight '{text}' in '{part}' must be a positive number")
-        weighted.append((_single(name, constitution_path), weight))
-    return WeightedScorer(weighted)
+
+def build_single(spec: str, constitution_path: str | None = None, key: str = "scorer") -> Scorer:
+    """One scorer (no '+' or '@'). A user error in loading it names `key`, which the messages of the
+    scorers' own loaders (a classifier's directory, a constitution file) cannot know."""
+    try:
+        return _single(spec, constitution_path, key)
+    except UserError as e:
+        if str(e).startswith(f"{key}: "):
+            raise
+        raise ConfigError(f"{key}: {e}") from None

@@ -215,11 +215,12 @@ def has_trained_head(path: str, trust_remote_code: bool = False, kind: str = "re
 
 
 def load_reward_for_scoring(path: str, dtype: str = "float32", trust_remote_code: bool = False,
-                            trainable: bool = False) -> Any:
+                            trainable: bool = False, key: str = "model_name_or_path") -> Any:
     """A trained reward model from `final/`: a full checkpoint, or a LoRA adapter on its base.
 
     Refuses what has no trained head: a plain causal LM would be scored through a randomly initialised
-    head, and a causal-LM adapter is a policy, not a reward model."""
+    head, and a causal-LM adapter is a policy, not a reward model. The errors name `key`, the config
+    key that gave `path` (`reward` or `scorer` when a scorer spec named it)."""
     from vietnamese_ai.models.loading import adapter_base, adapter_task
 
     if os.path.isdir(path):
@@ -227,14 +228,14 @@ def load_reward_for_scoring(path: str, dtype: str = "float32", trust_remote_code
     task = adapter_task(path)
     if task is not None:
         if task != "SEQ_CLS":
-            raise ConfigError(f"model_name_or_path: '{path}' is a {task} LoRA adapter (a language model), not a "
+            raise ConfigError(f"{key}: '{path}' is a {task} LoRA adapter (a language model), not a "
                               f"reward model; train one with `vietnamese-ai reward`")
         from peft import PeftModel
 
         base = load_reward_model(adapter_base(path), dtype, trust_remote_code=trust_remote_code)
         return PeftModel.from_pretrained(base, path, is_trainable=trainable)
-    if not has_trained_head(path, trust_remote_code):
-        raise ConfigError(f"model_name_or_path: '{path}' has no trained reward head (it is not a sequence-"
+    if not has_trained_head(path, trust_remote_code, kind=f"{key}: reward model"):
+        raise ConfigError(f"{key}: '{path}' has no trained reward head (it is not a sequence-"
                           f"classification checkpoint); scoring with a random head would be meaningless; train one "
                           f"with `vietnamese-ai reward`")
     return load_reward_model(path, dtype, trust_remote_code=trust_remote_code)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import numbers
 import os
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 from pydantic import Field, field_validator, model_validator
 
@@ -59,8 +61,8 @@ class OnlineConfig(TrainingConfig):
     dataset: str | None = Field(None, description="Prompts: a file or hub data set whose records have a 'prompt' (a string, used as it is, or messages, rendered with the chat template); other fields reach Python reward functions.")
     learning_rate: float = Field(1e-6, ge=0, description="Peak learning rate (AdamW).")
     per_device_train_batch_size: int = Field(8, ge=1, description="Completions (not prompts) per micro-batch on each device.")
-    reward: str | list[str] | None = Field(None, description="What scores completions: scorer strings (constitution[:FILE], reward_model:PATH, classifier:MODEL:LABEL[:logit], judge:MODEL) or python:FILE.py:FUNCTION; several as a list, or joined as a@0.7+b@0.3.")
-    reward_weights: list[float] | None = Field(None, description="One weight per entry of `reward` (default: 1 each).")
+    reward: str | list[str] | None = Field(None, description="What scores completions: scorer strings (constitution[:FILE], reward_model:PATH, classifier:MODEL:LABEL[:logit], judge:MODEL) or python:FILE.py:FUNCTION; several as a list, or as a@w+b@v: the weighted sum w*a + v*b (any finite weights, one at least not 0).")
+    reward_weights: list[float] | None = Field(None, description="One weight per entry of `reward`, multiplying its parts' '@w' weights (default: 1 each); the total reward is the weighted sum, as in TRL.")
     constitution: str | None = Field(None, description="Constitution YAML for the 'constitution' and 'judge' rewards (default: built-in).")
     num_generations: int = Field(8, ge=2, description="Completions sampled per prompt (G).")
     max_prompt_length: int | None = Field(None, ge=1, description="Cut longer prompts from the left (TRL has no such key any more; default: no cut).")
@@ -101,6 +103,10 @@ class OnlineConfig(TrainingConfig):
             raise ValueError("give steps_per_generation or generation_batch_size, not both")
         if self.reward_weights is not None and self.reward is not None and len(self.reward_weights) != len(self.reward):
             raise ValueError(f"reward_weights has {len(self.reward_weights)} entries for {len(self.reward)} rewards")
+        if self.reward_weights is not None and not self.reward:
+            # Ignoring them would train on other weights than the user gave.
+            raise ValueError("reward_weights weights the entries of reward, which is not given (a function passed "
+                             "as reward_funcs weighs 1: scale its values inside it)")
         return self
 
 
@@ -173,9 +179,9 @@ class RewardTerm:
 
 
 def _scorer_term(spec: str, weight: float, constitution: str | None, device: Any) -> RewardTerm:
-    from vietnamese_ai.feedback.registry import build_scorer
+    from vietnamese_ai.feedback.registry import build_single
 
-    scorer = build_scorer(spec, constitution)
+    scorer = build_single(spec, constitution, key="reward")
     if device is not None and hasattr(scorer, "model") and isinstance(scorer.model, torch.nn.Module):
         scorer.model.to(device)
 
@@ -214,27 +220,56 @@ def _python_term(spec: str, weight: float) -> RewardTerm:
     return RewardTerm(name, weight, compute)
 
 
-def build_rewards(config: OnlineConfig, device: Any = None) -> list[RewardTerm]:
-    """One term per reward; entries joined with '+' (weighted with '@w') become several terms."""
-    if not config.reward:
+def build_rewards(config: OnlineConfig, device: Any = None, reward_funcs: list[Any] | None = None) -> list[RewardTerm]:
+    """One term per part of each `reward` entry, then one per function of `reward_funcs` (weight 1).
+
+    A part's weight is its '@w' times its entry's `reward_weights`, and the total reward is the
+    weighted sum of the terms (scoring.combine: the meaning of a@w+b@v everywhere). Every entry is
+    parsed, and the weights checked, before any scorer loads."""
+    from vietnamese_ai.scoring.combine import parse_weighted
+    from vietnamese_ai.scoring.functions import PREFIX
+
+    for function in reward_funcs or []:
+        if not callable(function):
+            raise ConfigError(f"reward_funcs: {function!r} is not a function")
+    if not config.reward and not reward_funcs:
         raise ConfigError("reward: required (a scorer string such as 'constitution', or python:FILE.py:FUNCTION)")
-    weights = config.reward_weights or [1.0] * len(config.reward)
-    terms = []
-    for entry, entry_weight in zip(config.reward, weights):
-        for part in [p.strip() for p in entry.split("+") if p.strip()]:
-            spec, weight = part, 1.0
-            if "@" in part and not part.startswith("python:"):
-                spec, _, text = part.rpartition("@")
-                try:
-                    weight = float(text)
-                except ValueError:
-                    raise ConfigError(f"reward: weight '{text}' in '{part}' is not a number") from None
-            weight *= entry_weight
-            if not math.isfinite(weight):
-                raise ConfigError(f"reward: the weight of '{spec}' is not a finite number")
-            terms.append(_python_term(spec, weight) if spec.startswith("python:") else
-                         _scorer_term(spec, weight, config.constitution, device))
+    entries = config.reward or []
+    entry_weights = config.reward_weights or [1.0] * len(entries)
+    parts = [(spec, weight * entry_weight) for entry, entry_weight in zip(entries, entry_weights)
+             for spec, weight in parse_weighted(entry, "reward", nonzero=False)]
+    for spec, weight in parts:
+        if not math.isfinite(weight):
+            raise ConfigError(f"reward: the weight of '{spec}' times its reward_weights entry is not a finite number")
+    if not reward_funcs and all(weight == 0 for _, weight in parts):
+        given = f" with reward_weights {config.reward_weights}" if config.reward_weights else ""
+        raise ConfigError(f"reward: every weight is 0 in {entries}{given}; at least one must be non-zero")
+    terms = [_python_term(spec, weight) if spec.startswith(PREFIX) else
+             _scorer_term(spec, weight, config.constitution, device) for spec, weight in parts]
+    terms += [_callable_term(f) for f in reward_funcs or []]
+    seen: dict[str, int] = {}
+    for term in terms:   # distinct names, so that each term's metrics (rewards/<name>/mean) are its own
+        seen[term.name] = seen.get(term.name, 0) + 1
+        if seen[term.name] > 1:
+            term.name = f"{term.name}_{seen[term.name]}"
     return terms
+
+
+def reward_number(value: Any) -> float | None:
+    """A reward function's value as a float, or None ("does not apply"); anything else raises
+    ValueError. TRL turns what reward functions return into a float tensor, so numpy and torch
+    scalars and booleans are numbers here too; text, sequences and complex numbers are not.
+
+    >>> reward_number(np.float32(0.5)), reward_number(np.int64(2)), reward_number(np.bool_(True)), reward_number(None)
+    (0.5, 2.0, 1.0, None)
+    """
+    if value is None:
+        return None
+    if isinstance(value, np.generic) or (isinstance(value, torch.Tensor) and value.ndim == 0):
+        value = value.item()
+    if not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(value)
+    return float(value)
 
 
 def score_completions(terms: list[RewardTerm], inputs: dict[str, Any], count: int, step: int) -> torch.Tensor:
@@ -252,13 +287,12 @@ def score_completions(terms: list[RewardTerm], inputs: dict[str, Any], count: in
             raise TrainingError(f"reward '{term.name}' returned {len(values)} values for {count} completions (at step {step})")
         column = []
         for k, value in enumerate(values):
-            if value is None:
-                column.append(math.nan)
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            try:
+                number = reward_number(value)
+            except ValueError:
                 raise TrainingError(f"reward '{term.name}' returned {value!r} for completion {k} (at step {step}); "
-                                    f"rewards must be finite numbers, or None when they do not apply")
-            column.append(float(value))
+                                    f"rewards must be finite numbers, or None when they do not apply") from None
+            column.append(math.nan if number is None else number)
         columns.append(column)
     values = torch.tensor(columns, dtype=torch.float64).T
     if bool(values.isnan().all(dim=1).any()):
@@ -576,12 +610,7 @@ def run_online(config: OnlineConfig, method: OnlineMethod, loss_fn: Any, model: 
     train_raw, _ = read_splits(config, train_records, None, validate=read_prompt)
     state = process_state()
     RolloutShape.of(config, state.num_processes)  # a batch that cannot hold whole groups fails here
-    for function in reward_funcs or []:
-        if not callable(function):
-            raise ConfigError(f"reward_funcs: {function!r} is not a function")
-    if not config.reward and not reward_funcs:
-        raise ConfigError("reward: required (a scorer string such as 'constitution', or python:FILE.py:FUNCTION)")
-    rewards = (build_rewards(config, state.device) if config.reward else []) + [_callable_term(f) for f in reward_funcs or []]
+    rewards = build_rewards(config, state.device, reward_funcs)
     tokenizer = tokenizer or load_tokenizer_for(config, model)
     read_sampled_ids(rewards, tokenizer, config.reward_cut_completions == "with_eos")
     prompts = tokenize_prompts(train_raw, tokenizer, config.max_prompt_length)

@@ -21,13 +21,13 @@ from vietnamese_ai.scoring import Score, check_lengths
 class RewardModelScorer:
     """Scores (prompt, response) with a reward model, in packed batches, tokenised as in training
     (prompt + response + EOS). `normalize=True` returns (reward - mean) / std with the statistics saved
-    next to the model."""
+    next to the model. `key` is the config key that named a model path, for its errors."""
 
     def __init__(self, model: Any, tokenizer: Any = None, batch_size: int = 32, normalize: bool = False,
                  max_length: int | None = None, device: str | None = None, progress: bool = False,
-                 name: str | None = None):
+                 name: str | None = None, key: str = "model_name_or_path"):
         self.path = model if isinstance(model, str) else None
-        self.model = load_reward_for_scoring(model) if isinstance(model, str) else model
+        self.model = load_reward_for_scoring(model, key=key) if isinstance(model, str) else model
         self.tokenizer = tokenizer or load_tokenizer(self.path or base_model(self.model).config._name_or_path)
         set_pad_token(self.model, self.tokenizer.pad_token_id)
         if device:
