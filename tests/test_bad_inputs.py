@@ -85,6 +85,12 @@ CLI_CASES = {
                                      ["no trained reward head"]),
     "score normalize without statistics": ("score model_name_or_path={model} dataset={responses} normalize=true "
                                            "output={dir}/s.jsonl", ["normalize", "reward_stats.json"]),
+    "score-sft with a malformed target_scorer": ("score-sft model_name_or_path={model} dataset={data} "
+                                                 "target_scorer=constitution@x output_dir={dir}/o",
+                                                 ["target_scorer: weight 'x' in 'constitution@x' is not a number"]),
+    "score-sft target_scorer without a reward head": ("score-sft model_name_or_path={model} dataset={data} "
+                                                      "target_scorer=reward_model:{model} output_dir={dir}/o",
+                                                      ["target_scorer: '{model}' has no trained reward head"]),
     "model without tokenizer files": ("sft model_name_or_path={notok} dataset={data} output_dir={dir}/o",
                                       ["no tokenizer files", "tokenizer_name_or_path"]),
     "truncated safetensors": ("sft model_name_or_path={trunc} dataset={data} output_dir={dir}/o",

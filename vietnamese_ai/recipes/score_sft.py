@@ -54,7 +54,7 @@ class ScoreSFTConfig(SFTConfig):
     output_dir: str = Field("runs/score-sft", description="Directory for config.yaml, metrics.jsonl, checkpoints/ and final/.")
     score_alpha: float = Field(0.1, ge=0, description="alpha: weight of the score regression (MSE) against the LM loss.")
     score_field: str = Field("score", description="Record field holding the target score (used when target_scorer is not set).")
-    target_scorer: str | None = Field(None, description="Compute target scores with a scorer instead: constitution[:FILE], reward_model:PATH, classifier:..., judge:... (see docs/feedback.md).")
+    target_scorer: str | None = Field(None, description="Compute target scores with a scorer instead: constitution[:FILE], reward_model:PATH, classifier:..., judge:..., or the weighted sum a@w+b@v (see docs/feedback.md).")
 
 
 @dataclass
@@ -148,7 +148,7 @@ def run_score_sft(config: ScoreSFTConfig, model: Any = None, tokenizer: Any = No
     train_raw, eval_raw = read_splits(config, train_records, eval_records,
                                       validate=lambda record: scored_example(record, config, needs_score=scorer is None
                                                                              and not config.target_scorer))
-    scorer = scorer or (build_scorer(config.target_scorer) if config.target_scorer else None)
+    scorer = scorer or (build_scorer(config.target_scorer, key="target_scorer") if config.target_scorer else None)
     tokenizer = tokenizer or load_tokenizer_for(config, model)
     train_set = prepare_scored(train_raw, tokenizer, config, scorer, "train")
     eval_set = prepare_scored(eval_raw, tokenizer, config, scorer, "eval") if eval_raw else None
