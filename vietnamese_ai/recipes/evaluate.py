@@ -35,7 +35,7 @@ class EvaluateConfig(Config):
     models: list[str] = Field(description="Models to compare (local directories, adapter directories or hub names); the first is the baseline.")
     names: list[str] | None = Field(None, description="A short name per model (default: the directory names).")
     dataset: str = Field(description="Held-out prompts: records with a 'prompt' (a string or messages).")
-    scorer: str = Field("constitution", description="What scores answers: constitution[:FILE], reward_model:PATH, classifier:MODEL:LABEL[:logit], judge:MODEL, or a weighted combination.")
+    scorer: str = Field("constitution", description="What scores answers: constitution[:FILE], reward_model:PATH, classifier:MODEL:LABEL[:logit], judge:MODEL, or the weighted sum a@w+b@v of several (see docs/feedback.md).")
     constitution: str | None = Field(None, description="Constitution YAML for 'constitution' and 'judge' (default: built-in).")
     toxicity: str = Field("rules", description="Toxicity measure: 'rules' (the constitution's lexicons), 'classifier:MODEL:LABEL' (that label's probability; toxic above 0.5), or 'none'.")
     samples: int = Field(4, ge=1, description="Answers per prompt and model.")

@@ -74,7 +74,7 @@ class LabelConfig(Config):
     output: str = Field("pairs.jsonl", description="Preference pairs for `vietnamese-ai dpo`.")
     unpaired_output: str | None = Field("auto", description="Unpaired rows for `vietnamese-ai kto`; 'auto': next to output, named after it (pairs.jsonl -> pairs_unpaired.jsonl); null: none.")
     scores_output: str | None = Field(None, description="Also write every candidate with its scores.")
-    scorer: str = Field("constitution", description="constitution[:FILE.yaml], reward_model:PATH, classifier:MODEL:LABEL[:logit], judge:MODEL; combine as a@0.7+b@0.3.")
+    scorer: str = Field("constitution", description="constitution[:FILE.yaml], reward_model:PATH, classifier:MODEL:LABEL[:logit], judge:MODEL, or the weighted sum a@w+b@v of several (a@0.7+b@0.3; see docs/feedback.md).")
     constitution: str | None = Field(None, description="Constitution YAML for 'constitution' and 'judge' scorers (default: built-in).")
     min_margin: float = Field(0.1, ge=0, description="Keep a pair only if best - worst >= min_margin.")
 
