@@ -192,6 +192,9 @@ def test_the_seed_recipe_names_work(tmp_path, tiny_model, prompts_file, rewards_
     (["batch_size=6", "mini_batch_size=4"], ["batch_size=6 is not a multiple of the mini-batch"]),
     (["kl_estimator=k2"], ["key 'kl_estimator'"]),
     (["beta=0.1"], ["unknown key 'beta'"]),
+    (["num_generations=2"], ["key 'num_generations'", "one completion per prompt"]),
+    (["max_rollouts=2"], ["max_rollouts=2 and max_steps=1: give one of them"]),
+    (["max_rollouts=0"], ["key 'max_rollouts'"]),
 ])
 def test_bad_ppo_input_is_one_line(tmp_path, capsys, tiny_model, prompts_file, rewards_file, extra, fragments):
     argv = ["ppo", f"model_name_or_path={tiny_model}", f"dataset={prompts_file}", f"reward=python:{rewards_file}:constant",
@@ -361,3 +364,66 @@ def test_a_value_model_that_is_not_there_is_found_before_the_policy_loads(tmp_pa
     message = str(error.value)
     assert message.startswith("value_model_name_or_path: ") and str(path) in message and fragment in message, message
     assert "\n" not in message
+
+
+# ------------------------------------------------------------------------------ rollouts, steps and epochs
+
+
+def test_max_rollouts_with_the_recipe_names_runs_that_many_rollouts(tmp_path, caplog, tiny_model, prompts_file,
+                                                                   rewards_file):
+    """The original recipe's names: batch_size=4 completions per rollout, mini_batch_size=2 per
+    optimizer step, ppo_epochs=2 passes: 4 / 2 x 2 = 4 optimizer steps per rollout. max_rollouts=3 is
+    3 rollouts (12 optimizer steps), said at start-up; 8 prompts make 2 rollouts of 4 per epoch, so
+    step s is at epoch s / 8."""
+    import logging
+
+    from tests.conftest import read_jsonl
+
+    config = PPOConfig(model_name=tiny_model, dataset=prompts_file, reward=f"python:{rewards_file}:even_tokens",
+                       batch_size=4, mini_batch_size=2, ppo_epochs=2, max_rollouts=3, max_new_tokens=4,
+                       output_dir=str(tmp_path / "run"), logging_steps=1, save_steps=0, disable_tqdm=True)
+    with caplog.at_level(logging.INFO, logger="vietnamese_ai"):
+        result = run_ppo(config)
+    assert result.global_step == 12
+    sampled = [r["step"] for r in result.history if "reward" in r]            # rollout statistics: one set per rollout
+    assert sampled == [1, 5, 9], sampled
+    assert sorted({row["step"] for row in read_jsonl(tmp_path / "run" / "completions.jsonl")}) == [1, 5, 9]
+    assert [r["epoch"] for r in result.history] == [round(s / 8, 4) for s in range(1, 13)]
+    assert result.history[-1]["epoch"] == 1.5
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ppo: 3 rollouts")]
+    assert lines == ["ppo: 3 rollouts x 4 optimizer steps each = 12 optimizer steps; a rollout: 4 prompts x "
+                     "1 completion on 1 process, 2 optimizer steps per pass x 2 passes; 1.5 epochs of 8 prompts"], \
+        [r.getMessage() for r in caplog.records]
+
+
+def test_the_start_up_line_and_a_run_that_stops_inside_a_rollout(caplog):
+    """max_rollouts becomes the max_steps it amounts to; a max_steps or num_train_epochs that ends
+    inside a rollout is said (GRPO and RLOO share the engine, and the line)."""
+    import logging
+
+    from vietnamese_ai.recipes.grpo import GRPOConfig
+    from vietnamese_ai.recipes.online import RolloutShape, plan_rollouts
+
+    recipe = PPOConfig(batch_size=4, mini_batch_size=2, ppo_epochs=2).resolved()
+    shape = RolloutShape.of(recipe, 1)
+    assert (shape.prompts, shape.steps_per_rollout) == (4, 4)
+    with caplog.at_level(logging.INFO, logger="vietnamese_ai"):
+        planned = plan_rollouts(recipe.model_copy(update={"max_rollouts": 5}), shape, 8, "ppo")
+        assert (planned.max_steps, planned.max_rollouts) == (20, None)
+        plan_rollouts(recipe.model_copy(update={"max_steps": 10}), shape, 8, "ppo")
+        plan_rollouts(recipe.model_copy(update={"num_train_epochs": 0.75}), shape, 8, "ppo")   # 6 of 2 x 4 steps
+        grpo = GRPOConfig(per_device_train_batch_size=8, num_generations=4, gradient_accumulation_steps=2,
+                          steps_per_generation=4, num_iterations=3)
+        plan_rollouts(grpo, RolloutShape.of(grpo, 2), 40, "grpo")
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0].startswith("ppo: 5 rollouts x 4 optimizer steps each = 20 optimizer steps;"), messages
+    assert messages[0].endswith("2.5 epochs of 8 prompts"), messages
+    assert messages[1].startswith("ppo: 3 rollouts x 4 optimizer steps each, the last cut to 2 = 10 optimizer steps;")
+    assert messages[2] == ("max_steps=10 stops rollout 3 after 2 of its 4 optimizer steps (max_steps counts optimizer "
+                           "steps; max_rollouts counts rollouts)")
+    assert messages[4].startswith("num_train_epochs=0.75 stops rollout 2 after 2 of its 4"), messages
+    # GRPO: 8 x 4 / 4 = 8 prompts per rollout on each of 2 processes, 40 prompts = 2 rollouts per epoch;
+    # 4 micro-batches / 2 accumulation = 2 optimizer steps per pass x 3 passes; num_train_epochs=3: 6 rollouts
+    assert messages[5] == ("grpo: 6 rollouts x 6 optimizer steps each = 36 optimizer steps; a rollout: 8 prompts x "
+                           "4 completions on each of 2 processes, 2 optimizer steps per pass x 3 passes; "
+                           "3 epochs of 40 prompts"), messages

@@ -46,7 +46,7 @@ from vietnamese_ai.errors import ConfigError, DataError, TrainingError
 from vietnamese_ai.models.sampling import sample_completions
 from vietnamese_ai.training.checkpoint import TrainerState
 from vietnamese_ai.training.config import TrainingConfig
-from vietnamese_ai.training.loop import process_state, train
+from vietnamese_ai.training.loop import process_state, total_optimizer_steps, train
 from vietnamese_ai.training.metrics import MetricsLog, reduce_sums
 from vietnamese_ai.training.sources import StepBatches
 
@@ -73,6 +73,8 @@ class OnlineConfig(TrainingConfig):
     steps_per_generation: int | None = Field(None, ge=1, description="Micro-batches per rollout on each device (default: gradient_accumulation_steps).")
     generation_batch_size: int | None = Field(None, ge=1, description="Completions per rollout over all devices (alternative to steps_per_generation).")
     num_iterations: int = Field(1, ge=1, description="Passes over each rollout (mu in the GRPO paper).")
+    max_steps: int = Field(-1, ge=-1, description="Optimizer steps to run, not rollouts: one rollout is trained for (steps_per_generation / gradient_accumulation_steps) x num_iterations optimizer steps (said at start-up); -1 means use max_rollouts or num_train_epochs.")
+    max_rollouts: int | None = Field(None, ge=1, description="Rollouts to run (each one batch of prompts sampled, scored and trained on); the run then takes max_rollouts x the optimizer steps per rollout (said at start-up). Give it or max_steps, not both; either overrides num_train_epochs.")
     epsilon: float = Field(0.2, gt=0, lt=1, description="Clip range below 1 of the importance ratio (and above, unless epsilon_high is set).")
     epsilon_high: float | None = Field(None, gt=0, description="Clip range above 1 (DAPO's clip-higher); default: epsilon.")
     reward_cut_completions: Literal["as_sampled", "with_eos"] = Field("as_sampled", description="Where a reward model that shares the policy's tokenizer reads a completion cut at max_completion_length without EOS: as_sampled, at its last sampled token (as TRL and OpenRLHF read it), or with_eos, at an EOS appended after it (as if finished). Scorers that read text are not affected.")
@@ -101,6 +103,9 @@ class OnlineConfig(TrainingConfig):
                 raise ValueError(f"{key} does not apply to online RL; {instead}")
         if self.steps_per_generation is not None and self.generation_batch_size is not None:
             raise ValueError("give steps_per_generation or generation_batch_size, not both")
+        if self.max_rollouts is not None and self.max_steps > 0:
+            raise ValueError(f"max_rollouts={self.max_rollouts} and max_steps={self.max_steps}: give one of them "
+                             f"(max_rollouts counts rollouts, max_steps optimizer steps)")
         if self.reward_weights is not None and self.reward is not None and len(self.reward_weights) != len(self.reward):
             raise ValueError(f"reward_weights has {len(self.reward_weights)} entries for {len(self.reward)} rewards")
         if self.reward_weights is not None and not self.reward:
@@ -118,6 +123,22 @@ class RolloutShape:
     prompts: int              # prompts per rollout on each process (P)
     world: int
     optimizer_steps: int      # optimizer steps per pass over one rollout
+    passes: int = 1           # passes over each rollout (num_iterations)
+    group: int = 1            # completions per prompt (num_generations)
+
+    @property
+    def steps_per_rollout(self) -> int:
+        """Optimizer steps one rollout is trained for, over all its passes."""
+        return self.optimizer_steps * self.passes
+
+    def rollouts_per_epoch(self, num_prompts: int) -> int:
+        """Whole rollouts an epoch of `num_prompts` fills; the prompts left over (fewer than a rollout
+        takes) sit out that epoch, and the next epoch's order is another."""
+        per_epoch = num_prompts // (self.prompts * self.world)
+        if per_epoch == 0:
+            raise ConfigError(f"dataset: {num_prompts} prompts cannot fill one rollout of {self.prompts} "
+                              f"prompts on each of {self.world} processes")
+        return per_epoch
 
     @classmethod
     def of(cls, config: OnlineConfig, world: int) -> "RolloutShape":
@@ -136,7 +157,52 @@ class RolloutShape:
             raise ConfigError(f"per_device_train_batch_size: {batch} x {steps} micro-batches = {batch * steps} completions "
                               f"per rollout on each process is not a multiple of num_generations={group}; every prompt's "
                               f"completions must be sampled together")
-        return cls(steps, batch * steps // group, world, steps // accumulation)
+        return cls(steps, batch * steps // group, world, steps // accumulation, config.num_iterations, group)
+
+
+def plan_rollouts(config: OnlineConfig, shape: RolloutShape, num_prompts: int, name: str) -> OnlineConfig:
+    """The run's length, said in one line at start-up in rollouts and optimizer steps. max_rollouts
+    becomes the max_steps it amounts to, the count the training loop runs by (config.yaml records
+    that max_steps)."""
+    per_epoch = shape.rollouts_per_epoch(num_prompts)
+    if config.max_rollouts is not None:
+        config = config.model_copy(update={"max_steps": config.max_rollouts * shape.steps_per_rollout,
+                                           "max_rollouts": None})
+    total = total_optimizer_steps(config, per_epoch * shape.steps_per_rollout)
+    log.info(describe_run_length(name, shape, total, per_epoch, num_prompts))
+    done = total % shape.steps_per_rollout
+    if done:
+        cause = f"max_steps={config.max_steps}" if config.max_steps > 0 else f"num_train_epochs={config.num_train_epochs:g}"
+        log.warning("%s stops rollout %d after %d of its %d optimizer steps (max_steps counts optimizer steps; "
+                    "max_rollouts counts rollouts)", cause, math.ceil(total / shape.steps_per_rollout), done,
+                    shape.steps_per_rollout)
+    return config
+
+
+def describe_run_length(name: str, shape: RolloutShape, total_steps: int, rollouts_per_epoch: int, num_prompts: int) -> str:
+    """The start-up line: rollouts x optimizer steps each = the total, what a rollout is, and the
+    epochs (the logged `epoch` of the last step).
+
+    >>> shape = RolloutShape(steps=2, prompts=4, world=1, optimizer_steps=2, passes=2)
+    >>> describe_run_length("ppo", shape, 12, 2, 8)
+    'ppo: 3 rollouts x 4 optimizer steps each = 12 optimizer steps; a rollout: 4 prompts x 1 completion on 1 process, 2 optimizer steps per pass x 2 passes; 1.5 epochs of 8 prompts'
+    >>> describe_run_length("ppo", shape, 10, 2, 8).split(";")[0]
+    'ppo: 3 rollouts x 4 optimizer steps each, the last cut to 2 = 10 optimizer steps'
+    >>> describe_run_length("grpo", RolloutShape(steps=1, prompts=1, world=2, optimizer_steps=1, group=8), 10, 2, 5)
+    'grpo: 10 rollouts x 1 optimizer step each = 10 optimizer steps; a rollout: 1 prompt x 8 completions on each of 2 processes, 1 optimizer step per pass x 1 pass; 5 epochs of 5 prompts'
+    """
+    def counted(n: int, word: str, plural: str = "s") -> str:
+        return f"{n} {word}{'' if n == 1 else plural}"
+
+    each = shape.steps_per_rollout
+    cut = total_steps % each
+    last = f", the last cut to {cut}" if cut else ""
+    where = "on 1 process" if shape.world == 1 else f"on each of {shape.world} processes"
+    return (f"{name}: {counted(math.ceil(total_steps / each), 'rollout')} x {counted(each, 'optimizer step')} each{last}"
+            f" = {counted(total_steps, 'optimizer step')}; a rollout: {counted(shape.prompts, 'prompt')} x "
+            f"{counted(shape.group, 'completion')} {where}, {counted(shape.optimizer_steps, 'optimizer step')} per "
+            f"pass x {counted(shape.passes, 'pass', 'es')}; {total_steps / (rollouts_per_epoch * each):.4g} epochs of "
+            f"{num_prompts} prompts")
 
 
 @dataclass
@@ -350,11 +416,8 @@ class RolloutSource:
     def setup(self, accelerator: Any) -> int:
         self.accelerator = accelerator
         self.shape = RolloutShape.of(self.config, accelerator.num_processes)
-        per_epoch = len(self.prompts) // (self.shape.prompts * self.shape.world)
-        if per_epoch == 0:
-            raise ConfigError(f"dataset: {len(self.prompts)} prompts cannot fill one rollout of {self.shape.prompts} "
-                              f"prompts on each of {self.shape.world} processes")
-        return per_epoch * self.config.num_iterations * self.shape.optimizer_steps
+        # The loop's epoch is step / this: whole rollouts trained over the rollouts an epoch holds.
+        return self.shape.rollouts_per_epoch(len(self.prompts)) * self.shape.steps_per_rollout
 
     def attach(self, model: Any, output_dir: str, resume_step: int | None) -> None:
         self.model = model
@@ -609,11 +672,12 @@ def run_online(config: OnlineConfig, method: OnlineMethod, loss_fn: Any, model: 
     config, model = model_argument(config, model)
     train_raw, _ = read_splits(config, train_records, None, validate=read_prompt)
     state = process_state()
-    RolloutShape.of(config, state.num_processes)  # a batch that cannot hold whole groups fails here
+    shape = RolloutShape.of(config, state.num_processes)  # a batch that cannot hold whole groups fails here
     rewards = build_rewards(config, state.device, reward_funcs)
     tokenizer = tokenizer or load_tokenizer_for(config, model)
     read_sampled_ids(rewards, tokenizer, config.reward_cut_completions == "with_eos")
     prompts = tokenize_prompts(train_raw, tokenizer, config.max_prompt_length)
+    config = plan_rollouts(config, shape, len(prompts), method.name)   # too few prompts for a rollout fails here
     source_class = source_class or RolloutSource
     source_class.check_prompts(config, prompts)
     model, tokenizer = load_policy(config, model, tokenizer)

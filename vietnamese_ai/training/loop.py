@@ -279,6 +279,11 @@ def _resume(config: TrainingConfig, path: str, model: Any, optimizer: Any, sched
     return state
 
 
+def total_optimizer_steps(config: TrainingConfig, steps_per_epoch: int) -> int:
+    """The optimizer steps a run takes: max_steps, else num_train_epochs of `steps_per_epoch`."""
+    return config.max_steps if config.max_steps > 0 else math.ceil(config.num_train_epochs * steps_per_epoch)
+
+
 def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequence[Any] | None, collate: Collate | None,
           loss_fn: LossFn, eval_data: Sequence[Any] | None = None, eval_loss_fn: LossFn | None = None,
           source: StepSource | None = None) -> TrainResult:
@@ -303,7 +308,7 @@ def _train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Seque
         with atomic_file(os.path.join(out, "config.yaml")) as f:
             f.write(config.to_yaml())
     steps_per_epoch = source.setup(accelerator)
-    total_steps = config.max_steps if config.max_steps > 0 else math.ceil(config.num_train_epochs * steps_per_epoch)
+    total_steps = total_optimizer_steps(config, steps_per_epoch)
     settings = run_settings(config, source.examples, accelerator.num_processes, total_steps)
 
     torch.manual_seed(config.seed)
