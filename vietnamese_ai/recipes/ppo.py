@@ -3,7 +3,8 @@
 
 What runs, per rollout (models sample with dropout off, log-probs at the sampling temperature):
 
-1. one completion per prompt (`num_generations`), scored by the reward; the missing-EOS penalty;
+1. one completion per prompt (`num_generations` > 1 is refused: the value estimate is PPO's baseline,
+   a group of completions per prompt is GRPO's and RLOO's), scored by the reward; the missing-EOS penalty;
 2. one pass over the rollout with the sampling policy: its log-probs and its value estimate at
    every completion token; the reference's log-probs;
 3. per-token rewards: the KL penalty -β kl_t at every token (k1 = log π_old - log π_ref, or k3) and the
@@ -27,6 +28,8 @@ final/value_model; the value loss then trains only it.
 Seed-compatible names: the keys of TRL's original PPOConfig also work (`batch_size`, `mini_batch_size`,
 `ppo_epochs`, `init_kl_coef`, `adap_kl_ctrl`, `target`, `horizon`, `cliprange`, `model_name`) and so do
 its generation keyword arguments (`max_new_tokens`, `top_k`, `top_p`, `do_sample`, `min_length`).
+One step of that recipe (a batch of prompts) is one rollout here, `batch_size` / `mini_batch_size` x
+`ppo_epochs` optimizer steps: `max_rollouts` counts rollouts, `max_steps` optimizer steps.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ class PPOConfig(OnlineConfig):
     learning_rate: float = Field(3e-6, ge=0, description="Peak learning rate (AdamW), for the policy and its value head.")
     num_generations: int = Field(1, ge=1, le=1, description="Completions sampled per prompt: always 1 (the value head or value model is PPO's baseline; several completions per prompt are GRPO's and RLOO's).")
     per_device_train_batch_size: int = Field(4, ge=1, description="Completions per micro-batch on each device.")
-    batch_size: int | None = Field(None, ge=1, description="Completions per rollout on each device (TRL's original name; sets steps_per_generation).")
+    batch_size: int | None = Field(None, ge=1, description="Completions per rollout on each device (TRL's original name; sets steps_per_generation). A step of the original recipe is one rollout: count them with max_rollouts (max_steps counts optimizer steps, batch_size / mini_batch_size x ppo_epochs per rollout).")
     mini_batch_size: int | None = Field(None, ge=1, description="Completions per optimizer step on each device (TRL's original name; sets per_device_train_batch_size = mini_batch_size / gradient_accumulation_steps).")
     num_ppo_epochs: int = Field(4, ge=1, description="Passes over each rollout (ppo_epochs).")
     kl_coef: float = Field(0.05, ge=0, description="β: weight of the per-token KL penalty in the reward (the starting value with adaptive_kl); 0 loads no reference.")
