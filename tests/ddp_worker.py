@@ -1,4 +1,10 @@
-"""Run by tests/test_distributed.py under `torchrun --nproc_per_node 2`: SFT with DDP on CPU (gloo)."""
+"""Run by tests/test_distributed.py under `torchrun --nproc_per_node 2`: SFT with DDP on CPU (gloo).
+
+    ddp_worker.py MODEL DATA OUT BATCH ACCUMULATION   one run; rank 0 prints its losses
+    ddp_worker.py resume MODEL DATA OUT               three runs in OUT/full, OUT/resumed: uninterrupted,
+                                                      crashed inside step 3 (every rank), resumed from
+                                                      its step-2 checkpoint; rank 0 prints both runs' losses
+"""
 
 import json
 import os
@@ -7,7 +13,7 @@ import sys
 from vietnamese_ai.recipes.sft import SFTConfig, run_sft
 
 
-def main() -> None:
+def one_run() -> None:
     model, data, out, batch, accumulation = sys.argv[1:6]
     result = run_sft(SFTConfig(model_name_or_path=model, dataset=data, output_dir=out, learning_rate=1e-3,
                                per_device_train_batch_size=int(batch), gradient_accumulation_steps=int(accumulation),
@@ -17,5 +23,43 @@ def main() -> None:
         print(json.dumps(result.series("loss")))
 
 
+def resume_runs() -> None:
+    from vietnamese_ai.data.loading import load_records
+    from vietnamese_ai.data.tokenize import prepare_sft
+    from vietnamese_ai.models.loading import load_causal_lm, load_tokenizer
+    from vietnamese_ai.recipes.sft import sft_collate, sft_loss
+    from vietnamese_ai.training.loop import train
+
+    model_path, data, out = sys.argv[2:5]
+    tokenizer = load_tokenizer(model_path)
+    examples, _ = prepare_sft(load_records(data), tokenizer, 64, vocab_size=None)
+
+    def run(name, loss_fn=sft_loss, **overrides):
+        config = SFTConfig(model_name_or_path=model_path, dataset=data, output_dir=os.path.join(out, name),
+                           per_device_train_batch_size=2, max_steps=4, save_steps=2, logging_steps=1,
+                           learning_rate=1e-3, seed=3, disable_tqdm=True, **overrides)
+        return train(load_causal_lm(model_path), tokenizer, config, examples,
+                     sft_collate(True, tokenizer.pad_token_id), loss_fn)
+
+    calls = {"n": 0}
+
+    def crash_in_step_3(model, batch):   # one micro-batch per step: the third call is step 3, on every rank
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("simulated crash")
+        return sft_loss(model, batch)
+
+    full = run("full")
+    try:
+        run("resumed", crash_in_step_3)
+    except RuntimeError as e:
+        assert "simulated crash" in str(e)
+    else:
+        raise AssertionError("the crash did not happen")
+    resumed = run("resumed", resume_from_checkpoint="latest")
+    if os.environ.get("RANK", "0") == "0":
+        print(json.dumps({"full": full.series("loss"), "resumed": resumed.series("loss")}))
+
+
 if __name__ == "__main__":
-    main()
+    resume_runs() if sys.argv[1] == "resume" else one_run()

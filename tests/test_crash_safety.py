@@ -148,6 +148,43 @@ def test_resume_latest_falls_back_from_a_damaged_checkpoint(tmp_path, tiny_dropo
     assert _losses(resumed.output_dir) == _losses(uninterrupted.output_dir)
 
 
+def test_a_checkpoint_with_the_former_single_random_state_still_resumes_exactly(tmp_path, tiny_dropout_model,
+                                                                                 sft_file_module, uninterrupted):
+    """Checkpoints written before each process's generators were kept (rng_state_RANK.pth) hold one
+    state, in rng.safetensors and python_rng.json: a single-process run still resumes from them
+    exactly. A checkpoint lacking the state of one of its processes fails its check."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from vietnamese_ai.training.checkpoint import STATE_FILE, RandomState
+
+    config = _config(tmp_path, "run", tiny_dropout_model, sft_file_module, logging_steps=3, save_steps=2)
+    with pytest.raises(RuntimeError):
+        _train(config, FailAtCall(2 * 5 + 1, _crash))
+    newest = checkpoint_dirs(config.output_dir)[-1]
+    state_path = os.path.join(newest, STATE_FILE)
+    state = json.load(open(state_path))
+
+    two = str(tmp_path / "two")
+    shutil.copytree(newest, two)
+    json.dump({**state, "settings": {**state["settings"], "num_processes": 2}}, open(os.path.join(two, STATE_FILE), "w"))
+    assert check_checkpoint(two) == "no rng_state_1.pth (the random state of process 1)"
+
+    saved = RandomState.from_file(os.path.join(newest, "rng_state_0.pth"))
+    os.remove(os.path.join(newest, "rng_state_0.pth"))
+    save_file(saved.torch_state, os.path.join(newest, "rng.safetensors"))
+    json.dump(saved.python_state, open(os.path.join(newest, "python_rng.json"), "w"))
+    del state["files"]["rng_state_0.pth"]
+    for name in ("rng.safetensors", "python_rng.json"):
+        state["files"][name] = os.path.getsize(os.path.join(newest, name))
+    json.dump(state, open(state_path, "w"))
+    assert check_checkpoint(newest) is None
+    resumed = _train(config.model_copy(update={"resume_from_checkpoint": "latest"}))
+    assert _losses(resumed.output_dir) == _losses(uninterrupted.output_dir)
+    assert _same_weights(resumed.final_dir, uninterrupted.final_dir)
+
+
 def test_a_torn_last_metrics_line_does_not_stop_a_resume(tmp_path, tiny_dropout_model, sft_file_module, uninterrupted):
     config = _config(tmp_path, "run", tiny_dropout_model, sft_file_module, logging_steps=3, save_steps=2)
     with pytest.raises(RuntimeError):

@@ -1,7 +1,9 @@
 """Checkpoints that are written atomically, checked before use, and resume exactly.
 
 A checkpoint directory holds the model in Hugging Face format (so it can be loaded on its own),
-optimizer.pt, scheduler.json, rng.safetensors, python_rng.json and, written last, trainer_state.json:
+optimizer.pt, scheduler.json, rng_state_RANK.pth (the random generators of each process: torch, CUDA,
+Python, NumPy; each rank draws its own dropout masks, so each rank's state is kept) and, written last,
+trainer_state.json:
 the step, the position in the epoch's data order, the sums of the metrics window that was not logged
 yet, the settings the run was started with, and the size of every other file in the directory.
 
@@ -15,20 +17,26 @@ rather than trusted.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from vietnamese_ai.errors import ConfigError
 from vietnamese_ai.files import remove_directory
 
+log = logging.getLogger("vietnamese_ai")
+
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
 STATE_FILE = "trainer_state.json"
+# Checkpoints written before each rank's generators were kept hold rank 0's alone, in these two files.
+LEGACY_RNG, LEGACY_PYTHON_RNG = "rng.safetensors", "python_rng.json"
 
 
 @dataclass
@@ -67,6 +75,10 @@ def _file_sizes(root: str) -> dict[str, int]:
     return sizes
 
 
+def rng_file(rank: int) -> str:
+    return f"rng_state_{rank}.pth"
+
+
 def check_checkpoint(path: str) -> str | None:
     """None if `path` is a complete checkpoint, else what is wrong with it."""
     state_path = os.path.join(path, STATE_FILE)
@@ -85,6 +97,10 @@ def check_checkpoint(path: str) -> str | None:
             return f"{name} is missing"
         if os.path.getsize(full) != size:
             return f"{name} has {os.path.getsize(full)} bytes, {size} were written"
+    if LEGACY_RNG not in state.files:   # written before each rank's generators were kept: one file for all
+        for rank in range(int(state.settings.get("num_processes", 1))):
+            if rng_file(rank) not in state.files:
+                return f"no {rng_file(rank)} (the random state of process {rank})"
     return None
 
 
@@ -105,32 +121,63 @@ def set_rng_state(state: dict[str, torch.Tensor]) -> None:
 
 @dataclass
 class RandomState:
-    """Every random generator the training step draws from (dropout, data order is seeded separately)."""
+    """Every random generator this process's training step may draw from (dropout; a user's reward
+    function or collator). The data order is seeded separately."""
 
     torch_state: dict[str, torch.Tensor]
     python_state: Any
+    numpy_state: Any = None
 
     @classmethod
     def capture(cls) -> "RandomState":
-        return cls(rng_state(), random.getstate())
+        return cls(rng_state(), random.getstate(), np.random.get_state())
 
     def restore(self) -> None:
         set_rng_state(self.torch_state)
         random.setstate(self.python_state)
+        if self.numpy_state is not None:
+            np.random.set_state(self.numpy_state)
+
+    def to_file(self, path: str) -> None:
+        """Tensors, numbers and lists only, so that reading it back needs no unpickling of objects."""
+        name, keys, position, has_gauss, gauss = self.numpy_state
+        version, internal, python_gauss = self.python_state
+        torch.save({"torch": self.torch_state, "python": [version, list(internal), python_gauss],
+                    "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss]}, path)
+
+    @classmethod
+    def from_file(cls, path: str) -> "RandomState":
+        saved = torch.load(path, weights_only=True, map_location="cpu")
+        version, internal, python_gauss = saved["python"]
+        name, keys, position, has_gauss, gauss = saved["numpy"]
+        return cls(saved["torch"], (version, tuple(internal), python_gauss),
+                   (name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+
+
+def read_random_state(path: str, rank: int) -> RandomState:
+    """This process's generators as `path` saved them (see `compare_settings` for the world size)."""
+    if os.path.isfile(os.path.join(path, rng_file(rank))):
+        return RandomState.from_file(os.path.join(path, rng_file(rank)))
+    if rank > 0:
+        log.warning("%s holds the random state of process 0 only (it was saved by an earlier version): process "
+                    "%d restores that one, so its dropout after the resume differs from an uninterrupted run", path, rank)
+    with open(os.path.join(path, LEGACY_PYTHON_RNG)) as f:
+        version, internal, gauss = json.load(f)
+    return RandomState(load_file(os.path.join(path, LEGACY_RNG)), (version, tuple(internal), gauss))
 
 
 def write_training_state(path: str, optimizer: torch.optim.Optimizer | None, scheduler: Any, state: TrainerState,
-                         randomness: RandomState | None = None) -> None:
+                         randomness: list[RandomState] | None = None) -> None:
     """Everything but the weights, trainer_state.json last. `optimizer=None` (sharded runs) writes no
-    optimizer state; `randomness` defaults to the generators' current state."""
-    randomness = randomness or RandomState.capture()
+    optimizer state; `randomness` holds every process's generators, by rank (default: this process's
+    current state, for a single-process run)."""
+    randomness = randomness or [RandomState.capture()]
     if optimizer is not None:
         torch.save(optimizer.state_dict(), os.path.join(path, "optimizer.pt"))
     with open(os.path.join(path, "scheduler.json"), "w") as f:
         json.dump(scheduler.state_dict(), f)
-    save_file(randomness.torch_state, os.path.join(path, "rng.safetensors"))
-    with open(os.path.join(path, "python_rng.json"), "w") as f:
-        json.dump(randomness.python_state, f)
+    for rank, generators in enumerate(randomness):
+        generators.to_file(os.path.join(path, rng_file(rank)))
     state.files = _file_sizes(path)
     with open(os.path.join(path, STATE_FILE), "w") as f:
         f.write(state.to_json())
@@ -141,8 +188,8 @@ def read_trainer_state(path: str) -> TrainerState:
         return TrainerState(**json.load(f))
 
 
-def read_training_state(path: str, optimizer: torch.optim.Optimizer, scheduler: Any) -> TrainerState:
-    """Restore the optimizer, the schedule and the random generators; return the trainer state."""
+def read_training_state(path: str, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int = 0) -> TrainerState:
+    """Restore the optimizer, the schedule and process `rank`'s random generators; return the trainer state."""
     if not os.path.isfile(os.path.join(path, "optimizer.pt")):
         raise ConfigError(f"resume_from_checkpoint: '{path}' has no optimizer state (it was saved by a sharded "
                           f"FSDP/DeepSpeed run), so it cannot resume exactly; start a new run from its weights "
@@ -151,10 +198,7 @@ def read_training_state(path: str, optimizer: torch.optim.Optimizer, scheduler: 
     optimizer.load_state_dict(torch.load(os.path.join(path, "optimizer.pt"), weights_only=True, map_location="cpu"))
     with open(os.path.join(path, "scheduler.json")) as f:
         scheduler.load_state_dict(json.load(f))
-    set_rng_state(load_file(os.path.join(path, "rng.safetensors")))
-    with open(os.path.join(path, "python_rng.json")) as f:
-        version, internal, gauss = json.load(f)
-        random.setstate((version, tuple(internal), gauss))
+    read_random_state(path, rank).restore()
     return read_trainer_state(path)
 
 

@@ -234,6 +234,16 @@ def _gather_source_states(accelerator: Any, source: StepSource, own: dict[str, A
     return gather_object([own])
 
 
+def _gather_random_states(accelerator: Any, own: RandomState | None = None) -> list[RandomState]:
+    """Every process's random generators, by rank: each draws its own dropout masks."""
+    own = own or RandomState.capture()
+    if accelerator.num_processes == 1:
+        return [own]
+    from accelerate.utils import gather_object
+
+    return gather_object([own])
+
+
 def _read_source_state(path: str, rank: int) -> dict[str, Any]:
     file = os.path.join(path, SOURCE_STATE)
     if not os.path.isfile(file):
@@ -249,6 +259,7 @@ def _save_checkpoint(accelerator: Any, model: Any, tokenizer: Any, optimizer: An
     path = os.path.join(out, "checkpoints", f"step-{state.global_step:06d}")
     state.log_window = window.state(accelerator)
     sources = _gather_source_states(accelerator, source, source_state)
+    generators = _gather_random_states(accelerator, randomness)
 
     def extra(tmp: str) -> None:
         if any(sources):
@@ -256,7 +267,7 @@ def _save_checkpoint(accelerator: Any, model: Any, tokenizer: Any, optimizer: An
                 json.dump(sources, f)
         # A sharded optimizer's state_dict on one rank is only its shard: such checkpoints keep the
         # weights but cannot resume exactly, and say so (read_training_state).
-        write_training_state(tmp, None if sharded else optimizer, scheduler, state, randomness)
+        write_training_state(tmp, None if sharded else optimizer, scheduler, state, generators)
 
     _save_model_dir(accelerator, model, tokenizer, path, sharded, out, extra=extra)
     if accelerator.is_main_process:
@@ -265,12 +276,12 @@ def _save_checkpoint(accelerator: Any, model: Any, tokenizer: Any, optimizer: An
 
 
 def _resume(config: TrainingConfig, path: str, model: Any, optimizer: Any, scheduler: Any,
-            settings: dict[str, Any]) -> TrainerState:
+            settings: dict[str, Any], rank: int = 0) -> TrainerState:
     fresh_groups = [dict(group) for group in optimizer.param_groups]
     saved = read_trainer_state(path).settings
     changed = compare_settings(saved, settings, path)   # refuses a changed data order before touching anything
     load_weights(model, path)
-    state = read_training_state(path, optimizer, scheduler)
+    state = read_training_state(path, optimizer, scheduler, rank)
     apply_current_optimisation(optimizer, scheduler, fresh_groups, config.learning_rate)
     if changed:
         log.warning("resuming from %s with changed settings, applied from step %d on: %s", path, state.global_step + 1,
@@ -320,7 +331,8 @@ def _train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Seque
     sharded = accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
     state = TrainerState(settings=settings)
     if resume_from:
-        state = _resume(config, resume_from, accelerator.unwrap_model(model), optimizer, scheduler, settings)
+        state = _resume(config, resume_from, accelerator.unwrap_model(model), optimizer, scheduler, settings,
+                        accelerator.process_index)
         state.settings = settings
         source.load_state_dict(_read_source_state(resume_from, accelerator.process_index))
     source.attach(model, out, state.global_step if resume_from else None)
