@@ -87,7 +87,7 @@ CLI_CASES = {
                                            "output={dir}/s.jsonl", ["normalize", "reward_stats.json"]),
     "score-sft with a malformed target_scorer": ("score-sft model_name_or_path={model} dataset={data} "
                                                  "target_scorer=constitution@x output_dir={dir}/o",
-                                                 ["target_scorer: weight 'x' in 'constitution@x' is not a number"]),
+                                                 ["key 'target_scorer': weight 'x' in 'constitution@x' is not a number"]),
     "score-sft target_scorer without a reward head": ("score-sft model_name_or_path={model} dataset={data} "
                                                       "target_scorer=reward_model:{model} output_dir={dir}/o",
                                                       ["target_scorer: '{model}' has no trained reward head"]),
@@ -264,8 +264,8 @@ def test_critique_that_revises_nothing_fails_with_the_reason(tmp_path, capsys, t
     ("sft learning_rate=.inf", ["key 'learning_rate'", "finite number"]),
     ("sft fp16=true", ["fp16", "needs a GPU"]),
     ("dpo ref_model_name_or_path=/nonexistent/ref", ["ref_model_name_or_path: '/nonexistent/ref': no such directory"]),
-    ("feedback label scorer=constitution@0", ["scorer: every weight is 0 in 'constitution@0'"]),
-    ("feedback label scorer=constitution@inf", ["scorer: weight 'inf' in 'constitution@inf' is not a finite number"]),
+    ("feedback label scorer=constitution@0", ["key 'scorer': every weight is 0 in 'constitution@0'"]),
+    ("feedback label scorer=constitution@inf", ["key 'scorer': weight 'inf' in 'constitution@inf' is not a finite number"]),
 ])
 def test_values_outside_their_domain_are_refused_before_any_work(tmp_path, capsys, tiny_model, argv, fragments):
     data = write_jsonl(tmp_path / "d.jsonl", [_cand(0, "Giúp tôi?", "Vâng."), _cand(0, "Giúp tôi?", "Đồ ngốc.")]

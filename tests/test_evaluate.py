@@ -93,7 +93,7 @@ def test_a_weighted_scorer_scores_every_answer_by_the_weighted_sum(tmp_path, cap
     assert len(expected) == 4 and all(e != 0 for e in expected)
     assert main([*argv, "scorer=constitution@2+constitution@", f"output_dir={tmp_path / 'bad'}"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "scorer: 'constitution@' has no weight after '@'" in err, err
+    assert len(err.splitlines()) == 1 and "key 'scorer': 'constitution@' has no weight after '@'" in err, err
 
 
 @pytest.mark.parametrize("extra,fragment", [

@@ -296,7 +296,7 @@ def test_feedback_cli_errors(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "scorer: cannot read 'magic'; expected constitution" in err, err
     assert main(["feedback", "label", f"candidates={candidates}", "scorer=constitution@1+", out]) == 2
-    assert "scorer: 'constitution@1+' has an empty part" in capsys.readouterr().err
+    assert "key 'scorer': 'constitution@1+' has an empty part" in capsys.readouterr().err
     assert main(["feedback", "nope"]) == 2
     assert "unknown command 'feedback nope'; did you mean 'feedback label'?" in capsys.readouterr().err
 

@@ -140,6 +140,27 @@ def test_a_bad_pipeline_file_is_one_line_before_anything_runs(tmp_path, capsys, 
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("last,fragment", [
+    ("  grpo:\n    model_name_or_path: ${sft.final}\n    dataset: p.jsonl\n    reward: [constitution, judge:m@]\n",
+     "stage 'grpo': key 'reward': 'judge:m@' has no weight after '@'"),
+    ("  label:\n    command: feedback label\n    candidates: c.jsonl\n    scorer: constitution@2++judge:m\n",
+     "stage 'label': key 'scorer': 'constitution@2++judge:m' has an empty part"),
+    ("  compare:\n    command: evaluate\n    models: [\"${sft.final}\", m]\n    dataset: d.jsonl\n    scorer: constitution@x\n",
+     "stage 'compare': key 'scorer': weight 'x' in 'constitution@x' is not a number"),
+    ("  regularised:\n    command: score-sft\n    model_name_or_path: m\n    dataset: d.jsonl\n    target_scorer: '@2'\n",
+     "stage 'regularised': key 'target_scorer': '@2' names nothing before '@'"),
+])
+def test_a_malformed_scorer_or_reward_in_a_later_stage_is_refused_before_the_first_runs(tmp_path, capsys, last,
+                                                                                      fragment):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"output_dir: {tmp_path / 'run'}\nstages:\n  sft:\n    model_name_or_path: m\n"
+                    f"    dataset: x.jsonl\n{last}", encoding="utf-8")
+    assert main(["pipeline", "run", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and fragment in err and str(path) in err, err
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("argv,fragment", [
     (["pipeline"], "usage: vietnamese-ai pipeline run"),
     (["pipeline", "run"], "required: PIPELINE.yaml"),

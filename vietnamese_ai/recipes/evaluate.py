@@ -50,6 +50,14 @@ class EvaluateConfig(Config):
     trust_remote_code: bool = Field(False, description="Allow model code from the hub to run.")
     disable_tqdm: bool = Field(False, description="Hide progress bars.")
 
+    @field_validator("scorer")
+    @classmethod
+    def _scorer_spec(cls, value: str) -> str:
+        from vietnamese_ai.scoring.combine import weighted_parts
+
+        weighted_parts(value)   # a malformed a@w+b@v is refused with the config (a pipeline: before its first stage)
+        return value
+
     @field_validator("models", "names", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:

@@ -78,6 +78,14 @@ class LabelConfig(Config):
     constitution: str | None = Field(None, description="Constitution YAML for 'constitution' and 'judge' scorers (default: built-in).")
     min_margin: float = Field(0.1, ge=0, description="Keep a pair only if best - worst >= min_margin.")
 
+    @field_validator("scorer")
+    @classmethod
+    def _scorer_spec(cls, value: str) -> str:
+        from vietnamese_ai.scoring.combine import weighted_parts
+
+        weighted_parts(value)   # a malformed a@w+b@v is refused with the config (a pipeline: before its first stage)
+        return value
+
 
 class CritiqueConfig(Config):
     model_name_or_path: str = Field(description="The model that critiques and revises its answers.")

@@ -95,6 +95,17 @@ class OnlineConfig(TrainingConfig):
     def _reward_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
+    @field_validator("reward")
+    @classmethod
+    def _reward_specs(cls, value: list[str] | None) -> list[str] | None:
+        # The syntax is checked with the config, so that a pipeline refuses a malformed reward before its
+        # first stage; whether the weights are all 0 depends on reward_weights too (build_rewards).
+        from vietnamese_ai.scoring.combine import weighted_parts
+
+        for entry in value or []:
+            weighted_parts(entry, nonzero=False)
+        return value
+
     @model_validator(mode="after")
     def _generation_shape(self) -> "OnlineConfig":
         for key, instead in (("eval_dataset", "evaluate the trained model afterwards"),

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from vietnamese_ai.data.layout import PackedBatch, layout, sft_sequence
 from vietnamese_ai.data.loading import Record
@@ -55,6 +55,15 @@ class ScoreSFTConfig(SFTConfig):
     score_alpha: float = Field(0.1, ge=0, description="alpha: weight of the score regression (MSE) against the LM loss.")
     score_field: str = Field("score", description="Record field holding the target score (used when target_scorer is not set).")
     target_scorer: str | None = Field(None, description="Compute target scores with a scorer instead: constitution[:FILE], reward_model:PATH, classifier:..., judge:..., or the weighted sum a@w+b@v (see docs/feedback.md).")
+
+    @field_validator("target_scorer")
+    @classmethod
+    def _target_scorer_spec(cls, value: str | None) -> str | None:
+        from vietnamese_ai.scoring.combine import weighted_parts
+
+        if value is not None:
+            weighted_parts(value)   # refused with the config (a pipeline: before its first stage)
+        return value
 
 
 @dataclass

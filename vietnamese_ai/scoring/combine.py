@@ -16,6 +16,12 @@ from vietnamese_ai.errors import ConfigError
 from vietnamese_ai.scoring import Score, Scorer, check_lengths
 
 
+class SpecProblem(ValueError):
+    """What is wrong with a weighted spec, in words that do not name the key: a config validator
+    raises it as it is (the config error names the key and where it was given), parse_weighted
+    prefixes the key."""
+
+
 def parse_weighted(spec: str, key: str, nonzero: bool = True) -> list[tuple[str, float]]:
     """The parts of `spec` and their weights: 'a@w+b@v' -> [('a', w), ('b', v)]; a part without '@'
     weighs 1. Every weight must be a finite number (zero and negative allowed) and, with `nonzero`, one
@@ -27,32 +33,41 @@ def parse_weighted(spec: str, key: str, nonzero: bool = True) -> list[tuple[str,
     >>> parse_weighted("python:rewards.py:length@-0.1+constitution", "reward")
     [('python:rewards.py:length', -0.1), ('constitution', 1.0)]
     """
+    try:
+        return weighted_parts(spec, nonzero)
+    except SpecProblem as e:
+        raise ConfigError(f"{key}: {e}") from None
+
+
+def weighted_parts(spec: str, nonzero: bool = True) -> list[tuple[str, float]]:
+    """parse_weighted without a key: a mistake raises SpecProblem (a ValueError), so that a config's
+    field validator can check a spec when the config is built (a pipeline, before its first stage)."""
     if not isinstance(spec, str):
-        raise ConfigError(f"{key}: expected text such as constitution@0.7+reward_model:PATH@0.3, got {spec!r}")
+        raise SpecProblem(f"expected text such as constitution@0.7+reward_model:PATH@0.3, got {spec!r}")
     if not spec.strip():
-        raise ConfigError(f"{key}: empty; name a scorer, or several as a@w+b@v (the weighted sum w*a + v*b)")
+        raise SpecProblem("empty; name a scorer, or several as a@w+b@v (the weighted sum w*a + v*b)")
     parts = []
     for raw in spec.split("+"):
         part = raw.strip()
         if not part:
-            raise ConfigError(f"{key}: '{spec}' has an empty part; join parts with one '+', as a@w+b@v")
+            raise SpecProblem(f"'{spec}' has an empty part; join parts with one '+', as a@w+b@v")
         name, weight = part, 1.0
         if "@" in part:
             name, _, text = part.rpartition("@")
             name, text = name.strip(), text.strip()
             if not name:
-                raise ConfigError(f"{key}: '{part}' names nothing before '@'")
+                raise SpecProblem(f"'{part}' names nothing before '@'")
             if not text:
-                raise ConfigError(f"{key}: '{part}' has no weight after '@'")
+                raise SpecProblem(f"'{part}' has no weight after '@'")
             try:
                 weight = float(text)
             except ValueError:
-                raise ConfigError(f"{key}: weight '{text}' in '{part}' is not a number") from None
+                raise SpecProblem(f"weight '{text}' in '{part}' is not a number") from None
             if not math.isfinite(weight):
-                raise ConfigError(f"{key}: weight '{text}' in '{part}' is not a finite number")
+                raise SpecProblem(f"weight '{text}' in '{part}' is not a finite number")
         parts.append((name, weight))
     if nonzero and all(w == 0 for _, w in parts):
-        raise ConfigError(f"{key}: every weight is 0 in '{spec}'; at least one must be non-zero")
+        raise SpecProblem(f"every weight is 0 in '{spec}'; at least one must be non-zero")
     return parts
 
 
