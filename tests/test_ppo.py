@@ -388,8 +388,9 @@ def test_max_rollouts_with_the_recipe_names_runs_that_many_rollouts(tmp_path, ca
     sampled = [r["step"] for r in result.history if "reward" in r]            # rollout statistics: one set per rollout
     assert sampled == [1, 5, 9], sampled
     assert sorted({row["step"] for row in read_jsonl(tmp_path / "run" / "completions.jsonl")}) == [1, 5, 9]
-    assert [r["epoch"] for r in result.history] == [round(s / 8, 4) for s in range(1, 13)]
-    assert result.history[-1]["epoch"] == 1.5
+    logged = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [r["epoch"] for r in logged] == [round(s / 8, 4) for s in range(1, 13)]
+    assert logged[3]["epoch"] == 0.5 and logged[-1]["epoch"] == 1.5        # rollout 1 of 2 per epoch; 3 rollouts
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ppo: 3 rollouts")]
     assert lines == ["ppo: 3 rollouts x 4 optimizer steps each = 12 optimizer steps; a rollout: 4 prompts x "
                      "1 completion on 1 process, 2 optimizer steps per pass x 2 passes; 1.5 epochs of 8 prompts"], \
