@@ -44,6 +44,18 @@ def read_jsonl(path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def read_only_dir(path, monkeypatch):
+    """Make a directory read-only for this process. Root writes through mode bits, so as root os.access
+    answers as it does on a read-only file system."""
+    path.mkdir()
+    os.chmod(path, 0o555)
+    if os.geteuid() == 0:
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if (mode & os.W_OK and os.path.realpath(p) ==
+                                                                          os.path.realpath(path)) else real(p, mode, **kw))
+    return path
+
+
 def _build(path, **kwargs) -> str:
     from vietnamese_ai.models.tiny import build_tiny_model
 

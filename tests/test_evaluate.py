@@ -8,7 +8,7 @@ import statistics
 import pytest
 import torch
 
-from tests.conftest import CORPUS, QUESTIONS, read_jsonl, write_jsonl
+from tests.conftest import CORPUS, QUESTIONS, read_jsonl, read_only_dir, write_jsonl
 from vietnamese_ai.cli import main
 
 
@@ -238,24 +238,11 @@ def test_a_reward_model_or_classifier_as_a_model_to_compare_is_refused_before_an
     assert not (tmp_path / "o").exists()
 
 
-def _read_only(path, monkeypatch):
-    """Make a directory read-only for this process. Root writes through mode bits, so as root os.access
-    answers as it does on a read-only file system."""
-    import os
-
-    path.mkdir()
-    os.chmod(path, 0o555)
-    if os.geteuid() == 0:
-        real = os.access
-        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if (mode & os.W_OK and os.path.realpath(p) ==
-                                                                          os.path.realpath(path)) else real(p, mode, **kw))
-    return path
-
 
 @pytest.mark.parametrize("output,fragment", [
     (lambda tmp, mp: write_jsonl(tmp / "a_file", []), "output_dir: '{out}' is a file, not a directory"),
-    (lambda tmp, mp: str(_read_only(tmp / "ro", mp)), "output_dir: '{out}' is not writable"),
-    (lambda tmp, mp: str(_read_only(tmp / "ro", mp) / "eval"), "output_dir: '{tmp}/ro' is not writable"),
+    (lambda tmp, mp: str(read_only_dir(tmp / "ro", mp)), "output_dir: '{out}' is not writable"),
+    (lambda tmp, mp: str(read_only_dir(tmp / "ro", mp) / "eval"), "output_dir: '{tmp}/ro' is not writable"),
 ])
 def test_an_output_dir_that_cannot_be_written_is_refused_before_any_model_loads(tmp_path, capsys, monkeypatch, output,
                                                                                  fragment):

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import write_jsonl
+from tests.conftest import read_only_dir, write_jsonl
 from vietnamese_ai.cli import main
 from vietnamese_ai.report.png import find_chromium
 
@@ -118,26 +118,15 @@ def test_bad_report_input_is_one_line(tmp_path, capsys, make, fragment):
     assert not (tmp_path / "r.html").exists()
 
 
-def _read_only(path, monkeypatch):
-    """Make a directory read-only for this process. Root writes through mode bits, so as root os.access
-    answers as it does on a read-only file system."""
-    path.mkdir()
-    os.chmod(path, 0o555)
-    if os.geteuid() == 0:
-        real = os.access
-        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if (mode & os.W_OK and os.path.realpath(p) ==
-                                                                          os.path.realpath(path)) else real(p, mode, **kw))
-    return path
-
 
 @pytest.mark.parametrize("args,fragment", [
-    (lambda tmp, mp: ["--output", str(_read_only(tmp / "ro", mp) / "r.html")], "--output: '{tmp}/ro' is not writable"),
+    (lambda tmp, mp: ["--output", str(read_only_dir(tmp / "ro", mp) / "r.html")], "--output: '{tmp}/ro' is not writable"),
     (lambda tmp, mp: ["--output", str(tmp)], "--output: '{tmp}' is a directory; give a file name"),
     (lambda tmp, mp: ["--output", str(tmp / "r.html"), "--png", write_jsonl(tmp / "a_file", [])],
      "--png: '{tmp}/a_file' is a file, not a directory"),
     (lambda tmp, mp: ["--output", str(tmp / "r.html"), "--png", str(tmp / "a_file" / "png")],
      "--png: cannot create '{tmp}/a_file/png': '{tmp}/a_file' is a file"),
-    (lambda tmp, mp: ["--output", str(tmp / "r.html"), "--png", str(_read_only(tmp / "ro", mp) / "png")],
+    (lambda tmp, mp: ["--output", str(tmp / "r.html"), "--png", str(read_only_dir(tmp / "ro", mp) / "png")],
      "--png: '{tmp}/ro' is not writable"),
 ])
 def test_a_report_output_that_cannot_be_written_is_refused_before_anything_is_built(tmp_path, capsys, monkeypatch,
