@@ -3,7 +3,6 @@ secrets redacted, bad files named in one line; and in a real headless Chromium t
 no console error and no network request, every figure has a size, and the screenshot is not blank."""
 
 import json
-import os
 import re
 import subprocess
 import sys

@@ -10,14 +10,12 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
-from tests.conftest import write_jsonl
 from vietnamese_ai.cli import main
 from vietnamese_ai.data.loading import read_yaml
 from vietnamese_ai.errors import ConfigError

@@ -9,7 +9,6 @@ compare the models of one eval.json: scores per principle, toxicity distribution
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
