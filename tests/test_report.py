@@ -254,10 +254,10 @@ def test_a_metric_logged_under_two_names_is_drawn_once(tmp_path):
 def test_the_alias_table_is_what_ppo_logs(tmp_path, tiny_model, prompts_file, rewards_file):
     """Each pair of names the report treats as one metric is logged by PPO with the same value."""
     from tests.test_ppo import _config
+    from vietnamese_ai.metric_names import PPO_RECIPE_NAMES
     from vietnamese_ai.recipes.ppo import run_ppo
-    from vietnamese_ai.report.figures import ALIASES
 
     result = run_ppo(_config(tmp_path, tiny_model, prompts_file, f"python:{rewards_file}:even_tokens", max_steps=1))
     [row] = result.history
-    for original, ours in ALIASES.items():
+    for original, ours in PPO_RECIPE_NAMES.items():
         assert row[original] == row[ours], (original, ours)

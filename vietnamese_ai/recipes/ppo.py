@@ -43,6 +43,7 @@ from vietnamese_ai.data.layout import PackedBatch
 from vietnamese_ai.data.rollout import Rollout
 from vietnamese_ai.errors import ConfigError
 from vietnamese_ai.losses.online import clipped_surrogate, k3_kl
+from vietnamese_ai.metric_names import with_recipe_names
 from vietnamese_ai.losses.ppo import (
     AdaptiveKLController,
     clipped_value_loss,
@@ -175,10 +176,9 @@ class PPOSource(RolloutSource):
             self.controller.update(kl_sum / n, int(n))
         variance = explained_variance(values[mask.bool()], returns[mask.bool()])
         score_mean, score_std = global_mean_std(rewards, accelerator)
-        for name, value in (("objective/kl", kl_sum / n), ("kl", kl_sum / n), ("objective/kl_coef", coef), ("kl_coef", coef),
-                            ("ppo/mean_scores", score_mean), ("ppo/std_scores", score_std),
-                            ("ppo/returns/mean", returns_sum / tokens), ("ppo/val/var_explained", variance),
-                            ("explained_variance", variance)):
+        rollout_stats = {"kl": kl_sum / n, "kl_coef": coef, "ppo/mean_scores": score_mean, "ppo/std_scores": score_std,
+                         "ppo/returns/mean": returns_sum / tokens, "explained_variance": variance}
+        for name, value in with_recipe_names(rollout_stats).items():
             step.sums[name] = (value, 1.0)
         return (advantages * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
 
@@ -205,16 +205,14 @@ def ppo_loss_fn(config: PPOConfig):
         clipped = ((low | high).float() * mask).sum()
         masked = lambda t: (t.detach() * mask).sum()  # noqa: E731
         metrics = {
-            "policy_loss": (masked(policy), tokens), "ppo/loss/policy": (masked(policy), tokens),
-            "value_loss": (masked(value), tokens), "ppo/loss/value": (masked(value), tokens),
-            "clip_ratio": (clipped, tokens), "ppo/policy/clipfrac": (clipped, tokens),
+            "policy_loss": (masked(policy), tokens), "value_loss": (masked(value), tokens), "clip_ratio": (clipped, tokens),
             "ppo/val/clipfrac": ((value_clipped.float() * mask).sum(), tokens),
             "ppo/val/vpred": (masked(values), tokens),
             "ppo/val/error": (masked((values - rollout.returns) ** 2), tokens),
             "ppo/policy/approxkl": (masked(0.5 * (logps - rollout.old_logps) ** 2), tokens),
-            "entropy": ((entropy * mask).sum(), tokens), "ppo/policy/entropy": ((entropy * mask).sum(), tokens),
+            "entropy": ((entropy * mask).sum(), tokens),
         }
-        return StepOutput(((policy + config.vf_coef * value) * mask).sum(), metrics)
+        return StepOutput(((policy + config.vf_coef * value) * mask).sum(), with_recipe_names(metrics))
 
     return loss
 

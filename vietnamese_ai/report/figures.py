@@ -13,6 +13,7 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from vietnamese_ai.metric_names import PPO_RECIPE_NAMES
 from vietnamese_ai.report.runs import Evaluation, TrainingRun
 
 # (panel title, metric keys drawn in it); each key's `eval/` twin joins the same panel, dashed.
@@ -29,14 +30,6 @@ PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("completion length", ("completions/mean_length",)),
     ("learning rate", ("learning_rate",)),
 )
-# PPO logs these statistics under the original recipe's name (left) and ours (right), the same number
-# (recipes/ppo.py; tests/test_report.py checks it). Ours is drawn; the original name only when a run
-# logged nothing else.
-ALIASES: dict[str, str] = {
-    "objective/kl": "kl", "objective/kl_coef": "kl_coef", "ppo/policy/clipfrac": "clip_ratio",
-    "ppo/val/var_explained": "explained_variance", "ppo/loss/policy": "policy_loss", "ppo/loss/value": "value_loss",
-    "ppo/policy/entropy": "entropy",
-}
 TOXICITY_BINS = 20
 PALETTE = ("#7f7f7f", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b")
 FONT = dict(family="system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", size=12)
@@ -58,7 +51,7 @@ def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
 def _our_name(key: str) -> str | None:
     """Our name for a statistic logged under the original recipe's name (`eval/` kept), else None."""
     prefix = "eval/" if key.startswith("eval/") else ""
-    ours = ALIASES.get(key.removeprefix(prefix))
+    ours = PPO_RECIPE_NAMES.get(key.removeprefix(prefix))
     return prefix + ours if ours else None
 
 
