@@ -283,7 +283,7 @@ def test_a_python_stage_module_that_does_not_exist_is_one_line(tmp_path, capsys)
     assert main(["pipeline", "run", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (f"vietnamese-ai: error: {path}: stage 'prep': key 'function': no module 'no_such_package_here.steps' "
-                   f"on the Python path (set PYTHONPATH to the folder that holds it)"), err
+                   f"beside the pipeline file or on the Python path (set PYTHONPATH to the folder that holds it)"), err
 
 
 def test_a_keyword_the_function_refuses_without_a_signature_is_one_line_at_the_call(tmp_path, capsys, monkeypatch):
@@ -311,3 +311,26 @@ def test_a_failing_python_stage_through_the_command_line(tmp_path, monkeypatch):
     assert all(line.startswith("[vietnamese-ai]") for line in lines[:header[0]]), done.stderr
     assert lines[header[0] + 1] == "Traceback (most recent call last):", done.stderr
     assert f'File "{source}", line 4, in prepare' in done.stderr and PACKAGE not in done.stderr, done.stderr
+
+
+def test_a_python_stage_module_beside_the_pipeline_file_needs_no_pythonpath_and_an_edit_reruns_it(tmp_path, capsys):
+    """The module sits beside the pipeline file (as a script's modules sit beside it), nothing on
+    PYTHONPATH; the stage's hash covers the module's code, so an edited function runs again rather than
+    being skipped as done."""
+    module = f"beside_{tmp_path.name}"
+    source = tmp_path / f"{module}.py"
+    source.write_text("def prepare(output_dir, n=1):\n    open(output_dir + '/out.txt', 'w').write(str(n))\n",
+                      encoding="utf-8")
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(f"output_dir: {tmp_path / 'run'}\nstages:\n  prep:\n    command: python\n"
+                    f"    function: {module}:prepare\n    args: {{n: 2}}\n", encoding="utf-8")
+    assert str(tmp_path) not in sys.path
+    assert main(["pipeline", "run", str(path)]) == 0
+    assert (tmp_path / "run" / "prep" / "out.txt").read_text() == "2"
+    assert _plan(capsys, str(path)) == {"prep": "skip"}
+    source.write_text("def prepare(output_dir, n=1):\n    open(output_dir + '/out.txt', 'w').write(str(10 * n))\n",
+                      encoding="utf-8")
+    sys.modules.pop(module)   # as a new process would: the edited file is imported afresh
+    assert _plan(capsys, str(path)) == {"prep": "run"}
+    assert main(["pipeline", "run", str(path)]) == 0
+    assert (tmp_path / "run" / "prep" / "out.txt").read_text() == "20"

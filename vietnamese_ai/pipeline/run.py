@@ -20,6 +20,7 @@ import hashlib
 import importlib
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -77,11 +78,25 @@ def _inputs(value: Any, inside: str) -> dict[str, str]:
     return found
 
 
+def _code(stage: Stage) -> dict[str, str]:
+    """A python stage's result depends on its function's code as much as on its args: the fingerprint
+    of the module file that defines it (not of the modules that one imports), so that an edited
+    function runs again instead of being skipped."""
+    if stage.command != "python":
+        return {}
+    function = load_function("", stage.values["function"])   # imported already, when the pipeline was validated
+    module = sys.modules.get(getattr(function, "__module__", "") or "")
+    path = getattr(module, "__file__", None)
+    return {path: _fingerprint(path)} if path and os.path.isfile(path) else {}
+
+
 def stage_hash(stage: Stage, previous: str, pipeline_dir: str) -> tuple[str, str]:
     """(the stage's own hash, the chained hash that also covers every stage before it)."""
-    own = hashlib.sha256(json.dumps({"command": stage.command, "values": stage.values,
-                                     "inputs": _inputs(stage.values, pipeline_dir)},
-                                    sort_keys=True, default=str).encode()).hexdigest()
+    key = {"command": stage.command, "values": stage.values, "inputs": _inputs(stage.values, pipeline_dir)}
+    code = _code(stage)
+    if code:   # only python stages carry it, so that other stages keep the hashes earlier runs recorded
+        key["code"] = code
+    own = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     return own, hashlib.sha256(f"{previous}:{own}".encode()).hexdigest()
 
 

@@ -24,6 +24,7 @@ import importlib
 import inspect
 import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -178,8 +179,8 @@ def load_function(where: str, function: str) -> Callable[..., Any]:
     except Exception as e:
         missing = getattr(e, "name", None) if isinstance(e, ModuleNotFoundError) else None
         if missing is not None and (module_name + ".").startswith(missing + "."):   # the module (or its package)
-            raise ConfigError(_at(where, f"key 'function': no module '{module_name}' on the Python path (set "
-                                         f"PYTHONPATH to the folder that holds it)")) from None
+            raise ConfigError(_at(where, f"key 'function': no module '{module_name}' beside the pipeline file or "
+                                         f"on the Python path (set PYTHONPATH to the folder that holds it)")) from None
         # the user's module raised while importing (a syntax error, its own code, a missing dependency)
         raise UserCodeError.of(_at(where, f"importing '{module_name}' for function '{function}' failed; its "
                                           f"traceback:"), e) from None
@@ -262,6 +263,11 @@ def load_pipeline(path: str, overrides: list[str] | None = None) -> Pipeline:
     output_dir = data.get("output_dir") or os.path.join("runs", os.path.splitext(os.path.basename(path))[0])
     if not isinstance(output_dir, str):
         raise ConfigError(f"{path}: 'output_dir' must be a path")
+    # A python stage's module may sit beside the pipeline file, as a script's modules sit beside it. Searched
+    # after everything else, so that it never shadows an installed package.
+    folder = os.path.dirname(os.path.abspath(path))
+    if folder not in sys.path:
+        sys.path.append(folder)
     return build_pipeline(path, output_dir, [(str(n), v) for n, v in stages.items()])
 
 
