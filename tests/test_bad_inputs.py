@@ -276,3 +276,125 @@ def test_values_outside_their_domain_are_refused_before_any_work(tmp_path, capsy
     assert main([command, *rest, *common]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and all(f in err for f in fragments), err
+
+
+class LoadReached(Exception):
+    """Raised by the patched loaders: the run got past every check to its first load."""
+
+
+@pytest.fixture
+def loaders_that_stop(monkeypatch):
+    """Every tokenizer and model load raises LoadReached, so a refusal is seen to come before any load."""
+    import transformers
+
+    def stop(*args, **kwargs):
+        raise LoadReached(args[:1])
+
+    for auto in (transformers.AutoModelForCausalLM, transformers.AutoModelForSequenceClassification,
+                 transformers.AutoModel, transformers.AutoTokenizer):
+        monkeypatch.setattr(auto, "from_pretrained", stop)
+
+
+# command -> (argv with {policy} where the causal LM goes, the key the user typed for it). Each command
+# that loads a causal LM from a path given by a key, with the data it reads.
+CAUSAL_LM_CASES = {
+    "sft": ("sft model_name_or_path={policy} dataset={pc} output_dir={dir}/o", "model_name_or_path"),
+    "dpo": ("dpo model_name_or_path={policy} dataset={pairs} output_dir={dir}/o", "model_name_or_path"),
+    "dpo reference": ("dpo model_name_or_path={model} ref_model_name_or_path={policy} dataset={pairs} "
+                      "output_dir={dir}/o", "ref_model_name_or_path"),
+    "orpo": ("orpo model_name_or_path={policy} dataset={pairs} output_dir={dir}/o", "model_name_or_path"),
+    "kto": ("kto model_name_or_path={policy} dataset={unpaired} output_dir={dir}/o", "model_name_or_path"),
+    "score-sft": ("score-sft model_name_or_path={policy} dataset={scored} output_dir={dir}/o", "model_name_or_path"),
+    "grpo": ("grpo model_name_or_path={policy} dataset={prompts} reward=constitution output_dir={dir}/o",
+             "model_name_or_path"),
+    "grpo reference": ("grpo model_name_or_path={model} ref_model_name_or_path={policy} dataset={prompts} "
+                       "reward=constitution beta=0.1 output_dir={dir}/o", "ref_model_name_or_path"),
+    "rloo": ("rloo model_name_or_path={policy} dataset={prompts} reward=constitution output_dir={dir}/o",
+             "model_name_or_path"),
+    "ppo": ("ppo model_name_or_path={policy} dataset={prompts} reward=constitution output_dir={dir}/o",
+            "model_name_or_path"),
+    "feedback generate": ("feedback generate model_name_or_path={policy} prompts={prompts} output={dir}/c.jsonl",
+                          "model_name_or_path"),
+    "feedback critique": ("feedback critique model_name_or_path={policy} dataset={answers} output={dir}/r.jsonl",
+                          "model_name_or_path"),
+    "evaluate": ("evaluate models=[{model},{policy}] dataset={prompts} output_dir={dir}/o", "models"),
+}
+
+
+def _causal_lm_paths(tmp_path, model):
+    return {
+        "model": model, "dir": tmp_path,
+        "pc": write_jsonl(tmp_path / "pc.jsonl", PC), "pairs": write_jsonl(tmp_path / "pairs.jsonl", PAIRS),
+        "unpaired": write_jsonl(tmp_path / "u.jsonl", [{**PC[0], "label": True}, {**PC[1], "label": False}]),
+        "scored": write_jsonl(tmp_path / "s.jsonl", [{**PC[0], "score": 0.5}, {**PC[1], "score": -0.5}]),
+        "prompts": write_jsonl(tmp_path / "p.jsonl", [{"prompt": q} for q in ("Xin chào", "Hello", "Giúp tôi?", "Hi")] * 2),
+        "answers": write_jsonl(tmp_path / "a.jsonl", [{"prompt": "Thủ đô?", "response": "Đồ ngốc."}]),
+    }
+
+
+def _seq_cls_adapter(tmp_path, reward_model, base):
+    path = tmp_path / "rm_lora"
+    path.mkdir()
+    (path / "adapter_config.json").write_text(f'{{"base_model_name_or_path": "{base}", "task_type": "SEQ_CLS"}}')
+    return str(path)
+
+
+@pytest.mark.parametrize("case", list(CAUSAL_LM_CASES))
+@pytest.mark.parametrize("given,what", [
+    (lambda tmp, rm, base: rm, "a sequence-classification checkpoint (Qwen2ForSequenceClassification)"),
+    (_seq_cls_adapter, "a SEQ_CLS LoRA adapter"),
+])
+def test_a_reward_model_where_a_causal_lm_goes_is_one_line_naming_the_key_before_anything_loads(
+        tmp_path, capsys, loaders_that_stop, tiny_model, seeded_reward_model, case, given, what):
+    argv, key = CAUSAL_LM_CASES[case]
+    policy = given(tmp_path, seeded_reward_model, tiny_model)
+    paths = _causal_lm_paths(tmp_path, tiny_model)
+    assert main([a.format(policy=policy, **paths) for a in argv.split()]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"vietnamese-ai: error: {key}: '{policy}' is {what}, not a causal language model; "), line
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("case", list(CAUSAL_LM_CASES))
+def test_a_causal_lm_where_a_causal_lm_goes_passes_the_check(tmp_path, loaders_that_stop, tiny_model, case):
+    argv, _ = CAUSAL_LM_CASES[case]
+    with pytest.raises(LoadReached):
+        main([a.format(policy=tiny_model, **_causal_lm_paths(tmp_path, tiny_model)) for a in argv.split()])
+
+
+@pytest.mark.parametrize("argv", [
+    "reward model_name_or_path={rm} dataset={pairs} output_dir={dir}/o",   # a reward model trained further
+    "ppo model_name_or_path={model} value_model_name_or_path={rm} dataset={prompts} reward=constitution "
+    "output_dir={dir}/o",   # a reward model's head gives PPO's first values
+    "grpo model_name_or_path={model} dataset={prompts} reward=reward_model:{rm} output_dir={dir}/o",
+])
+def test_a_reward_model_where_one_is_wanted_passes_the_check(tmp_path, loaders_that_stop, tiny_model,
+                                                             seeded_reward_model, argv):
+    paths = {**_causal_lm_paths(tmp_path, tiny_model), "rm": seeded_reward_model}
+    with pytest.raises(LoadReached):
+        main([a.format(**paths) for a in argv.split()])
+
+
+@pytest.mark.parametrize("argv,key", [
+    ("feedback label candidates={candidates} scorer=judge:{rm} output={dir}/p.jsonl", "scorer"),
+    ("grpo model_name_or_path={model} dataset={prompts} reward=judge:{rm} output_dir={dir}/o", "reward"),
+])
+def test_a_reward_model_as_a_judge_is_one_line_naming_the_key(tmp_path, capsys, loaders_that_stop, tiny_model,
+                                                              seeded_reward_model, argv, key):
+    """A judge answers questions, so it is a causal LM; a reward model there would judge with a random LM head."""
+    paths = {**_causal_lm_paths(tmp_path, tiny_model), "rm": seeded_reward_model,
+             "candidates": write_jsonl(tmp_path / "c.jsonl", [_cand(0, "Giúp tôi?", "Vâng."),
+                                                              _cand(0, "Giúp tôi?", "Đồ ngốc.")])}
+    assert main([a.format(**paths) for a in argv.split()]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"vietnamese-ai: error: {key}: '{seeded_reward_model}' is a sequence-classification "
+                           f"checkpoint (Qwen2ForSequenceClassification), not a causal language model; "), line
+
+
+def test_load_causal_lm_itself_refuses_a_reward_model(seeded_reward_model):
+    """The last line of defence, for a caller that did not check first."""
+    from vietnamese_ai.models.loading import load_causal_lm
+
+    with pytest.raises(ConfigError, match=rf"^model: '{seeded_reward_model}' is a sequence-classification checkpoint "
+                                          rf"\(Qwen2ForSequenceClassification\), not a causal language model; "):
+        load_causal_lm(seeded_reward_model)

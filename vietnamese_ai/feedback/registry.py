@@ -42,7 +42,9 @@ def _single(spec: str, constitution_path: str | None, key: str) -> Scorer:
         return ClassifierScorer(model, label=label, output=output)
     if kind == "judge" and argument:
         from vietnamese_ai.feedback.judge import PointwiseJudge
+        from vietnamese_ai.models.loading import check_causal_lm
 
+        check_causal_lm(argument, key)   # a judge answers, so it is a causal LM; say so naming this key
         return PointwiseJudge(argument, constitution=load_constitution(constitution_path))
     raise ConfigError(f"{key}: cannot read '{spec}'; expected {FORMS}, or several as a@w+b@v (the weighted "
                       f"sum w*a + v*b)")

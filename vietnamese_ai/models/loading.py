@@ -138,11 +138,61 @@ def adapter_task(name_or_path: str) -> str | None:
         return json.load(f).get("task_type") or "CAUSAL_LM"
 
 
+# Where a reward model or classifier belongs instead of a causal LM: said after every refusal.
+SCORE_INSTEAD = ("a reward model or classifier scores answers instead: reward_model:PATH or "
+                 "classifier:MODEL:LABEL in reward= or scorer=")
+
+
+def not_a_causal_lm(path: str) -> str | None:
+    """What a local checkpoint is when it is a reward model or a classifier rather than a causal LM (a
+    sequence-classification checkpoint, a SEQ_CLS LoRA adapter, a reward model with our own scalar
+    head), from its config files alone; None otherwise, and for hub names (they would need a download).
+    Loaded as a causal LM, such a checkpoint gets a freshly initialised (or tied) LM head, and training
+    or sampling goes on without a word."""
+    from vietnamese_ai.models.reward import OWN_HEAD_FILE
+
+    if not os.path.isdir(path):
+        return None
+    task = adapter_task(path)
+    if task not in (None, "CAUSAL_LM"):
+        return f"a {task} LoRA adapter"
+    if task is not None:
+        return None
+    if os.path.isfile(os.path.join(path, OWN_HEAD_FILE)):
+        return "a reward model with its own scalar head"
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            architectures = json.load(f).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return None   # missing or unreadable: the loader says so in its own words
+    classifiers = [a for a in architectures if str(a).endswith("ForSequenceClassification")]
+    if classifiers and len(classifiers) == len(architectures):
+        return f"a sequence-classification checkpoint ({classifiers[0]})"
+    return None
+
+
+def check_causal_lm(path: str, key: str, hint: str = SCORE_INSTEAD) -> None:
+    """Refuse, in one line naming `key`, a local reward model or classifier where a causal LM is loaded."""
+    what = not_a_causal_lm(path)
+    if what:
+        raise ConfigError(f"{key}: '{path}' is {what}, not a causal language model; {hint}")
+
+
+def check_model_path(path: str, key: str, hint: str = SCORE_INSTEAD) -> None:
+    """The early check of a causal LM named by `key`, before anything loads: a plainly local path must
+    exist and must not be a reward model or classifier. Reads config files only, never weights."""
+    if not os.path.exists(path) and plainly_local(path):
+        raise ConfigError(f"{key}: '{path}': no such directory")
+    check_causal_lm(path, key, hint)
+
+
 def load_causal_lm(name_or_path: str, dtype: str = "float32", device: str | None = None,
                    attn_implementation: str | None = None, trust_remote_code: bool = False,
                    load_in_4bit: bool = False, trainable_adapter: bool = False) -> Any:
     """A causal LM from a hub name or a local directory. A LoRA adapter directory loads its base model
-    with the adapter on top (trainable when `trainable_adapter`, frozen otherwise)."""
+    with the adapter on top (trainable when `trainable_adapter`, frozen otherwise). A reward model or
+    classifier is refused (the commands check earlier, naming their key: check_model_path)."""
+    check_causal_lm(name_or_path, "model")
     base = adapter_base(name_or_path)
     model = _load_plain_causal_lm(base or name_or_path, dtype, attn_implementation, trust_remote_code, load_in_4bit,
                                   kind="base model" if base else "model")

@@ -20,6 +20,7 @@ from vietnamese_ai.models.exactness import choose_layout
 from vietnamese_ai.models.forward import base_model
 from vietnamese_ai.models.lora import apply_lora, continue_adapter
 from vietnamese_ai.models.loading import (
+    check_model_path,
     count_parameters,
     disable_dropout,
     is_peft_model,
@@ -144,12 +145,16 @@ def read_split(config: TrainingConfig, which: str, records: Any = None) -> list[
 
 def check_local_paths(config: TrainingConfig) -> None:
     """A model, reference or tokenizer named by a path that plainly is local (absolute, relative with
-    ./ or ../, or two directories deep) must exist; hub names (`org/name`) are left to the loader."""
+    ./ or ../, or two directories deep) must exist, and one the method loads as a causal LM (the
+    config's `causal_lm_keys`) must not be a reward model or classifier; hub names (`org/name`) are
+    left to the loader. The value model may be a reward model (models.value)."""
     for key in ("model_name_or_path", "ref_model_name_or_path", "value_model_name_or_path", "tokenizer_name_or_path"):
         value = getattr(config, key, None)
-        if not value or os.path.exists(value):
+        if not value:
             continue
-        if plainly_local(value):
+        if key in config.causal_lm_keys:
+            check_model_path(value, key)
+        elif not os.path.exists(value) and plainly_local(value):
             raise ConfigError(f"{key}: '{value}': no such directory")
 
 

@@ -97,33 +97,9 @@ class EvaluateResult:
         return "\n".join(lines) + f"\nwritten to {os.path.join(self.output_dir, 'eval.json')}"
 
 
-def check_causal_lm(path: str, key: str) -> None:
-    """Refuse, from its files alone, a local checkpoint that is a reward model or a classifier: loaded as
-    a causal LM it gets a freshly initialised LM head and would be compared on noise, without a word."""
-    from vietnamese_ai.models.loading import adapter_task
-    from vietnamese_ai.models.reward import OWN_HEAD_FILE
-
-    if not os.path.isdir(path):
-        return
-    task = adapter_task(path)
-    what = None
-    if task not in (None, "CAUSAL_LM"):
-        what = f"a {task} LoRA adapter"
-    elif os.path.isfile(os.path.join(path, OWN_HEAD_FILE)):
-        what = "a reward model with its own scalar head"
-    elif task is None and os.path.isfile(os.path.join(path, "config.json")):
-        try:
-            with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-                architectures = json.load(f).get("architectures") or []
-        except (OSError, ValueError, AttributeError):
-            return   # unreadable: the loader says so in its own words
-        classifiers = [a for a in architectures if str(a).endswith("ForSequenceClassification")]
-        if classifiers and len(classifiers) == len(architectures):
-            what = f"a sequence-classification checkpoint ({classifiers[0]})"
-    if what:
-        raise ConfigError(f"{key}: '{path}' is {what}, not a causal language model; compare models that generate "
-                          f"(a reward model or classifier can score their answers: scorer=reward_model:PATH or "
-                          f"classifier:MODEL:LABEL)")
+# evaluate compares models that generate; a reward model or classifier goes in its scorer instead.
+COMPARE_GENERATORS = ("compare models that generate (a reward model or classifier can score their answers: "
+                      "scorer=reward_model:PATH or classifier:MODEL:LABEL)")
 
 
 def toxicity_measure(spec: str) -> Any:
@@ -165,7 +141,7 @@ def write_evaluation(output_dir: str, report: dict[str, Any], rows: list[dict[st
 def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
     from vietnamese_ai.evaluation.compare import evaluate_models
     from vietnamese_ai.feedback.registry import build_scorer
-    from vietnamese_ai.models.loading import load_causal_lm, load_tokenizer, plainly_local
+    from vietnamese_ai.models.loading import check_model_path, load_causal_lm, load_tokenizer
     from vietnamese_ai.recipes.common import quiet_transformers
     from vietnamese_ai.recipes.online import read_prompt
 
@@ -177,9 +153,7 @@ def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
     if not prompts:
         raise ConfigError(f"dataset: '{config.dataset}' has no prompts")
     for path in config.models:
-        if not os.path.exists(path) and plainly_local(path):
-            raise ConfigError(f"models: '{path}': no such directory")
-        check_causal_lm(path, "models")
+        check_model_path(path, "models", hint=COMPARE_GENERATORS)
     scorer = build_scorer(config.scorer, config.constitution)
     toxicity = toxicity_measure(config.toxicity)
     tokenizer = load_tokenizer(config.models[0], config.trust_remote_code)

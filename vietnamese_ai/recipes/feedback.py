@@ -162,9 +162,11 @@ def _load(path: str, dtype: str, trust_remote_code: bool) -> tuple[Any, Any]:
 
 def run_generate(config: GenerateConfig) -> FeedbackResult:
     from vietnamese_ai.feedback.generate import generate_candidates
+    from vietnamese_ai.models.loading import check_model_path
 
     check_outputs(output=config.output)
     prompts = [read_prompt(r, config.chat) for r in load_records(config.prompts, config.prompts_split)]
+    check_model_path(config.model_name_or_path, "model_name_or_path")   # not a reward model, before it loads
     model, tokenizer = _load(config.model_name_or_path, config.dtype, config.trust_remote_code)
     candidates, speed = generate_candidates(model, tokenizer, prompts, tuple(config.temperatures), tuple(config.top_p),
                                             config.num_samples, config.max_new_tokens, config.batch_size, config.seed,
@@ -233,12 +235,14 @@ def run_critique(config: CritiqueConfig) -> FeedbackResult:
     from vietnamese_ai.feedback.constitution import load_constitution
     from vietnamese_ai.feedback.critique import critique_and_revise, model_generate_fn, revision_records
     from vietnamese_ai.feedback.rules import RuleScorer
+    from vietnamese_ai.models.loading import check_model_path
 
     pairs_path = beside(config.output, config.pairs_output, "pairs")
     check_outputs(output=config.output, pairs_output=pairs_path)
     records = load_records(config.dataset, config.dataset_split)
     prompts = [read_prompt(r) for r in records]
     responses = [require_string(r, "response" if "response" in r.data else "completion") for r in records]
+    check_model_path(config.model_name_or_path, "model_name_or_path")   # not a reward model, before it loads
     constitution = load_constitution(config.constitution)
     model, tokenizer = _load(config.model_name_or_path, config.dtype, config.trust_remote_code)
     generate_fn = model_generate_fn(model, tokenizer, config.max_new_tokens, config.temperature, config.batch_size, config.seed)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import statistics
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
@@ -46,6 +46,7 @@ log = logging.getLogger("vietnamese_ai")
 
 
 class RewardConfig(TrainingConfig):
+    causal_lm_keys: ClassVar[tuple[str, ...]] = ()   # a causal LM, its adapter or a reward model (load_reward_policy)
     output_dir: str = Field("runs/reward", description="Directory for config.yaml, metrics.jsonl, checkpoints/ and final/.")
     learning_rate: float = Field(1e-5, ge=0, description="Peak learning rate (AdamW).")
     packing: bool = Field(True, description="Pack several pairs per row without padding (off automatically if the model cannot pack exactly).")

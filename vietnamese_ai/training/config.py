@@ -115,6 +115,9 @@ class TrainingConfig(Config):
 
     # Optional in Python (a model object and records may be passed instead), required on the command line.
     required_on_command_line: ClassVar[tuple[str, ...]] = ("model_name_or_path", "dataset")
+    # Keys naming a causal LM: a reward model or classifier given there is refused before anything loads
+    # (recipes.common.check_local_paths). The reward recipe starts from either, so it names none.
+    causal_lm_keys: ClassVar[tuple[str, ...]] = ("model_name_or_path", "ref_model_name_or_path")
 
     # Model
     model_name_or_path: str | None = Field(None, description="Hugging Face hub name or local directory of the starting model.")
