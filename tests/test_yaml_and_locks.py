@@ -241,3 +241,94 @@ def test_one_process_may_hold_a_directory_again_and_the_lock_file_goes_with_the_
         with hold_directory(str(tmp_path / "b"), "output_dir"):
             raise RuntimeError("boom")
     assert not (tmp_path / "b" / LOCK_FILE).exists()
+
+
+HOLDER = '''
+import os, sys, time
+from vietnamese_ai.files import hold_directory
+
+directory, ready, go = sys.argv[1:4]
+with hold_directory(directory, "output_dir"):
+    open(ready, "w").close()
+    deadline = time.time() + 120
+    while not os.path.exists(go) and time.time() < deadline:
+        time.sleep(0.05)
+'''
+
+
+def _hold_in_another_process(tmp_path, directory):
+    """Another process holding `directory` as a run does, until the returned file appears."""
+    script, ready, go = tmp_path / "holder.py", tmp_path / "held", tmp_path / "release"
+    script.write_text(HOLDER, encoding="utf-8")
+    process = subprocess.Popen([sys.executable, str(script), str(directory), str(ready), str(go)], env=ENV,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(ready, process)
+    return process, go
+
+
+def test_an_evaluation_into_a_held_output_dir_is_refused_naming_the_holder_before_any_model_loads(
+        tmp_path, capsys, monkeypatch, tiny_model):
+    import transformers
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model or tokenizer was loaded")
+
+    for auto in (transformers.AutoModelForCausalLM, transformers.AutoModelForSequenceClassification,
+                 transformers.AutoTokenizer):
+        monkeypatch.setattr(auto, "from_pretrained", no_loading)
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "eval.json").write_text("{}", encoding="utf-8")   # the holder's results: never touched
+    holder, go = _hold_in_another_process(tmp_path, out)
+    try:
+        data = tmp_path / "p.jsonl"
+        data.write_text('{"prompt": "x"}\n', encoding="utf-8")
+        assert main(["evaluate", f"models=[{tiny_model},{tiny_model}]", f"dataset={data}", f"output_dir={out}"]) == 2
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"vietnamese-ai: error: output_dir: '{out}' is in use by another run: "
+                               f"pid {holder.pid} on "), line
+        assert "holder.py" in line and line.endswith("or choose another output_dir"), line
+        assert sorted(os.listdir(out)) == [".lock", "eval.json"] and (out / "eval.json").read_text() == "{}"
+    finally:
+        go.touch()
+        holder.communicate(timeout=60)
+    assert holder.returncode == 0
+
+
+def test_an_evaluation_holds_its_output_dir_while_it_runs_and_inside_a_pipeline(tmp_path, monkeypatch, tiny_model):
+    """Held from before the models load to after eval.json is written, then released; a pipeline's evaluate
+    stage runs in the process that holds the pipeline's directory."""
+    import vietnamese_ai.evaluation.compare as compare
+    from vietnamese_ai.files import LOCK_FILE
+
+    seen = []
+    real = compare.evaluate_models
+
+    def watched(*args, **kwargs):   # while the answers are sampled: who holds what
+        for directory in sorted(tmp_path.glob("**/" + LOCK_FILE)):
+            seen.append((str(directory.parent.relative_to(tmp_path)), json.loads(directory.read_text())["pid"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compare, "evaluate_models", watched)
+    data = tmp_path / "p.jsonl"
+    data.write_text('{"prompt": "x"}\n', encoding="utf-8")
+    small = ["samples=1", "max_new_tokens=2", "disable_tqdm=true"]
+    assert main(["evaluate", f"models=[{tiny_model},{tiny_model}]", f"dataset={data}", f"output_dir={tmp_path / 'e'}",
+                 *small]) == 0
+    assert seen == [("e", os.getpid())]
+    assert sorted(os.listdir(tmp_path / "e")) == ["eval.json", "samples.jsonl"]
+    seen.clear()
+    path = tmp_path / "p.yaml"
+    path.write_text(f"output_dir: {tmp_path / 'pipe'}\n"
+                    f"stages:\n"
+                    f"  compare:\n"
+                    f"    command: evaluate\n"
+                    f"    models: [{tiny_model}, {tiny_model}]\n"
+                    f"    dataset: {data}\n"
+                    f"    samples: 1\n"
+                    f"    max_new_tokens: 2\n"
+                    f"    disable_tqdm: true\n", encoding="utf-8")
+    assert main(["pipeline", "run", str(path)]) == 0
+    assert seen == [("pipe", os.getpid()), ("pipe/compare", os.getpid())]
+    assert (tmp_path / "pipe" / "compare" / "eval.json").exists()
+    assert not [n for n in os.listdir(tmp_path / "pipe" / "compare") if n.startswith(".")]

@@ -25,7 +25,7 @@ from pydantic import Field, field_validator, model_validator
 
 from vietnamese_ai.data.loading import load_records
 from vietnamese_ai.errors import ConfigError, UserError
-from vietnamese_ai.files import atomic_file, check_writable_directory
+from vietnamese_ai.files import atomic_file, check_not_held, check_writable_directory, hold_directory
 from vietnamese_ai.training.config import Config
 
 
@@ -139,15 +139,18 @@ def write_evaluation(output_dir: str, report: dict[str, Any], rows: list[dict[st
 
 
 def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
-    from vietnamese_ai.evaluation.compare import evaluate_models
+    """Everything that can be wrong is checked before a model loads (the output_dir, whether another run
+    holds it, the prompts, each model's path and kind); then output_dir is held (files.hold_directory)
+    while the models load and answer and the files are written."""
     from vietnamese_ai.feedback.registry import build_scorer
-    from vietnamese_ai.models.loading import check_model_path, load_causal_lm, load_tokenizer
+    from vietnamese_ai.models.loading import check_model_path
     from vietnamese_ai.recipes.common import quiet_transformers
     from vietnamese_ai.recipes.online import read_prompt
 
     started = time.perf_counter()
     quiet_transformers()
     check_writable_directory(config.output_dir, "output_dir")
+    check_not_held(config.output_dir, "output_dir")
     records = load_records(config.dataset)
     prompts = [read_prompt(r) for r in records][: config.max_prompts]   # each record checked before any model loads
     if not prompts:
@@ -156,6 +159,16 @@ def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
         check_model_path(path, "models", hint=COMPARE_GENERATORS)
     scorer = build_scorer(config.scorer, config.constitution)
     toxicity = toxicity_measure(config.toxicity)
+    # Held from here to the end, so that two evaluations into one output_dir cannot leave samples.jsonl of
+    # one and eval.json of the other (taken after the checks, so that a refused run creates no directory).
+    with hold_directory(config.output_dir, "output_dir"):
+        return _evaluate(config, prompts, scorer, toxicity, started)
+
+
+def _evaluate(config: EvaluateConfig, prompts: list[Any], scorer: Any, toxicity: Any, started: float) -> EvaluateResult:
+    from vietnamese_ai.evaluation.compare import evaluate_models
+    from vietnamese_ai.models.loading import load_causal_lm, load_tokenizer
+
     tokenizer = load_tokenizer(config.models[0], config.trust_remote_code)
     models = {name: load_causal_lm(path, trust_remote_code=config.trust_remote_code).eval()
               for name, path in zip(config.model_names(), config.models)}
