@@ -32,6 +32,8 @@ def test_two_process_ddp_equals_single_process(tmp_path, tiny_model, sft_file):
     ddp_losses = json.loads(ddp.stdout.strip().splitlines()[-1])
     single_losses = json.loads(single.stdout.strip().splitlines()[-1])
     assert ddp_losses == pytest.approx(single_losses, abs=1e-6)
+    for name, engine in (("ddp", {"engine": "ddp", "world_size": 2}), ("single", {"engine": "none", "world_size": 1})):
+        assert json.loads((tmp_path / name / "run.json").read_text())["distributed"] == engine
     a = load_file(os.path.join(tmp_path, "ddp", "final", "model.safetensors"))
     b = load_file(os.path.join(tmp_path, "single", "final", "model.safetensors"))
     for key in a:

@@ -47,6 +47,14 @@ from vietnamese_ai.training.checkpoint import (
     write_training_state,
 )
 from vietnamese_ai.training.config import TrainingConfig
+from vietnamese_ai.training.distributed import (
+    check_requested_engine,
+    choose_engine,
+    full_state_dict,
+    gradient_sync_off,
+    prepare_accelerate_environment,
+    shard_fsdp2,
+)
 from vietnamese_ai.training.metrics import MetricsLog, Window, reduce_sums
 from vietnamese_ai.training.optim import build_optimizer, build_scheduler
 from vietnamese_ai.training.rundir import apply_current_optimisation, compare_settings, prepare_output_dir, run_settings
@@ -122,6 +130,8 @@ def make_accelerator(config: TrainingConfig) -> Any:
 
     cuda = torch.cuda.is_available()
     precision = mixed_precision(config)
+    check_requested_engine()
+    prepare_accelerate_environment()
     try:
         return Accelerator(mixed_precision=precision, cpu=not cuda)
     except ValueError:
@@ -157,7 +167,7 @@ def _accumulate(model: Any, accelerator: Any, batches: list[PackedBatch], loss_f
     for k, batch in enumerate(batches):
         batch = batch.to(accelerator.device)
         last = k == len(batches) - 1  # gradients are all-reduced once, after the last micro-batch
-        with (contextlib.nullcontext() if last else accelerator.no_sync(model)):
+        with (contextlib.nullcontext() if last else gradient_sync_off(model, accelerator)):
             with accelerator.autocast():
                 output = loss_fn(model, batch)
             accelerator.backward(output.loss * world / max(step_items, 1.0))
@@ -193,9 +203,9 @@ def _log_record(window: Window, accelerator: Any, step: int, epoch: float, learn
 
 def _save_model_dir(accelerator: Any, model: Any, tokenizer: Any, path: str, sharded: bool, output_dir: str,
                     merge_lora: bool = False, extra: Callable[[str], None] | None = None) -> None:
-    """Write `path` atomically from the main process (sharded weights are gathered on every rank first).
-    A full disk or a permission problem is one line that says which checkpoint is still intact."""
-    state_dict = accelerator.get_state_dict(model) if sharded else None
+    """Write `path` atomically from the main process (sharded weights are gathered from every rank
+    first). A full disk or a permission problem is one line that says which checkpoint is still intact."""
+    state_dict = full_state_dict(model) if sharded else None
     if accelerator.is_main_process:
         try:
             with atomic_directory(path) as tmp:
@@ -309,9 +319,14 @@ def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequen
 def _train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequence[Any] | None, collate: Collate | None,
            loss_fn: LossFn, eval_data: Sequence[Any] | None, eval_loss_fn: LossFn | None,
            source: StepSource | None) -> TrainResult:
+    online = source is not None
     source = source or DatasetSource(train_data, collate, config.per_device_train_batch_size,
                                      config.gradient_accumulation_steps, config.seed)
     accelerator = make_accelerator(config)
+    engine = choose_engine(accelerator)
+    if engine.sharded and online:
+        raise ConfigError(f"the online methods do not run under {engine.name} yet (each rank samples on its own, "
+                          f"and a sharded policy needs every rank at every forward); launch them without FSDP (DDP)")
     out = config.output_dir
     resume_from = prepare_output_dir(config, accelerator.is_main_process)
     if accelerator.is_main_process:
@@ -323,13 +338,21 @@ def _train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Seque
     settings = run_settings(config, source.examples, accelerator.num_processes, total_steps)
 
     torch.manual_seed(config.seed)
+    if engine.shard_by_hand:   # before the optimizer, which must hold the sharded parameters
+        model = shard_fsdp2(model, engine.world_size)
     optimizer = build_optimizer(model, config.learning_rate, config.weight_decay,
                                 (config.adam_beta1, config.adam_beta2), config.adam_epsilon)
     scheduler = build_scheduler(optimizer, config.lr_scheduler_type, total_steps, config.warmup_ratio)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    if engine.shard_by_hand:   # accelerate would wrap the sharded model in DDP on top
+        optimizer = accelerator.prepare(optimizer)
+    else:
+        model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
-    sharded = accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
+    sharded = engine.sharded
     state = TrainerState(settings=settings)
+    if resume_from and sharded:
+        raise ConfigError(f"resume_from_checkpoint: a run under {engine.name} cannot resume yet ({resume_from}); "
+                          f"start a new run from its weights with model_name_or_path={resume_from}")
     if resume_from:
         state = _resume(config, resume_from, accelerator.unwrap_model(model), optimizer, scheduler, settings,
                         accelerator.process_index)
@@ -401,7 +424,8 @@ def _train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Seque
     _save_model_dir(accelerator, model, tokenizer, final_dir, sharded, out, merge_lora=config.merge_lora)
     if accelerator.is_main_process:
         write_run_info(out, type(config).__name__.removesuffix("Config").lower(), steps=state.global_step,
-                       seconds=round(state.seconds, 3), resumed_from=resume_from, processes=accelerator.num_processes)
+                       seconds=round(state.seconds, 3), resumed_from=resume_from, processes=accelerator.num_processes,
+                       distributed=engine.record())
     return TrainResult(out, final_dir, state.global_step, metrics.history, accelerator.unwrap_model(model))
 
 

@@ -1,0 +1,115 @@
+"""FSDP2: the engine accelerate launch asks for is the one that runs, and it trains as one process does.
+
+The two-process runs get the environment `accelerate launch --use_fsdp` gives its processes
+(ACCELERATE_USE_FSDP=true, FSDP_VERSION); on CPU accelerate itself would run DDP, so the loop shards
+the model with FSDP2 (fully_shard, gloo). 2 processes x batch 2 x accumulation 2 must equal 1 process
+x batch 2 x accumulation 4: losses and the clipped gradient's norm to 1e-6 (relative), final weights
+to 1e-7 (absolute): the reductions add the same numbers in another order, so the last bits may differ.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vietnamese_ai.errors import ConfigError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKER = os.path.join(HERE, "fsdp_worker.py")
+
+
+def _env(**extra):
+    return dict(os.environ, PYTHONPATH=os.path.dirname(HERE), OMP_NUM_THREADS="1", **extra)
+
+
+def _last_json(run):
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def _run_info(out):
+    with open(os.path.join(out, "run.json")) as f:
+        return json.load(f)["distributed"]
+
+
+@pytest.mark.parametrize("lora, fsdp_version, port", [(False, None, 29621), (True, "2", 29622)])
+def test_fsdp2_two_processes_equal_one_process(tmp_path, tiny_model, sft_file, lora, fsdp_version, port):
+    extra = ["lora"] if lora else []
+    # Without --fsdp_version, accelerate launch exports FSDP_VERSION=1: the run says it shards with FSDP2.
+    launch = {"ACCELERATE_USE_FSDP": "true", **({"FSDP_VERSION": fsdp_version} if fsdp_version else {})}
+    fsdp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(port), WORKER, tiny_model, sft_file, str(tmp_path / "fsdp"), "2", "2", *extra],
+                          capture_output=True, text=True, env=_env(**launch), timeout=300)
+    if fsdp.returncode != 0 and "gloo" in fsdp.stderr.lower() and "not available" in fsdp.stderr.lower():
+        pytest.skip("torch.distributed gloo backend not available")
+    single = subprocess.run([sys.executable, WORKER, tiny_model, sft_file, str(tmp_path / "single"), "2", "4", *extra],
+                            capture_output=True, text=True, env=_env(), timeout=300)
+    sharded, alone = _last_json(fsdp), _last_json(single)
+
+    assert sharded["sharded"] is True          # every parameter a DTensor in both processes: not DDP
+    assert alone["sharded"] is False
+    assert _run_info(tmp_path / "fsdp") == {"engine": "fsdp2", "world_size": 2}
+    assert _run_info(tmp_path / "single") == {"engine": "none", "world_size": 1}
+    assert ("asked for FSDP version 1" in fsdp.stderr) == (fsdp_version is None)
+    assert len(sharded["loss"]) == 3
+    assert sharded["loss"] == pytest.approx(alone["loss"], rel=1e-6)
+    # The norm is that of the whole gradient, not of a shard; with max_grad_norm=0.5 it was clipped.
+    assert sharded["grad_norm"] == pytest.approx(alone["grad_norm"], rel=1e-6)
+    if not lora:
+        assert min(alone["grad_norm"]) > 0.5
+    name = "adapter_model.safetensors" if lora else "model.safetensors"
+    a, b = load_file(tmp_path / "fsdp" / "final" / name), load_file(tmp_path / "single" / "final" / name)
+    assert a.keys() == b.keys()                # a tied lm_head is written once, as by one process
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-7, rtol=0)
+    if not lora:   # final/ is a whole Hugging Face model, gathered from the shards
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp" / "final")
+        assert torch.equal(model.get_input_embeddings().weight, a["model.embed_tokens.weight"])
+
+
+def test_deepspeed_asked_is_refused_in_one_line_before_the_model_loads(tmp_path, capsys, monkeypatch, sft_file):
+    from vietnamese_ai.cli import main
+
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    # a model path that does not exist would be the first complaint if anything tried to load it
+    assert main(["sft", "model_name_or_path=/nonexistent/model", f"dataset={sft_file}",
+                 f"output_dir={tmp_path / 'out'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "asked for DeepSpeed ZeRO-3 (ACCELERATE_USE_DEEPSPEED=true)" in err and "--use_fsdp --fsdp_version 2" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_fsdp_asked_with_one_process_says_it_runs_a_single_process(tmp_path, monkeypatch, caplog, tiny_model, sft_file):
+    from vietnamese_ai.recipes.sft import SFTConfig, run_sft
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING", logger="vietnamese_ai"):
+        run_sft(SFTConfig(model_name_or_path=tiny_model, dataset=sft_file, output_dir=str(out), max_steps=1,
+                          save_steps=0, disable_tqdm=True))
+    assert "FSDP with one process: there is nothing to shard" in caplog.text
+    assert _run_info(out) == {"engine": "none", "world_size": 1}
+
+
+def test_the_online_methods_refuse_fsdp2_in_one_line(tmp_path, monkeypatch, tiny_model, prompts_file, rewards_file):
+    """Their sampler decodes each rank on its own: under FSDP2 a rank that stops first would leave the
+    others waiting in a collective forever. Until it decodes in lockstep, they refuse the engine."""
+    from vietnamese_ai.recipes.grpo import GRPOConfig, run_grpo
+    from vietnamese_ai.training import loop
+    from vietnamese_ai.training.distributed import Engine
+
+    monkeypatch.setattr(loop, "choose_engine", lambda accelerator: Engine("fsdp2", 2, True))
+    with pytest.raises(ConfigError, match="the online methods do not run under fsdp2 yet"):
+        run_grpo(GRPOConfig(model_name_or_path=tiny_model, dataset=prompts_file, reward=f"python:{rewards_file}:constant",
+                            output_dir=str(tmp_path / "run"), num_generations=4, per_device_train_batch_size=8,
+                            max_completion_length=4, max_steps=1, disable_tqdm=True))
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

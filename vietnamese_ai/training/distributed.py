@@ -1,0 +1,162 @@
+"""Which data-parallel engine a run uses, decided the accelerate way, and FSDP2 where accelerate cannot apply it.
+
+`accelerate launch` says what it was asked for in the environment of every process it starts:
+ACCELERATE_USE_FSDP=true with FSDP_VERSION (1 unless --fsdp_version 2 is given) and the FSDP_* plugin
+settings, or ACCELERATE_USE_DEEPSPEED=true with ACCELERATE_DEEPSPEED_ZERO_STAGE. accelerate acts on
+them only on accelerators: on CPU it ignores both and runs DDP. Here:
+
+- FSDP on a GPU: accelerate applies FSDP2 itself in `prepare` (version 1 asked is run as version 2,
+  with a warning; a layer-by-layer wrap policy is the default when none is given).
+- FSDP on CPU: `shard_fsdp2` applies the same FSDP2 (`fully_shard` on each decoder layer, then on the
+  root) over the gloo process group accelerate set up, so CPU machines and the tests run the sharded code.
+- DeepSpeed: refused in one line before any model loads (the loop does not drive a ZeRO engine yet).
+- FSDP with one process: nothing to shard; a warning says the run is a single process.
+
+Whatever the engine, run.json records it (`Engine.record`); a run never falls back to DDP silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from vietnamese_ai.errors import ConfigError
+
+log = logging.getLogger("vietnamese_ai")
+
+ENGINES = ("none", "ddp", "fsdp2", "deepspeed-zero2", "deepspeed-zero3")
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "false").strip().lower() in ("true", "1", "yes")
+
+
+def requested_engine() -> str | None:
+    """'fsdp' or 'deepspeed' when accelerate launch asked for one (its environment), else None."""
+    if _flag("ACCELERATE_USE_DEEPSPEED"):
+        return "deepspeed"
+    if _flag("ACCELERATE_USE_FSDP"):
+        return "fsdp"
+    return None
+
+
+def check_requested_engine() -> None:
+    """Refuse, before any model loads, an engine asked for that this toolkit cannot run."""
+    if requested_engine() == "deepspeed":
+        stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+        raise ConfigError(f"accelerate launch asked for DeepSpeed ZeRO-{stage} (ACCELERATE_USE_DEEPSPEED=true), which "
+                          f"the training loop does not run yet; shard with FSDP2 instead: accelerate launch --use_fsdp "
+                          f"--fsdp_version 2")
+
+
+def prepare_accelerate_environment() -> None:
+    """Before the Accelerator is created: FSDP is run as FSDP2, layer by layer unless told otherwise."""
+    if requested_engine() != "fsdp":
+        return
+    if os.environ.get("FSDP_VERSION", "1").strip() != "2":
+        if os.environ.get("RANK", "0") == "0":
+            log.warning("accelerate launch asked for FSDP version %s (accelerate's default); this toolkit shards with "
+                        "FSDP2, which is what runs (pass --fsdp_version 2 to say so)", os.environ.get("FSDP_VERSION", "1"))
+        os.environ["FSDP_VERSION"] = "2"
+    # Without a policy accelerate would shard the whole model as one unit (all gathered at once).
+    os.environ.setdefault("FSDP_AUTO_WRAP_POLICY", "TRANSFORMER_BASED_WRAP")
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str              # one of ENGINES
+    world_size: int
+    shard_by_hand: bool    # FSDP2 applied by `shard_fsdp2` (CPU), not by accelerate's prepare
+
+    @property
+    def sharded(self) -> bool:
+        """Each rank holds only a shard of the parameters (and of the optimizer state)."""
+        return self.name != "none" and self.name != "ddp"
+
+    def record(self) -> dict[str, Any]:
+        return {"engine": self.name, "world_size": self.world_size}
+
+
+def choose_engine(accelerator: Any) -> Engine:
+    """The engine this run uses, from what was asked and what accelerate set up."""
+    world = accelerator.num_processes
+    asked = requested_engine()
+    kind = accelerator.distributed_type.value
+    if kind == "DEEPSPEED":   # check_requested_engine refuses it earlier; a Python caller may get here
+        check_requested_engine()
+    if asked == "fsdp" and world == 1:
+        log.warning("accelerate launch asked for FSDP with one process: there is nothing to shard, the run is a "
+                    "single process")
+        return Engine("none", 1, False)
+    if asked == "fsdp" or kind == "FSDP":
+        if kind == "FSDP" and not accelerator.is_fsdp2:
+            raise ConfigError("FSDP version 1 was set up by accelerate; this toolkit shards with FSDP2 (fsdp_version: 2)")
+        return Engine("fsdp2", world, shard_by_hand=kind != "FSDP")
+    return Engine("ddp" if world > 1 else "none", world, False)
+
+
+def decoder_layers(model: Any) -> list[torch.nn.Module]:
+    """The repeated blocks of a transformers model (its `_no_split_modules` classes), under PEFT too."""
+    from vietnamese_ai.models.forward import base_model
+
+    names = set(getattr(base_model(model), "_no_split_modules", None) or [])
+    return [m for m in model.modules() if type(m).__name__ in names]
+
+
+def shard_fsdp2(model: torch.nn.Module, world_size: int) -> torch.nn.Module:
+    """FSDP2 by hand: each decoder layer is one unit (gathered for its forward and backward, then freed),
+    the root holds the rest (embeddings, final norm, head, auxiliary heads). Parameters become DTensors
+    sharded along their first dimension; build the optimizer after this."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh("cpu", (world_size,))
+    for layer in decoder_layers(model):
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def is_fsdp2(model: Any) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+@contextlib.contextmanager
+def gradient_sync_off(model: Any, accelerator: Any) -> Iterator[None]:
+    """Accumulate gradients locally until the step's last micro-batch (DDP's no_sync; FSDP2 keeps the
+    unsharded gradients and reduce-scatters once, as accelerate's FSDP2 does)."""
+    if is_fsdp2(model):
+        model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)
+    else:
+        with accelerator.no_sync(model):
+            yield
+
+
+def full_state_dict(model: Any) -> dict[str, torch.Tensor]:
+    """The whole model's tensors gathered from the shards onto the main process's CPU (empty on the
+    others). Every rank must call it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    # A parameter shared under two names (an lm_head tied to the embeddings) comes back as two copies;
+    # one tensor under both names lets save_pretrained recognise the tie and write it once, as unsharded.
+    names: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(parameter), []).append(name)
+    for aliases in names.values():
+        for alias in aliases[1:]:
+            if aliases[0] in state and alias in state:
+                state[alias] = state[aliases[0]]
+    return state
