@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from vietnamese_ai.errors import UserError
+from vietnamese_ai.estimate import TRAINING_METHODS
 from vietnamese_ai.recipes.commands import METHODS   # command -> (module, config class, run function, description)
 
 USAGE = """vietnamese-ai <command> [--config FILE.yaml] [key=value ...]
@@ -38,7 +39,7 @@ def _method_help(name: str, config_class: Any) -> str:
     from vietnamese_ai.training.config import describe
 
     return (f"vietnamese-ai {name} [--config FILE.yaml] [key=value ...]\n\n{METHODS[name][3]}\n\n"
-            f"Options:\n{describe(config_class)}\n")
+            f"Options:\n{describe(config_class)}\n{ESTIMATE_HELP if name in TRAINING_METHODS else ''}")
 
 
 def run_method(name: str, argv: list[str]) -> int:
@@ -48,6 +49,8 @@ def run_method(name: str, argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"vietnamese-ai {name}", add_help=False)
     parser.add_argument("--config", "-c")
     parser.add_argument("--help", "-h", action="store_true")
+    for flag in ESTIMATE_FLAGS:
+        parser.add_argument(flag, action="store_true" if flag == "--estimate" else "store")
     args, overrides = parser.parse_known_args(argv)
     if args.help:
         print(_method_help(name, config_class))
@@ -55,12 +58,76 @@ def run_method(name: str, argv: list[str]) -> int:
     unknown_flags = [o for o in overrides if o.startswith("-")]
     if unknown_flags:
         raise UserError(f"command line: unknown flag '{unknown_flags[0]}'; options are given as key=value")
+    given = [flag for flag in ESTIMATE_FLAGS[1:] if getattr(args, flag[2:].replace("-", "_")) is not None]
+    if given and not args.estimate:
+        raise UserError(f"command line: {given[0]} is an option of --estimate; add --estimate, or leave it out")
     from vietnamese_ai.training.config import load_config
 
     config = load_config(config_class, args.config, overrides)
+    if args.estimate:
+        return print_estimate(name, config, args)
     result = getattr(module, run_name)(config)
     logging.getLogger("vietnamese_ai").info(result.summary())
     return 0
+
+
+# `--estimate` and the flags that describe where the run would go (they are not config keys: the same
+# config is estimated for any machine).
+ESTIMATE_FLAGS = ("--estimate", "--world-size", "--engine", "--device", "--device-memory")
+ESTIMATE_HELP = """
+Memory estimate (nothing is loaded or trained; the last line printed is JSON):
+  --estimate           print the memory per device this run needs (docs/memory.md), then stop
+  --world-size N       processes (default: WORLD_SIZE of the launch environment, else 1)
+  --engine E           none, ddp, fsdp2, deepspeed-zero2 or deepspeed-zero3 (default: what accelerate launch asked for)
+  --device D           cpu (the process's resident peak) or cuda (the GPU's peak); default: cuda if one is present
+  --device-memory SIZE say whether the run fits, e.g. 80GB"""
+
+
+def print_estimate(name: str, config: Any, args: argparse.Namespace) -> int:
+    """The memory estimate of `config`, from config.json files only: a table, then one JSON line."""
+    import json
+
+    from vietnamese_ai import estimate
+
+    world_size = _positive(args.world_size or os.environ.get("WORLD_SIZE", "1"), "--world-size")
+    engine = args.engine or estimate.engine_from_environment(world_size)
+    if engine not in estimate.ENGINES:
+        raise UserError(f"--engine: expected one of {', '.join(estimate.ENGINES)}, got '{engine}'")
+    if args.device not in (None, "cpu", "cuda"):
+        raise UserError(f"--device: expected cpu or cuda, got '{args.device}'")
+    if args.device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        device = args.device
+    memory = estimate.parse_size(args.device_memory) if args.device_memory else None
+    shape = estimate.ModelShape.from_config(estimate.read_model_config(config.model_name_or_path))
+    side, notes = {}, []
+    others = [(key, getattr(config, key, None)) for key in ("ref_model_name_or_path", "value_model_name_or_path")]
+    if name in ("grpo", "rloo", "ppo"):
+        others += [(path, path) for path in estimate.scorer_models(config)]
+    for key, path in others:
+        if path:
+            try:
+                side[key] = estimate.ModelShape.from_config(estimate.read_model_config(path, key))
+            except UserError:
+                notes.append(f"{path}: config.json not read; taken to be the size of the policy")
+    result = estimate.estimate_memory(name, config, shape, engine, world_size, device, memory, side)
+    result.notes += notes
+    print("\n".join(result.lines()))
+    print(json.dumps(result.to_json()))
+    return 0
+
+
+def _positive(text: str, key: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UserError(f"{key}: expected a whole number of processes >= 1, got '{text}'")
+    return value
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -161,6 +228,9 @@ def _dispatch(argv: list[str]) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="[vietnamese-ai] %(message)s")
     try:
+        if "--estimate" in rest and command not in TRAINING_METHODS:
+            raise UserError(f"{command}: --estimate applies to the commands that train ({', '.join(TRAINING_METHODS)}); "
+                            f"'{command}' trains nothing")
         return special[command](rest) if command in special else run_method(command, rest)
     except UserError as e:
         print(f"vietnamese-ai: error: {e}", file=sys.stderr)
