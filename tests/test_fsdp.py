@@ -113,3 +113,64 @@ def test_the_online_methods_refuse_fsdp2_in_one_line(tmp_path, monkeypatch, tiny
                             output_dir=str(tmp_path / "run"), num_generations=4, per_device_train_batch_size=8,
                             max_completion_length=4, max_steps=1, disable_tqdm=True))
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_fsdp2_resumed_run_equals_the_uninterrupted_run(tmp_path, monkeypatch, tiny_dropout_model, sft_file):
+    """tests/ddp_worker.py's resume runs (with dropout: each rank's generators matter), under FSDP2:
+    crashed inside step 3 on every rank, resumed from the sharded step-2 checkpoint."""
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29623", os.path.join(HERE, "ddp_worker.py"), "resume", tiny_dropout_model, sft_file,
+                          str(tmp_path)], capture_output=True, text=True, timeout=300,
+                         env=_env(ACCELERATE_USE_FSDP="true", FSDP_VERSION="2"))
+    losses = _last_json(run)
+    assert len(losses["full"]) == 4
+    assert losses["resumed"] == losses["full"]
+    a = load_file(tmp_path / "full" / "final" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "final" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+    # The checkpoint holds each rank's shard of the weights and of Adam's moments, under the manifest;
+    # no rank gathered the whole model to write it.
+    checkpoint = tmp_path / "resumed" / "checkpoints" / "step-000002"
+    with open(checkpoint / "trainer_state.json") as f:
+        manifest = json.load(f)["files"]
+    assert {"distributed/__0_0.distcp", "distributed/__1_0.distcp", "distributed/.metadata",
+            "rng_state_0.pth", "rng_state_1.pth"} <= set(manifest)
+    assert not {"model.safetensors", "optimizer.pt"} & set(os.listdir(checkpoint))
+    from torch.distributed.checkpoint import FileSystemReader
+
+    saved = FileSystemReader(str(checkpoint / "distributed")).read_metadata().state_dict_metadata
+    weights = [k.removeprefix("model.") for k in saved if k.startswith("model.")]
+    assert set(a) <= set(weights)   # (and the tied lm_head under its own name too)
+    assert all(f"optimizer.state.{k}.exp_avg_sq" in saved for k in a)
+
+    # One process cannot read it: refused in one line before any weight is touched.
+    from vietnamese_ai.recipes.sft import SFTConfig, run_sft
+    from vietnamese_ai.training import loop
+
+    def touched(*args, **kwargs):
+        raise AssertionError("weights loaded")
+
+    monkeypatch.setattr(loop, "load_weights", touched)
+    monkeypatch.setattr(loop, "load_sharded_state", touched)
+    with pytest.raises(ConfigError) as refused:
+        run_sft(SFTConfig(model_name_or_path=tiny_dropout_model, dataset=sft_file, output_dir=str(tmp_path / "one"),
+                          resume_from_checkpoint=str(checkpoint), disable_tqdm=True))
+    assert str(refused.value) == (f"resume_from_checkpoint: '{checkpoint}' holds the sharded state of a fsdp2 run of 2 "
+                                  f"processes, which this none run of 1 cannot read; resume it as it was saved: "
+                                  f"accelerate launch --use_fsdp --num_processes 2")
+
+
+def test_a_sharded_run_refuses_a_checkpoint_whose_weights_were_not_sharded(tmp_path):
+    from vietnamese_ai.training.checkpoint import TrainerState, check_resumable
+
+    checkpoint = tmp_path / "step-000002"
+    checkpoint.mkdir()
+    (checkpoint / "optimizer.pt").write_bytes(b"")
+    (checkpoint / "trainer_state.json").write_text(TrainerState(settings={"num_processes": 2, "engine": "ddp"}).to_json())
+    check_resumable(str(checkpoint), "ddp", 2)
+    with pytest.raises(ConfigError, match="was saved by a run whose parameters were not sharded, which this fsdp2 run "
+                                          "cannot resume"):
+        check_resumable(str(checkpoint), "fsdp2", 2)

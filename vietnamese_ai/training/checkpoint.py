@@ -1,7 +1,9 @@
 """Checkpoints that are written atomically, checked before use, and resume exactly.
 
-A checkpoint directory holds the model in Hugging Face format (so it can be loaded on its own),
-optimizer.pt, scheduler.json, rng_state_RANK.pth (the random generators of each process: torch, CUDA,
+A checkpoint directory holds the model in Hugging Face format (so it can be loaded on its own) and
+optimizer.pt, or, for a run whose parameters are sharded (FSDP2), `distributed/`: each rank's shard of
+the weights and of the optimizer state, written by torch.distributed.checkpoint, with no rank ever
+holding the whole; then scheduler.json, rng_state_RANK.pth (the random generators of each process: torch, CUDA,
 Python, NumPy; each rank draws its own dropout masks, so each rank's state is kept) and, written last,
 trainer_state.json:
 the step, the position in the epoch's data order, the sums of the metrics window that was not logged
@@ -30,6 +32,7 @@ from safetensors.torch import load_file
 
 from vietnamese_ai.errors import ConfigError
 from vietnamese_ai.files import remove_directory
+from vietnamese_ai.training.distributed import SHARDED_STATE
 
 log = logging.getLogger("vietnamese_ai")
 
@@ -168,8 +171,8 @@ def read_random_state(path: str, rank: int) -> RandomState:
 
 def write_training_state(path: str, optimizer: torch.optim.Optimizer | None, scheduler: Any, state: TrainerState,
                          randomness: list[RandomState] | None = None) -> None:
-    """Everything but the weights, trainer_state.json last. `optimizer=None` (sharded runs) writes no
-    optimizer state; `randomness` holds every process's generators, by rank (default: this process's
+    """Everything but the weights, trainer_state.json last. `optimizer=None` (sharded runs, whose
+    optimizer state is in distributed/) writes no optimizer.pt; `randomness` holds every process's generators, by rank (default: this process's
     current state, for a single-process run)."""
     randomness = randomness or [RandomState.capture()]
     if optimizer is not None:
@@ -188,14 +191,35 @@ def read_trainer_state(path: str) -> TrainerState:
         return TrainerState(**json.load(f))
 
 
-def read_training_state(path: str, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int = 0) -> TrainerState:
-    """Restore the optimizer, the schedule and process `rank`'s random generators; return the trainer state."""
-    if not os.path.isfile(os.path.join(path, "optimizer.pt")):
+def check_resumable(path: str, engine: str, world_size: int) -> None:
+    """Refuse, before any weight is touched, a checkpoint that a run under `engine` cannot resume exactly
+    (the number of processes is checked with the other settings that decide the data order)."""
+    settings = read_trainer_state(path).settings
+    saved_by, processes = settings.get("engine"), settings.get("num_processes", 1)
+    sharded_state = os.path.isdir(os.path.join(path, SHARDED_STATE))
+    sharded_run = engine not in ("none", "ddp")
+    if sharded_state and not sharded_run:
+        raise ConfigError(f"resume_from_checkpoint: '{path}' holds the sharded state of a {saved_by or 'sharded'} run "
+                          f"of {processes} processes, which this {engine} run of {world_size} cannot read; resume it "
+                          f"as it was saved: accelerate launch --use_fsdp --num_processes {processes}")
+    if sharded_run and not sharded_state:
+        raise ConfigError(f"resume_from_checkpoint: '{path}' was saved by a run whose parameters were not sharded, "
+                          f"which this {engine} run cannot resume; resume it as it was saved (without --use_fsdp), "
+                          f"or start a new run from its weights with model_name_or_path={path}")
+    if not sharded_state and not os.path.isfile(os.path.join(path, "optimizer.pt")):
         raise ConfigError(f"resume_from_checkpoint: '{path}' has no optimizer state (it was saved by a sharded "
-                          f"FSDP/DeepSpeed run), so it cannot resume exactly; start a new run from its weights "
-                          f"with model_name_or_path={path}")
+                          f"run of an earlier version), so it cannot resume exactly; start a new run from its "
+                          f"weights with model_name_or_path={path}")
+
+
+def read_training_state(path: str, optimizer: torch.optim.Optimizer | None, scheduler: Any,
+                        rank: int = 0) -> TrainerState:
+    """Restore the optimizer (None: restored with the sharded state), the schedule and process `rank`'s
+    random generators; return the trainer state."""
     # weights_only: the optimizer file holds tensors and numbers; nothing else may be unpickled.
-    optimizer.load_state_dict(torch.load(os.path.join(path, "optimizer.pt"), weights_only=True, map_location="cpu"))
+    if optimizer is not None:
+        optimizer.load_state_dict(torch.load(os.path.join(path, "optimizer.pt"), weights_only=True,
+                                             map_location="cpu"))
     with open(os.path.join(path, "scheduler.json")) as f:
         scheduler.load_state_dict(json.load(f))
     read_random_state(path, rank).restore()

@@ -160,3 +160,45 @@ def full_state_dict(model: Any) -> dict[str, torch.Tensor]:
             if aliases[0] in state and alias in state:
                 state[alias] = state[aliases[0]]
     return state
+
+
+# torch.distributed.checkpoint (DCP) layout inside a checkpoint: one file per rank plus .metadata.
+SHARDED_STATE = "distributed"
+
+
+def _inner_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    return getattr(optimizer, "optimizer", optimizer)   # under accelerate's AcceleratedOptimizer
+
+
+def save_sharded_state(path: str, model: Any, optimizer: Any) -> None:
+    """Every rank writes its own shard of the weights and of the optimizer state to `path` (DCP); no
+    rank ever holds the whole. Every rank must call it."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    weights, moments = get_state_dict(model, _inner_optimizer(optimizer))
+    dcp.save({"model": weights, "optimizer": moments}, checkpoint_id=path)
+
+
+def load_sharded_state(path: str, model: Any, optimizer: Any) -> None:
+    """Read back what `save_sharded_state` wrote, each rank its own shard, into `model` and `optimizer`
+    (bit for bit). Every rank must call it."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    # The optimizer's state is created here (a step with learning rate 0, which leaves the weights
+    # as they are), so that there is a tensor of the right shard shape for each saved one to land in.
+    weights, moments = get_state_dict(model, _inner_optimizer(optimizer))
+    state = {"model": weights, "optimizer": moments}
+    dcp.load(state, checkpoint_id=path)
+    set_state_dict(model, _inner_optimizer(optimizer), model_state_dict=state["model"],
+                   optim_state_dict=state["optimizer"])
+
+
+def broadcast_from_main(value: Any) -> Any:
+    """The main process's `value` on every rank."""
+    if not torch.distributed.is_initialized():
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]

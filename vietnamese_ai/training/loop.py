@@ -40,6 +40,7 @@ from vietnamese_ai.models.io import load_weights, save_model
 from vietnamese_ai.training.checkpoint import (
     RandomState,
     TrainerState,
+    check_resumable,
     checkpoint_dirs,
     prune_checkpoints,
     read_trainer_state,
@@ -48,11 +49,16 @@ from vietnamese_ai.training.checkpoint import (
 )
 from vietnamese_ai.training.config import TrainingConfig
 from vietnamese_ai.training.distributed import (
+    SHARDED_STATE,
+    Engine,
+    broadcast_from_main,
     check_requested_engine,
     choose_engine,
     full_state_dict,
     gradient_sync_off,
+    load_sharded_state,
     prepare_accelerate_environment,
+    save_sharded_state,
     shard_fsdp2,
 )
 from vietnamese_ai.training.metrics import MetricsLog, Window, reduce_sums
@@ -203,22 +209,38 @@ def _log_record(window: Window, accelerator: Any, step: int, epoch: float, learn
 
 def _save_model_dir(accelerator: Any, model: Any, tokenizer: Any, path: str, sharded: bool, output_dir: str,
                     merge_lora: bool = False, extra: Callable[[str], None] | None = None) -> None:
-    """Write `path` atomically from the main process (sharded weights are gathered from every rank
-    first). A full disk or a permission problem is one line that says which checkpoint is still intact."""
+    """Write `path` as a Hugging Face model from the main process (sharded weights are gathered from
+    every rank first)."""
     state_dict = full_state_dict(model) if sharded else None
-    if accelerator.is_main_process:
-        try:
-            with atomic_directory(path) as tmp:
-                save_model(accelerator.unwrap_model(model), tokenizer, tmp, state_dict=state_dict, merge_lora=merge_lora)
-                if extra:
-                    extra(tmp)
-        except OSError as e:
-            error = storage_error("model directory", path, e)
-            if error is None:
-                raise
-            kept = [p for p in checkpoint_dirs(output_dir) if p != path]
-            intact = f"the checkpoint {kept[-1]} is intact" if kept else "no earlier checkpoint exists"
-            raise TrainingError(f"{error}; {intact}") from None
+
+    def write(tmp: str) -> None:
+        save_model(accelerator.unwrap_model(model), tokenizer, tmp, state_dict=state_dict, merge_lora=merge_lora)
+        if extra:
+            extra(tmp)
+
+    _write_directory(accelerator, path, output_dir, write)
+
+
+def _write_directory(accelerator: Any, path: str, output_dir: str, write: Callable[[str], None],
+                     write_on_every_rank: Callable[[str], None] | None = None) -> None:
+    """Write `path` atomically: the main process makes the temporary directory, every rank writes its
+    part into it (`write_on_every_rank`, a collective), then the main process writes the rest (`write`,
+    the manifest last) and renames it into place. A full disk or a permission problem is one line that
+    says which checkpoint is still intact."""
+    main = accelerator.is_main_process
+    try:
+        with atomic_directory(path) if main else contextlib.nullcontext("") as tmp:
+            if write_on_every_rank is not None:
+                write_on_every_rank(broadcast_from_main(tmp))
+            if main:
+                write(tmp)
+    except OSError as e:
+        error = storage_error("model directory", path, e)
+        if error is None:
+            raise
+        kept = [p for p in checkpoint_dirs(output_dir) if p != path]
+        intact = f"the checkpoint {kept[-1]} is intact" if kept else "no earlier checkpoint exists"
+        raise TrainingError(f"{error}; {intact}") from None
     accelerator.wait_for_everyone()
 
 
@@ -275,23 +297,31 @@ def _save_checkpoint(accelerator: Any, model: Any, tokenizer: Any, optimizer: An
         if any(sources):
             with open(os.path.join(tmp, SOURCE_STATE), "w", encoding="utf-8") as f:
                 json.dump(sources, f)
-        # A sharded optimizer's state_dict on one rank is only its shard: such checkpoints keep the
-        # weights but cannot resume exactly, and say so (read_training_state).
+        # A sharded optimizer's state is in distributed/, written by every rank.
         write_training_state(tmp, None if sharded else optimizer, scheduler, state, generators)
 
-    _save_model_dir(accelerator, model, tokenizer, path, sharded, out, extra=extra)
+    if sharded:   # no rank gathers the whole model: each writes its shards (torch.distributed.checkpoint)
+        _write_directory(accelerator, path, out, extra,
+                         lambda tmp: save_sharded_state(os.path.join(tmp, SHARDED_STATE), model, optimizer))
+    else:
+        _save_model_dir(accelerator, model, tokenizer, path, sharded, out, extra=extra)
     if accelerator.is_main_process:
         prune_checkpoints(out, save_total_limit)
     return path
 
 
 def _resume(config: TrainingConfig, path: str, model: Any, optimizer: Any, scheduler: Any,
-            settings: dict[str, Any], rank: int = 0) -> TrainerState:
+            settings: dict[str, Any], engine: Engine, rank: int = 0) -> TrainerState:
     fresh_groups = [dict(group) for group in optimizer.param_groups]
-    saved = read_trainer_state(path).settings
-    changed = compare_settings(saved, settings, path)   # refuses a changed data order before touching anything
-    load_weights(model, path)
-    state = read_training_state(path, optimizer, scheduler, rank)
+    # Before touching anything: a checkpoint this engine cannot read, a changed data order.
+    check_resumable(path, engine.name, engine.world_size)
+    changed = compare_settings(read_trainer_state(path).settings, settings, path)
+    if engine.sharded:
+        load_sharded_state(os.path.join(path, SHARDED_STATE), model, optimizer)
+        state = read_training_state(path, None, scheduler, rank)
+    else:
+        load_weights(model, path)
+        state = read_training_state(path, optimizer, scheduler, rank)
     apply_current_optimisation(optimizer, scheduler, fresh_groups, config.learning_rate)
     if changed:
         log.warning("resuming from %s with changed settings, applied from step %d on: %s", path, state.global_step + 1,
@@ -335,7 +365,7 @@ def _train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Seque
             f.write(config.to_yaml())
     steps_per_epoch = source.setup(accelerator)
     total_steps = total_optimizer_steps(config, steps_per_epoch)
-    settings = run_settings(config, source.examples, accelerator.num_processes, total_steps)
+    settings = {**run_settings(config, source.examples, accelerator.num_processes, total_steps), "engine": engine.name}
 
     torch.manual_seed(config.seed)
     if engine.shard_by_hand:   # before the optimizer, which must hold the sharded parameters
@@ -350,12 +380,9 @@ def _train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Seque
     model.train()
     sharded = engine.sharded
     state = TrainerState(settings=settings)
-    if resume_from and sharded:
-        raise ConfigError(f"resume_from_checkpoint: a run under {engine.name} cannot resume yet ({resume_from}); "
-                          f"start a new run from its weights with model_name_or_path={resume_from}")
     if resume_from:
         state = _resume(config, resume_from, accelerator.unwrap_model(model), optimizer, scheduler, settings,
-                        accelerator.process_index)
+                        engine, accelerator.process_index)
         state.settings = settings
         source.load_state_dict(_read_source_state(resume_from, accelerator.process_index))
     source.attach(model, out, state.global_step if resume_from else None)
