@@ -165,18 +165,20 @@ def test_reward_functions_may_return_numpy_and_torch_scalars_but_not_other_thing
     import numpy as np
 
     from vietnamese_ai.errors import TrainingError
-    from vietnamese_ai.recipes.online import RewardTerm, score_completions
+    from vietnamese_ai.recipes.online import RewardInputs, RewardTerm, score_completions
 
+    inputs = RewardInputs(prompts=[], completions=[], completion_ids=[], trainer_state=None, columns={}, prompt_ids=[],
+                          texts=[], scorer_prompts=[])
     values = [np.float32(0.5), np.int64(2), np.bool_(True), False, torch.tensor(-0.25), np.float64(1.5), 3, None]
     terms = [RewardTerm("f", 1.0, lambda inputs: values), RewardTerm("one", 1.0, lambda inputs: [1.0] * len(values))]
-    out = score_completions(terms, {}, len(values), 1)
+    out = score_completions(terms, inputs, len(values), 1)
     assert out[:7, 0].tolist() == [0.5, 2.0, 1.0, 0.0, -0.25, 1.5, 3.0] and math.isnan(out[7, 0])
     for bad, shown in (("0.5", "'0.5'"), ([1.0], "[1.0]"), (np.array([1.0, 2.0]), "array"), (np.str_("1"), "'1'"),
                        (1j, "1j"), (np.float32("inf"), "inf"), (torch.tensor([1.0, 2.0]), "tensor")):
         term = RewardTerm("f", 1.0, lambda inputs, bad=bad: [1.0, bad])
         with pytest.raises(TrainingError, match="reward 'f' returned .* for completion 1 \\(at step 3\\); rewards must be "
                                                 "finite numbers") as error:
-            score_completions([term], {}, 2, 3)
+            score_completions([term], inputs, 2, 3)
         assert shown in str(error.value)
 
 
@@ -307,7 +309,7 @@ def test_a_prompt_record_without_a_prompt_is_named_before_the_model_loads(tmp_pa
 def test_a_reward_model_with_the_policys_tokenizer_reads_the_sampled_ids(tiny_model, seeded_reward_model):
     """Where text round-trips, the ids path equals the text path; where it does not (the same text
     from other ids), the ids path scores the ids actually given."""
-    from vietnamese_ai.recipes.online import RewardTerm, read_sampled_ids
+    from vietnamese_ai.recipes.online import RewardInputs, RewardTerm, read_sampled_ids
     from vietnamese_ai.scoring.reward_model import RewardModelScorer
 
     tokenizer = load_tokenizer(tiny_model)
@@ -337,10 +339,12 @@ def test_a_reward_model_with_the_policys_tokenizer_reads_the_sampled_ids(tiny_mo
 
     terms = [RewardTerm("rm", 1.0, lambda inputs: "text", scorer)]
     read_sampled_ids(terms, tokenizer)
-    inputs = {"prompt_ids": [prompt_ids(tokenizer, p) for p in prompts], "completion_ids": spelled}
+    # the text path is never read: texts and scorer prompts that would give other values
+    inputs = RewardInputs(prompts=[], completions=[], completion_ids=spelled, trainer_state=None, columns={},
+                          prompt_ids=[prompt_ids(tokenizer, p) for p in prompts], texts=["x"] * 4, scorer_prompts=["y"] * 4)
     assert terms[0].compute(inputs) == pytest.approx(other)
     # the engine's default reads a cut completion as sampled; reward_cut_completions=with_eos appends EOS
-    inputs["completion_ids"] = [i[:-1] for i in ids]
+    inputs.completion_ids = [i[:-1] for i in ids]
     assert terms[0].compute(inputs) == pytest.approx(as_sampled, abs=1e-6)
     read_sampled_ids(terms, tokenizer, append_eos=True)
     assert terms[0].compute(inputs) == pytest.approx(cut, abs=1e-6)

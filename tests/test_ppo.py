@@ -79,8 +79,8 @@ def test_the_first_mini_batch_is_on_policy(tmp_path, tiny_dropout_model, prompts
     from vietnamese_ai.data.loading import load_records
     from vietnamese_ai.models.loading import disable_dropout, load_causal_lm, load_tokenizer
     from vietnamese_ai.models.value import attach_value_model, forward_with_values, load_value_model
-    from vietnamese_ai.recipes.online import OnlineMethod, build_rewards, resolve_reference, tokenize_prompts
-    from vietnamese_ai.recipes.ppo import PPOSource, attach_value_head, ppo_loss_fn
+    from vietnamese_ai.recipes.online import RolloutSource, build_rewards, resolve_reference, tokenize_prompts
+    from vietnamese_ai.recipes.ppo import PPO, attach_value_head, ppo_loss_fn
     from vietnamese_ai.training.checkpoint import TrainerState
 
     separate = {"value_model_name_or_path": seeded_reward_model} if values == "model" else {}
@@ -94,10 +94,9 @@ def test_the_first_mini_batch_is_on_policy(tmp_path, tiny_dropout_model, prompts
         torch.nn.init.normal_(model.value_head.weight)      # a head that is not zero, so the values mean something
     else:
         attach_value_model(model, load_value_model(config, tokenizer.pad_token_id).train())
-    method = OnlineMethod("ppo", lambda r, kl, a: r, count_tokens=True, old_logps_always=True, values=True)
-    source = PPOSource(config, tokenize_prompts(load_records(prompts_file), tokenizer, None), tokenizer,
-                       build_rewards(config), method, reference, True, True, tokenizer.pad_token_id, 0.0)
-    source.cache_prompts = cache_prompts
+    source = RolloutSource(config, tokenize_prompts(load_records(prompts_file), tokenizer, None), tokenizer,
+                           build_rewards(config), PPO(config), reference, True, True, tokenizer.pad_token_id, 0.0,
+                           cache_prompts=cache_prompts)
     source.setup(Accelerator(cpu=True))
     source.attach(model.train(), str(tmp_path), None)
     step = source.next_step(TrainerState())

@@ -13,11 +13,12 @@ def main() -> None:
     args = json.loads(sys.argv[1])
     import torch
 
-    from vietnamese_ai.recipes import grpo, online, rloo
+    from vietnamese_ai.recipes import grpo, rloo
+    from vietnamese_ai.recipes.online import engine
 
     torch.set_num_threads(args.get("threads", torch.get_num_threads()))
     recipe = grpo if args["method"] == "grpo" else rloo
-    timing = time_training_loop(online)
+    timing = time_training_loop(engine)   # run_online calls the loop
     if args.get("sampler") == "generate":  # the ablation: transformers' generate instead of our decoding loop
         import vietnamese_ai.models.sampling as sampling
 

@@ -13,10 +13,11 @@ def main() -> None:
     args = json.loads(sys.argv[1])
     import torch
 
-    from vietnamese_ai.recipes import online, ppo
+    from vietnamese_ai.recipes import ppo
+    from vietnamese_ai.recipes.online import engine
 
     torch.set_num_threads(args["threads"])
-    timing = time_training_loop(online)
+    timing = time_training_loop(engine)   # run_online calls the loop
     # The whole rollout is one mini-batch, accumulated over micro-batches, as the TRL side runs it.
     rollout, micro = args["batch_size"], args["micro_batch_size"]
     config = ppo.PPOConfig(

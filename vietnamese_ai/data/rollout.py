@@ -116,9 +116,10 @@ def rollout_batch(rollout: Rollout, indices: list[int], pack: bool, share: bool,
     token_mask = torch.tensor(keep)[batch.target_groups]
     batch.num_items = int(token_mask.sum()) if count_tokens else len(indices)
     pick = lambda values: None if values is None else align_to_targets(batch, [values[k] for k in indices])  # noqa: E731
-    batch.extras["rollout"] = RolloutBatch(torch.tensor([rollout.advantages[k] for k in indices], dtype=torch.float32),
-                                           token_mask, pick(rollout.old_logps), pick(rollout.ref_logps),
-                                           pick(rollout.values), pick(rollout.token_advantages), pick(rollout.returns))
+    batch.extras["rollout"] = RolloutBatch(
+        advantages=torch.tensor([rollout.advantages[k] for k in indices], dtype=torch.float32), token_mask=token_mask,
+        old_logps=pick(rollout.old_logps), ref_logps=pick(rollout.ref_logps), old_values=pick(rollout.values),
+        token_advantages=pick(rollout.token_advantages), returns=pick(rollout.returns))
     return batch
 
 

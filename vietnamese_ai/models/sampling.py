@@ -16,6 +16,9 @@ takes the token whose cumulative probability first exceeds the uniform. Temperat
 The decoding loop is ours (a few lines: no logits processors or stopping criteria to run per step);
 a model it cannot drive (no repeatable cache, say) falls back to `model.generate` with the same
 token choice applied through a logits processor, with one warning.
+
+Online RL reaches the sampler through `GenerationBackend`, the seam where another engine (a vLLM
+server, say) could sample instead; `SamplerBackend`, this module's sampler, is the default.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import functools
 import inspect
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -39,6 +42,48 @@ log = logging.getLogger("vietnamese_ai")
 class Completion:
     token_ids: list[int]     # sampled tokens, up to and including EOS; nothing after it
     finished: bool           # ended with EOS (False: cut at max_new_tokens)
+    logps: list[float] | None = None   # the sampler's log-prob of each token, where a backend gives them
+
+
+class GenerationBackend(Protocol):
+    """What samples an online run's completions: prompts and seeds in, completions out.
+
+    `exact` says whether what it samples is exactly the distribution of the policy being trained
+    (its weights, its numerics). Then a rollout trained on-policy needs no separate pass for the
+    sampling policy's log-probs: the loss's own log-probs, detached, are them. An inexact backend
+    (another engine, other kernels, weights synced late) makes the policy recompute them in the
+    rollout pass every time, so the importance ratio is always the trained model's own.
+    """
+
+    exact: bool
+
+    def generate(self, prompts: list[list[int]], group: int, seeds: list[int]) -> list[Completion]:
+        """`group` completions of every prompt (token ids), prompt-major: completion j of prompt i is
+        i * group + j, drawn from seed `seeds[i * group + j]`."""
+
+    def sync_weights(self, model: Any) -> None:
+        """The policy's current weights: called with the model when training starts and after each
+        optimizer step, before the next rollout is sampled."""
+
+
+class SamplerBackend:
+    """The built-in backend: this module's sampler, reading the policy being trained in place (so
+    `sync_weights` only keeps a reference to it). Exact: it samples the policy's own distribution."""
+
+    exact = True
+
+    def __init__(self, max_new_tokens: int, eos_token_id: int, pad_token_id: int, temperature: float = 1.0,
+                 top_k: int = 0, top_p: float = 1.0, batch_size: int = 16):
+        self.max_new_tokens, self.eos_token_id, self.pad_token_id = max_new_tokens, eos_token_id, pad_token_id
+        self.temperature, self.top_k, self.top_p, self.batch_size = temperature, top_k, top_p, batch_size
+        self.model: Any = None
+
+    def sync_weights(self, model: Any) -> None:
+        self.model = model
+
+    def generate(self, prompts: list[list[int]], group: int, seeds: list[int]) -> list[Completion]:
+        return sample_completions(self.model, prompts, group, seeds, self.max_new_tokens, self.eos_token_id,
+                                  self.pad_token_id, self.temperature, self.top_k, self.top_p, self.batch_size)
 
 
 def step_uniforms(seeds: list[int], steps: int, device: torch.device) -> torch.Tensor:

@@ -28,7 +28,15 @@ from pydantic import Field, field_validator
 from vietnamese_ai.data.layout import PackedBatch
 from vietnamese_ai.losses.online import aggregate, clipped_surrogate, group_advantages, k3_kl
 from vietnamese_ai.models.prompt_cache import rollout_logps
-from vietnamese_ai.recipes.online import OnlineConfig, OnlineMethod, global_mean_std, run_online
+from vietnamese_ai.models.sampling import GenerationBackend
+from vietnamese_ai.recipes.online import (
+    Advantages,
+    OnlineConfig,
+    OnlineMethod,
+    ScoredRollout,
+    global_mean_std,
+    run_online,
+)
 from vietnamese_ai.training.loop import StepOutput, TrainResult
 
 
@@ -45,16 +53,6 @@ class GRPOConfig(OnlineConfig):
     def _legacy_boolean(cls, value: Any) -> Any:
         # TRL accepted True/False before the three modes existed.
         return {True: "group", False: "none", "true": "group", "false": "none"}.get(value, value)
-
-
-def grpo_advantages(config: GRPOConfig):
-    def advantages(rewards: torch.Tensor, kl: torch.Tensor | None, accelerator: Any) -> torch.Tensor:
-        batch_std = None
-        if config.scale_rewards == "batch":
-            batch_std = torch.tensor(global_mean_std(rewards.flatten(), accelerator)[1])
-        return group_advantages(rewards, config.scale_rewards, batch_std)
-
-    return advantages
 
 
 def grpo_loss_fn(config: GRPOConfig):
@@ -88,11 +86,28 @@ def grpo_loss_fn(config: GRPOConfig):
     return loss
 
 
-GRPO = lambda config: OnlineMethod("grpo", grpo_advantages(config), count_tokens=config.loss_type == "dapo")  # noqa: E731
+class GRPO(OnlineMethod):
+    """GRPO on the rollout source: group-relative advantages, the loss above."""
+
+    name = "grpo"
+
+    def __init__(self, config: GRPOConfig):
+        self.config = config
+        self.count_tokens = config.loss_type == "dapo"
+
+    def advantages(self, scored: ScoredRollout, accelerator: Any) -> Advantages:
+        rewards = scored.rewards.view(-1, scored.rollout.group_size).float()
+        batch_std = None
+        if self.config.scale_rewards == "batch":
+            batch_std = torch.tensor(global_mean_std(rewards.flatten(), accelerator)[1])
+        return Advantages(group_advantages(rewards, self.config.scale_rewards, batch_std).flatten())
+
+    def loss_fn(self) -> Any:
+        return grpo_loss_fn(self.config)
 
 
 def run_grpo(config: GRPOConfig, model: Any = None, tokenizer: Any = None, train_records: Any = None,
-             reward_funcs: list[Any] | None = None) -> TrainResult:
+             reward_funcs: list[Any] | None = None, backend: GenerationBackend | None = None) -> TrainResult:
     """Run GRPO as configured. `reward_funcs` (Python API) adds reward functions with TRL's signature
-    to the ones `config.reward` names."""
-    return run_online(config, GRPO(config), grpo_loss_fn(config), model, tokenizer, train_records, reward_funcs)
+    to the ones `config.reward` names; `backend` samples the completions (default: the built-in sampler)."""
+    return run_online(config, GRPO(config), model, tokenizer, train_records, reward_funcs, backend)

@@ -40,7 +40,6 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 from vietnamese_ai.data.layout import PackedBatch
-from vietnamese_ai.data.rollout import Rollout
 from vietnamese_ai.errors import ConfigError
 from vietnamese_ai.losses.online import clipped_surrogate, k3_kl
 from vietnamese_ai.metric_names import with_recipe_names
@@ -54,10 +53,18 @@ from vietnamese_ai.losses.ppo import (
 )
 from vietnamese_ai.models.forward import unwrap
 from vietnamese_ai.models.value import attach_value_model, check_value_model, forward_with_values, load_value_model
-from vietnamese_ai.recipes.online import OnlineConfig, OnlineMethod, RolloutSource, global_mean_std, run_online
+from vietnamese_ai.models.sampling import GenerationBackend
+from vietnamese_ai.recipes.online import (
+    Advantages,
+    OnlineConfig,
+    OnlineMethod,
+    RolloutNeeds,
+    ScoredRollout,
+    global_mean_std,
+    run_online,
+)
 from vietnamese_ai.training.loop import StepOutput, TrainResult
 from vietnamese_ai.training.metrics import reduce_sums
-from vietnamese_ai.training.sources import StepBatches
 
 # TRL's original PPOConfig and generate() keyword names -> ours.
 RENAMED = {"ppo_epochs": "num_ppo_epochs", "init_kl_coef": "kl_coef", "adap_kl_ctrl": "adaptive_kl", "target": "target_kl",
@@ -127,33 +134,48 @@ class PPOConfig(OnlineConfig):
         return self.model_copy(update=updates)
 
 
-class PPOSource(RolloutSource):
-    """The engine's rollout source with PPO's per-token advantages and the KL controller (its state
-    goes into checkpoints with the rollout)."""
+class PPO(OnlineMethod):
+    """PPO on the rollout source: per-token advantages (GAE over the KL-penalised rewards and the
+    values read in the rollout pass), the loss above, the value head or value model it attaches, and
+    the adaptive KL controller, whose coefficient goes into checkpoints with the rollout."""
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        config = self.config
+    name = "ppo"
+    count_tokens = True
+
+    def __init__(self, config: PPOConfig):
+        self.config = config
         self.controller = AdaptiveKLController(config.kl_coef, config.target_kl, config.horizon)
 
+    def needs(self) -> RolloutNeeds:
+        return RolloutNeeds(old_logps=True, values=True)
+
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "kl_coef": self.controller.value}
+        return {"kl_coef": self.controller.value}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
         self.controller.value = state.get("kl_coef", self.config.kl_coef)
 
-    @classmethod
-    def check_prompts(cls, config: PPOConfig, prompts: list[Any]) -> None:
+    def check_prompts(self, prompts: list[Any]) -> None:
         shortest = min(len(p.ids) for p in prompts)
-        if config.min_length > shortest:
-            raise ConfigError(f"min_length={config.min_length}: the shortest prompt has {shortest} tokens, so EOS would "
-                              f"be suppressed, and the loss would not be that of the distribution sampled; use "
+        if self.config.min_length > shortest:
+            raise ConfigError(f"min_length={self.config.min_length}: the shortest prompt has {shortest} tokens, so EOS "
+                              f"would be suppressed, and the loss would not be that of the distribution sampled; use "
                               f"missing_eos_penalty or a reward for length instead")
 
-    def _advantages(self, rollout: Rollout, rewards: torch.Tensor, step: StepBatches) -> torch.Tensor:
-        config, accelerator = self.config, self.accelerator
-        self._rollout_logps(rollout)
+    def prepare_policy(self, model: Any, tokenizer: Any) -> None:
+        """A value head on the policy, or the separate value model (saved beside the policy either way)."""
+        if self.config.value_model_name_or_path is None:
+            return attach_value_head(model)
+        from vietnamese_ai.recipes.common import pad_token_id, prepare_trainable
+
+        value_model = load_value_model(self.config, pad_token_id(tokenizer, model))
+        attach_value_model(model, prepare_trainable(self.config, value_model, task_type="SEQ_CLS"))
+
+    def loss_fn(self) -> Any:
+        return ppo_loss_fn(self.config)
+
+    def advantages(self, scored: ScoredRollout, accelerator: Any) -> Advantages:
+        config, rollout, rewards = self.config, scored.rollout, scored.rewards
         mask = padded([[1.0] * len(c) for c in rollout.completion_ids])
         old, values = padded(rollout.old_logps), padded(rollout.values)
         kl = torch.zeros_like(old)
@@ -166,8 +188,6 @@ class PPOSource(RolloutSource):
             per_token = whiten(per_token, mask, False, *global_mean_std(per_token[mask.bool()], accelerator))
         advantages, returns = gae(per_token, values, mask, config.gamma, config.lam)
         advantages = whiten(advantages, mask, True, *global_mean_std(advantages[mask.bool()], accelerator))
-        rollout.token_advantages, rollout.returns = unpadded(advantages, mask), unpadded(returns, mask)
-        rollout.advantages = [0.0] * len(rollout.completion_ids)   # per token here, not per completion
 
         n, kl_sum, scores, returns_sum, tokens = reduce_sums(accelerator, [
             float(len(rollout.completion_ids)), float(kl.sum()), float(rewards.sum()),
@@ -176,11 +196,12 @@ class PPOSource(RolloutSource):
             self.controller.update(kl_sum / n, int(n))
         variance = explained_variance(values[mask.bool()], returns[mask.bool()])
         score_mean, score_std = global_mean_std(rewards, accelerator)
-        rollout_stats = {"kl": kl_sum / n, "kl_coef": coef, "ppo/mean_scores": score_mean, "ppo/std_scores": score_std,
-                         "ppo/returns/mean": returns_sum / tokens, "explained_variance": variance}
-        for name, value in with_recipe_names(rollout_stats).items():
-            step.sums[name] = (value, 1.0)
-        return (advantages * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+        statistics = {"kl": kl_sum / n, "kl_coef": coef, "ppo/mean_scores": score_mean, "ppo/std_scores": score_std,
+                      "ppo/returns/mean": returns_sum / tokens, "explained_variance": variance}
+        return Advantages(per_completion=torch.zeros(len(rollout.completion_ids)),   # per token here
+                          shown=(advantages * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1),
+                          per_token=unpadded(advantages, mask), returns=unpadded(returns, mask),
+                          statistics=with_recipe_names(statistics))
 
 
 def padded(rows: list[list[float]]) -> torch.Tensor:
@@ -227,26 +248,10 @@ def attach_value_head(model: Any) -> None:
     head.float()
 
 
-def prepare_values(config: PPOConfig):
-    """What run_online calls on the loaded policy: a value head on it, or the separate value model."""
-    def prepare(model: Any, tokenizer: Any) -> None:
-        if config.value_model_name_or_path is None:
-            return attach_value_head(model)
-        from vietnamese_ai.recipes.common import pad_token_id, prepare_trainable
-
-        value_model = load_value_model(config, pad_token_id(tokenizer, model))
-        attach_value_model(model, prepare_trainable(config, value_model, task_type="SEQ_CLS"))
-
-    return prepare
-
-
 def run_ppo(config: PPOConfig, model: Any = None, tokenizer: Any = None, train_records: Any = None,
-            reward_funcs: list[Any] | None = None) -> TrainResult:
-    """Run PPO as configured; `reward_funcs` as in run_grpo."""
+            reward_funcs: list[Any] | None = None, backend: GenerationBackend | None = None) -> TrainResult:
+    """Run PPO as configured; `reward_funcs` and `backend` as in run_grpo."""
     config = config.resolved()
     if config.value_model_name_or_path:
         check_value_model(config.value_model_name_or_path, config.trust_remote_code)
-    method = OnlineMethod("ppo", lambda rewards, kl, accelerator: rewards, count_tokens=True, old_logps_always=True,
-                          values=True)
-    return run_online(config, method, ppo_loss_fn(config), model, tokenizer, train_records, reward_funcs,
-                      source_class=PPOSource, prepare_policy=prepare_values(config))
+    return run_online(config, PPO(config), model, tokenizer, train_records, reward_funcs, backend)

@@ -25,13 +25,21 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from pydantic import Field, model_validator
 
 from vietnamese_ai.data.layout import PackedBatch
 from vietnamese_ai.losses.online import STD_EPSILON, clipped_surrogate, k3_kl, leave_one_out_advantages, sequence_sums
 from vietnamese_ai.models.prompt_cache import rollout_logps
-from vietnamese_ai.recipes.online import OnlineConfig, OnlineMethod, global_mean_std, run_online
+from vietnamese_ai.models.sampling import GenerationBackend
+from vietnamese_ai.recipes.online import (
+    Advantages,
+    OnlineConfig,
+    OnlineMethod,
+    RolloutNeeds,
+    ScoredRollout,
+    global_mean_std,
+    run_online,
+)
 from vietnamese_ai.training.loop import StepOutput, TrainResult
 
 
@@ -49,20 +57,6 @@ class RLOOConfig(OnlineConfig):
                                                    or self.reward_clip_range[0] >= self.reward_clip_range[1]):
             raise ValueError(f"reward_clip_range must be [min, max] with min < max, got {self.reward_clip_range}")
         return self
-
-
-def rloo_advantages(config: RLOOConfig):
-    def advantages(rewards: torch.Tensor, kl: torch.Tensor | None, accelerator: Any) -> torch.Tensor:
-        total = rewards - config.beta * kl if (kl is not None and config.kl_in_reward) else rewards
-        if config.reward_clip_range is not None:
-            total = total.clamp(*config.reward_clip_range)
-        result = leave_one_out_advantages(total)
-        if config.normalize_advantages:
-            mean, std = global_mean_std(result.flatten(), accelerator)
-            result = (result - mean) / (std + STD_EPSILON)
-        return result
-
-    return advantages
 
 
 def rloo_loss_fn(config: RLOOConfig):
@@ -99,12 +93,36 @@ def rloo_loss_fn(config: RLOOConfig):
     return loss
 
 
-def RLOO(config: RLOOConfig) -> OnlineMethod:
-    return OnlineMethod("rloo", rloo_advantages(config), count_tokens=False,
-                        old_logps_always=config.beta > 0 and config.kl_in_reward)
+class RLOO(OnlineMethod):
+    """RLOO on the rollout source: leave-one-out advantages of the rewards (less the sampled KL with
+    kl_in_reward, which needs the sampling policy's log-probs even on-policy), the loss above."""
+
+    name = "rloo"
+    count_tokens = False
+
+    def __init__(self, config: RLOOConfig):
+        self.config = config
+
+    def needs(self) -> RolloutNeeds:
+        return RolloutNeeds(old_logps=self.config.beta > 0 and self.config.kl_in_reward)
+
+    def advantages(self, scored: ScoredRollout, accelerator: Any) -> Advantages:
+        config, kl = self.config, scored.kl
+        rewards = scored.rewards.view(-1, scored.rollout.group_size).float()
+        total = rewards - config.beta * kl if (kl is not None and config.kl_in_reward) else rewards
+        if config.reward_clip_range is not None:
+            total = total.clamp(*config.reward_clip_range)
+        result = leave_one_out_advantages(total)
+        if config.normalize_advantages:
+            mean, std = global_mean_std(result.flatten(), accelerator)
+            result = (result - mean) / (std + STD_EPSILON)
+        return Advantages(result.flatten())
+
+    def loss_fn(self) -> Any:
+        return rloo_loss_fn(self.config)
 
 
 def run_rloo(config: RLOOConfig, model: Any = None, tokenizer: Any = None, train_records: Any = None,
-             reward_funcs: list[Any] | None = None) -> TrainResult:
-    """Run RLOO as configured; `reward_funcs` as in run_grpo."""
-    return run_online(config, RLOO(config), rloo_loss_fn(config), model, tokenizer, train_records, reward_funcs)
+             reward_funcs: list[Any] | None = None, backend: GenerationBackend | None = None) -> TrainResult:
+    """Run RLOO as configured; `reward_funcs` and `backend` as in run_grpo."""
+    return run_online(config, RLOO(config), model, tokenizer, train_records, reward_funcs, backend)
