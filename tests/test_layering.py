@@ -58,8 +58,22 @@ def test_layers_import_only_downwards():
     root = os.path.dirname(vietnamese_ai.__file__)
     for layer, allowed in ALLOWED.items():
         target = os.path.join(root, layer)
-        files = [os.path.join(target, f) for f in os.listdir(target) if f.endswith(".py")] if os.path.isdir(target) \
-            else [target + ".py"]
+        # every file of the layer, those of its subpackages (recipes/online/) included
+        files = [os.path.join(d, f) for d, _, names in os.walk(target) for f in names if f.endswith(".py")] \
+            if os.path.isdir(target) else [target + ".py"]
         for path in files:
             for imported in _imports(path):
                 assert imported == layer or imported in allowed, f"{path} imports vietnamese_ai.{imported}"
+
+
+def test_the_online_engine_files_stay_short():
+    """recipes/online/ is split so that each file reads in one sitting (docs/architecture.md#the-online-engine)."""
+    import os
+
+    import vietnamese_ai
+
+    folder = os.path.join(os.path.dirname(vietnamese_ai.__file__), "recipes", "online")
+    lengths = {f: sum(1 for _ in open(os.path.join(folder, f), encoding="utf-8"))
+               for f in os.listdir(folder) if f.endswith(".py")}
+    assert {"config.py", "rewards.py", "method.py", "source.py", "engine.py"} <= set(lengths)
+    assert max(lengths.values()) <= 300, lengths
