@@ -174,3 +174,18 @@ def test_a_sharded_run_refuses_a_checkpoint_whose_weights_were_not_sharded(tmp_p
     with pytest.raises(ConfigError, match="was saved by a run whose parameters were not sharded, which this fsdp2 run "
                                           "cannot resume"):
         check_resumable(str(checkpoint), "fsdp2", 2)
+
+
+def test_accelerate_launch_use_fsdp_on_cpu_runs_fsdp2(tmp_path, tiny_model, sft_file):
+    """The command a user types. On CPU accelerate itself would run DDP under --use_fsdp."""
+    launch = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--use_fsdp", "--num_processes", "2",
+                             "--main_process_port", "29624", WORKER, tiny_model, sft_file, str(tmp_path / "fsdp"), "2", "2"],
+                            capture_output=True, text=True, timeout=300,
+                            env=_env(HF_HOME=str(tmp_path / "hf")))   # no accelerate config of this machine's user
+    single = subprocess.run([sys.executable, WORKER, tiny_model, sft_file, str(tmp_path / "single"), "2", "4"],
+                            capture_output=True, text=True, env=_env(), timeout=300)
+    sharded = _last_json(launch)
+    assert sharded["sharded"] is True
+    assert _run_info(tmp_path / "fsdp") == {"engine": "fsdp2", "world_size": 2}
+    assert "accelerate launch asked for FSDP version 1 (accelerate's default)" in launch.stderr
+    assert sharded["loss"] == pytest.approx(_last_json(single)["loss"], rel=1e-6)
