@@ -9,6 +9,7 @@ to 1e-7 (absolute): the reductions add the same numbers in another order, so the
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -189,3 +190,27 @@ def test_accelerate_launch_use_fsdp_on_cpu_runs_fsdp2(tmp_path, tiny_model, sft_
     assert _run_info(tmp_path / "fsdp") == {"engine": "fsdp2", "world_size": 2}
     assert "accelerate launch asked for FSDP version 1 (accelerate's default)" in launch.stderr
     assert sharded["loss"] == pytest.approx(_last_json(single)["loss"], rel=1e-6)
+
+
+def test_fsdp2_evaluates_three_examples_on_two_processes_without_hanging(tmp_path, tiny_model, sft_file):
+    """Process 0 holds two of the three evaluation examples, process 1 one: under FSDP2 every forward
+    gathers the weights from every process, so both must run the same number of forward passes."""
+    held_out = os.path.join(tmp_path, "eval.jsonl")
+    with open(sft_file, encoding="utf-8") as f, open(held_out, "w", encoding="utf-8") as out:
+        out.writelines(f.readlines()[:3])
+    launch = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                               "29625", WORKER, tiny_model, sft_file, str(tmp_path / "fsdp"), "2", "1",
+                               f"eval={held_out}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=_env(ACCELERATE_USE_FSDP="true", FSDP_VERSION="2"))
+    try:
+        stdout, stderr = launch.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        launch.send_signal(signal.SIGTERM)   # torchrun passes it on to the processes it started
+        launch.communicate(timeout=60)
+        pytest.fail("the evaluation hung")
+    fsdp = subprocess.CompletedProcess(launch.args, launch.returncode, stdout, stderr)
+    single = subprocess.run([sys.executable, WORKER, tiny_model, sft_file, str(tmp_path / "single"), "2", "2",
+                             f"eval={held_out}"], capture_output=True, text=True, env=_env(), timeout=300)
+    sharded, alone = _last_json(fsdp), _last_json(single)
+    assert len(sharded["eval_loss"]) == 1
+    assert sharded["eval_loss"] == pytest.approx(alone["eval_loss"], rel=1e-6)   # each example counted once

@@ -56,6 +56,7 @@ from vietnamese_ai.training.distributed import (
     choose_engine,
     full_state_dict,
     gradient_sync_off,
+    is_fsdp2,
     load_sharded_state,
     prepare_accelerate_environment,
     save_sharded_state,
@@ -149,15 +150,22 @@ def make_accelerator(config: TrainingConfig) -> Any:
 @torch.no_grad()
 def evaluate(model: Any, accelerator: Any, data: Sequence[Any], collate: Collate, loss_fn: LossFn,
              batch_size: int) -> dict[str, float]:
-    """Item-weighted mean loss and metrics over `data`, prefixed `eval/`."""
+    """Item-weighted mean loss and metrics over `data`, prefixed `eval/`. Each process takes every
+    world-th batch; with sharded parameters every forward gathers them from all processes, so a process
+    whose share ran out runs its first batch again, uncounted, until the others are done."""
     was_training = model.training
     model.eval()
     window = Window()
     rank, world = accelerator.process_index, accelerator.num_processes
-    for start in range(rank * batch_size, len(data), batch_size * world):
+    starts = range(rank * batch_size, len(data), batch_size * world)
+    rounds = math.ceil(len(data) / (batch_size * world)) if is_fsdp2(model) else len(starts)
+    for k in range(rounds):
+        start = starts[k] if k < len(starts) else 0
         batch = collate(list(data[start:start + batch_size])).to(accelerator.device)
         with accelerator.autocast():
-            window.add(loss_fn(model, batch), batch)
+            output = loss_fn(model, batch)
+        if k < len(starts):
+            window.add(output, batch)
     model.train(was_training)
     loss, items, _, means = window.reduced(accelerator)
     return {"eval/loss": loss / max(items, 1), **{f"eval/{k}": v for k, v in means.items()}}
