@@ -37,9 +37,13 @@ def _run_info(out):
         return json.load(f)["distributed"]
 
 
-@pytest.mark.parametrize("lora, fsdp_version, port", [(False, None, 29621), (True, "2", 29622)])
-def test_fsdp2_two_processes_equal_one_process(tmp_path, tiny_model, sft_file, lora, fsdp_version, port):
-    extra = ["lora"] if lora else []
+@pytest.mark.parametrize("extra, fsdp_version, port", [
+    ([], None, 29621),
+    (["lora"], "2", 29622),
+    (["lora", "merge"], "2", 29626),     # merge_lora: merged from the gathered weights, on the main process
+    (["score"], "2", 29627),             # a score head beside the model, saved from the gathered weights
+])
+def test_fsdp2_two_processes_equal_one_process(tmp_path, tiny_model, sft_file, extra, fsdp_version, port):
     # Without --fsdp_version, accelerate launch exports FSDP_VERSION=1: the run says it shards with FSDP2.
     launch = {"ACCELERATE_USE_FSDP": "true", **({"FSDP_VERSION": fsdp_version} if fsdp_version else {})}
     fsdp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
@@ -60,18 +64,21 @@ def test_fsdp2_two_processes_equal_one_process(tmp_path, tiny_model, sft_file, l
     assert sharded["loss"] == pytest.approx(alone["loss"], rel=1e-6)
     # The norm is that of the whole gradient, not of a shard; with max_grad_norm=0.5 it was clipped.
     assert sharded["grad_norm"] == pytest.approx(alone["grad_norm"], rel=1e-6)
-    if not lora:
-        assert min(alone["grad_norm"]) > 0.5
-    name = "adapter_model.safetensors" if lora else "model.safetensors"
-    a, b = load_file(tmp_path / "fsdp" / "final" / name), load_file(tmp_path / "single" / "final" / name)
-    assert a.keys() == b.keys()                # a tied lm_head is written once, as by one process
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=1e-7, rtol=0)
-    if not lora:   # final/ is a whole Hugging Face model, gathered from the shards
+    assert max(alone["grad_norm"]) > 0.5
+    adapter = extra == ["lora"]
+    names = ["adapter_model.safetensors" if adapter else "model.safetensors"]
+    names += ["score_head.safetensors"] if "score" in extra else []
+    for name in names:
+        a, b = load_file(tmp_path / "fsdp" / "final" / name), load_file(tmp_path / "single" / "final" / name)
+        assert a.keys() == b.keys()            # a tied lm_head is written once, as by one process
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], atol=1e-7, rtol=0)
+    if not adapter:   # final/ is a whole Hugging Face model, gathered from the shards
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp" / "final")
-        assert torch.equal(model.get_input_embeddings().weight, a["model.embed_tokens.weight"])
+        reference = load_file(tmp_path / "fsdp" / "final" / "model.safetensors")
+        assert torch.equal(model.get_input_embeddings().weight, reference["model.embed_tokens.weight"])
 
 
 def test_deepspeed_asked_is_refused_in_one_line_before_the_model_loads(tmp_path, capsys, monkeypatch, sft_file):

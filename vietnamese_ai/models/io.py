@@ -45,17 +45,18 @@ def attach_auxiliary(model: Any, name: str, module: torch.nn.Module) -> torch.nn
 def save_model(model: Any, tokenizer: Any, path: str, state_dict: dict[str, torch.Tensor] | None = None,
                merge_lora: bool = False) -> None:
     """Write `model` (and its tokenizer) to `path` in Hugging Face format; auxiliary heads go to
-    their own safetensors files."""
+    their own safetensors files. `state_dict`: the whole model's tensors, gathered from the shards of a
+    sharded run (whose modules hold only their own shard), heads included."""
     model = unwrap(model)
     heads = {name: getattr(model, name) for name in getattr(model, HEADS_ATTRIBUTE, [])}
     for name, head in heads.items():
+        own = None if state_dict is None else {k[len(name) + 1:]: v for k, v in state_dict.items()
+                                               if k.startswith(f"{name}.")}
         if hasattr(head, "save_pretrained"):
-            own = None if state_dict is None else {k[len(name) + 1:]: v for k, v in state_dict.items()
-                                                   if k.startswith(f"{name}.")}
             save_model(head, tokenizer, os.path.join(path, name), own, merge_lora)
         else:
-            save_file({k: v.detach().contiguous() for k, v in head.state_dict().items()},
-                      os.path.join(path, f"{name}.safetensors"))
+            tensors = head.state_dict() if own is None else own
+            save_file({k: v.detach().contiguous() for k, v in tensors.items()}, os.path.join(path, f"{name}.safetensors"))
         delattr(model, name)  # out of the way of save_pretrained, put back below
     if state_dict is not None and heads:
         state_dict = {k: v for k, v in state_dict.items() if k.split(".")[0] not in heads}
@@ -71,14 +72,33 @@ def save_model(model: Any, tokenizer: Any, path: str, state_dict: dict[str, torc
 def _save_weights(model: Any, path: str, state_dict: dict[str, torch.Tensor] | None, merge_lora: bool) -> None:
     if merge_lora and is_peft_model(model):
         # Merge into a copy so that a run which goes on training keeps its adapters.
-        import copy
-
-        merged = copy.deepcopy(model).merge_and_unload()
+        merged = _unsharded_copy(model, state_dict).merge_and_unload()
         merged.save_pretrained(path)
     else:
         if is_peft_model(model):
             _absolute_base_path(model)
         model.save_pretrained(path, **({"state_dict": state_dict} if state_dict is not None else {}))
+
+
+def _unsharded_copy(model: Any, state_dict: dict[str, torch.Tensor] | None) -> Any:
+    """A copy of a PEFT model to merge. A sharded model (`state_dict` gathered from its shards) cannot
+    be copied, each of its modules holding a shard: the copy is built empty from its configuration and
+    filled with the gathered tensors."""
+    import copy
+
+    if state_dict is None:
+        return copy.deepcopy(model)
+    from peft import get_peft_model
+
+    base = model.get_base_model()
+    with torch.device("meta"):
+        fresh = type(base)(base.config)
+    fresh = get_peft_model(fresh.to(base.dtype), copy.deepcopy(model.peft_config[model.active_adapter]),
+                           adapter_name=model.active_adapter)
+    fresh.to_empty(device="cpu")
+    fresh.get_base_model().tie_weights()   # to_empty gives tied parameters separate storage
+    fresh.load_state_dict(state_dict, strict=True)
+    return fresh
 
 
 def _absolute_base_path(model: Any) -> None:
