@@ -44,7 +44,9 @@ QWEN25_05B = {"model_type": "qwen2", "vocab_size": 151936, "hidden_size": 896, "
               "num_attention_heads": 14, "num_key_value_heads": 2, "intermediate_size": 4864,
               "max_position_embeddings": 32768, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6,
               "tie_word_embeddings": True, "hidden_act": "silu"}
-SMOKE = {**QWEN25_05B, "vocab_size": 1024, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+# The smoke model's vocabulary is larger than its tokenizer's, as the GPU one's is: ids the tokenizer
+# lacks are sampled and decoded there too.
+SMOKE = {**QWEN25_05B, "vocab_size": 2048, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
          "num_key_value_heads": 2, "intermediate_size": 128, "max_position_embeddings": 512}
 
 # Dense bf16 tensor-core peaks (no sparsity), FLOP/s, matched in this order against the device name.

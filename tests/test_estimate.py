@@ -53,6 +53,9 @@ def test_breakdown_by_hand_full_fine_tuning():
     # gradient checkpointing: each layer's input (L x h = 16) and one layer's activations (132)
     checkpointed = estimate_memory("sft", config.model_copy(update={"gradient_checkpointing": True}), shape, device="cuda")
     assert checkpointed.parts["activations"] == 20 * ((16 + 132) * 4 + 1200)
+    # eager attention also keeps each head's softmax over the row: 2 heads x 10 positions per token and layer
+    eager = estimate_memory("sft", config.model_copy(update={"attn_implementation": "eager"}), shape, device="cuda")
+    assert eager.parts["activations"] == 20 * (2 * (132 + 20) * 4 + 1200)
     # bf16 weights: weights, gradients and moments in 2 bytes, activations too (logits stay fp32)
     bf16 = estimate_memory("sft", SFTConfig(per_device_train_batch_size=2, max_length=10, dtype="bfloat16"),
                            shape, device="cuda").parts
@@ -81,6 +84,7 @@ def test_breakdown_by_hand_lora_qlora_and_engines():
     zero2 = estimate_memory("sft", full, shape, "deepspeed-zero2", 4, "cuda").parts
     fsdp = estimate_memory("sft", full, shape, "fsdp2", 4, "cuda").parts
     assert (ddp["weights"], ddp["gradients"], ddp["optimizer"]) == (8096, 8096, 16192)     # replicated
+    assert ddp["ddp_buckets"] == 8096 and "ddp_buckets" not in fsdp
     assert (zero2["weights"], zero2["gradients"], zero2["optimizer"]) == (8096, 2024, 4048)
     assert (fsdp["weights"], fsdp["gradients"], fsdp["optimizer"]) == (2024, 2024, 4048)
     assert fsdp["gathered_layer"] == 2 * 8096 // 2          # two of the two layers' share of the weights
@@ -161,15 +165,19 @@ def test_cli_model_directory_without_config(tmp_path, capsys):
 # The estimate against measured peaks. A model of 16.4M parameters (hidden 384, 6 layers, vocabulary
 # 8192) is large enough that its weights, gradients, moments and activations are about half the process's
 # peak, so that a missing term shows; data fill max_length so that the activation bound is reached.
-TOLERANCE = 0.12     # |estimate - measured| / measured; observed: SFT +1%, SFT LoRA -7%, DPO +8%
+TOLERANCE = 0.12     # |estimate - measured| / measured; observed: SFT +3 to +4%, SFT LoRA -5 to -7%, DPO +6 to +8%
 
 
-def _measure(argv: list[str]) -> int:
-    """Peak resident bytes of one `vietnamese-ai` process (its own ru_maxrss, from wait4)."""
-    process = subprocess.Popen([sys.executable, "-m", "vietnamese_ai.cli", *argv], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, env={**os.environ, "TQDM_DISABLE": "1"})
-    _, status, usage = os.wait4(process.pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, process.stderr.read().decode()[-2000:]
+def _measure(argv: list[str], log_path) -> int:
+    """Peak resident bytes of one `vietnamese-ai` process (its own ru_maxrss, from wait4), run with the
+    default threads as a user's would be (one at a time: several at once on few cores would spin)."""
+    with open(log_path, "w+") as log:
+        process = subprocess.Popen([sys.executable, "-m", "vietnamese_ai.cli", *argv], stdout=subprocess.DEVNULL,
+                                   stderr=log, env={**os.environ, "TQDM_DISABLE": "1"})
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        assert process.returncode == 0, log.read()[-2000:]
     return usage.ru_maxrss * 1024
 
 
@@ -195,9 +203,9 @@ def test_estimate_within_tolerance_of_measured_cpu_peaks(tmp_path):
             out, i = out + " " + CORPUS[i % 10], i + 1
         return out
 
-    sft = write_jsonl(tmp_path / "sft.jsonl", [{"prompt": text(32, i), "completion": text(88, i + 3)} for i in range(16)])
+    sft = write_jsonl(tmp_path / "sft.jsonl", [{"prompt": text(32, i), "completion": text(88, i + 3)} for i in range(8)])
     pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": text(32, i), "chosen": text(88, i + 3),
-                                                   "rejected": text(88, i + 5)} for i in range(16)])
+                                                   "rejected": text(88, i + 5)} for i in range(8)])
     common = [f"model_name_or_path={model}", "max_steps=2", "per_device_train_batch_size=4", "max_length=128",
               "save_steps=0", "disable_tqdm=true"]
     runs = {"sft full": (["sft", f"dataset={sft}"], SFTConfig, {}),
@@ -206,7 +214,8 @@ def test_estimate_within_tolerance_of_measured_cpu_peaks(tmp_path):
     shape = ModelShape.from_config(config.to_dict())
     errors = {}
     for name, (argv, config_class, keys) in runs.items():
-        measured = _measure([*argv, *common, f"output_dir={tmp_path / name.replace(' ', '_')}"])
+        slug = name.replace(" ", "_")
+        measured = _measure([*argv, *common, f"output_dir={tmp_path / slug}"], tmp_path / f"{slug}.log")
         assert measured - FRAMEWORK_CPU_BYTES > 0.4 * measured     # the model's share is large enough to test
         run_config = config_class(max_length=128, per_device_train_batch_size=4, **keys)
         estimated = estimate_memory(argv[0], run_config, shape, device="cpu").peak_bytes_per_device

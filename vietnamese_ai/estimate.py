@@ -267,6 +267,9 @@ def estimate_memory(method: str, config: Any, shape: ModelShape, engine: str = "
         parts["autocast_copies"] = trainable * 2 / W
     parts["gradients"] = trainable * trainable_bytes / shard_grads
     parts["optimizer"] = 2 * trainable * trainable_bytes / shard_grads   # AdamW: exp_avg and exp_avg_sq
+    if engine == "ddp" and world_size > 1:
+        # DDP all-reduces through flat buckets of its own: a second copy of the gradients
+        parts["ddp_buckets"] = trainable * trainable_bytes
 
     # The models beside the policy.
     def side(key: str) -> ModelShape:
@@ -313,6 +316,9 @@ def estimate_memory(method: str, config: Any, shape: ModelShape, engine: str = "
     if lora and (config.lora_dropout is None or config.lora_dropout > 0):
         per_layer += sum(a for n, (a, _) in shape.linears().items()
                          if config.lora_target_modules == "all-linear" or n in config.lora_target_modules)
+    if config.attn_implementation == "eager":
+        # eager attention keeps each head's softmax over the whole row for the backward (fused kernels do not)
+        per_layer += shape.heads * tokens // config.per_device_train_batch_size
     saved = (shape.layers * shape.hidden + per_layer) if config.gradient_checkpointing else shape.layers * per_layer
     logits = 0 if method == "reward" else 3 * shape.vocab * 4
     parts["activations"] = tokens * (saved * act_bytes + logits)
