@@ -94,6 +94,9 @@ def test_breakdown_by_hand_reference_and_online():
     shape = ModelShape.from_config(TINY)
     assert estimate_memory("dpo", DPOConfig(), shape).parts["reference"] == 0           # precomputed
     assert estimate_memory("dpo", DPOConfig(precompute_ref_log_probs=False), shape).parts["reference"] == 8096
+    sharded = estimate_memory("dpo", DPOConfig(ref_model_name_or_path="ref"), shape, "fsdp2", 4)
+    assert sharded.parts["reference"] == 8096 and sharded.parts["weights"] == 2024    # the reference is whole
+    assert "the reference model is replicated on every process, not sharded" in sharded.notes
     assert estimate_memory("dpo", DPOConfig(use_lora=True, precompute_ref_log_probs=False),
                            shape).parts["reference"] == 0                                # adapters off
     grpo = GRPOConfig(reward="python:r.py:f", max_prompt_length=12, max_completion_length=4, num_generations=2,

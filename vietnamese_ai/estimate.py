@@ -11,7 +11,8 @@ What is counted, per device (W = world size):
 - gradients and AdamW's two moments, in the dtype of the trainable parameters; gradients sharded by
   fsdp2 and ZeRO-2/3, moments by fsdp2 and ZeRO-2/3;
 - the reference, reward and value models the method keeps beside the policy (frozen copies unless
-  noted), sharded like the weights;
+  noted); the reference and reward models are whole on every process (the loop shards only what it
+  trains), the value model is counted like the policy;
 - the sampler's KV cache for online methods (one rollout's sequences at full length);
 - activations of one micro-batch (a per-layer formula, or one layer's with gradient checkpointing)
   and its logits;
@@ -281,7 +282,10 @@ def estimate_memory(method: str, config: Any, shape: ModelShape, engine: str = "
                 "ppo": getattr(config, "kl_coef", 0)}.get(method, 1)
         separate = getattr(config, "ref_model_name_or_path", None)
         if beta and (separate or (not lora and not (method in ("dpo", "kto") and config.precompute_ref_log_probs))):
-            parts["reference"] = model_bytes(side("ref_model_name_or_path")) / W
+            # the training loop prepares only the policy: a separate reference is whole on every process
+            parts["reference"] = model_bytes(side("ref_model_name_or_path"))
+            if W > 1:
+                notes.append("the reference model is replicated on every process, not sharded")
         elif beta and not lora:
             notes.append("reference log-probs are precomputed: the reference is the policy before training")
         elif beta:
