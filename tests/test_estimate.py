@@ -38,6 +38,8 @@ def test_parameter_count_by_hand_and_from_transformers():
     peft_model = get_peft_model(model, LoraConfig(r=2, target_modules="all-linear"))
     assert sum(p.numel() for p in peft_model.parameters() if p.requires_grad) == 512
     assert shape.lora_params(2, ["q_proj", "v_proj"]) == 2 * (2 * 16 + 2 * 12)
+    gpt2_names = estimate_memory("sft", SFTConfig(use_lora=True, lora_target_modules=["c_attn"]), shape)
+    assert gpt2_names.parts["gradients"] == 0 and "names none of q_proj" in gpt2_names.notes[0]
 
 
 def test_breakdown_by_hand_full_fine_tuning():
@@ -232,3 +234,19 @@ def test_help_lists_estimate_for_training_commands_only(capsys):
     assert "--device-memory SIZE" in capsys.readouterr().out
     assert main(["evaluate", "--help"]) == 0
     assert "--estimate" not in capsys.readouterr().out
+
+
+def test_hub_name_read_from_the_offline_cache(tmp_path):
+    """A hub name is read from transformers' cache, offline (the layout huggingface_hub writes)."""
+    snapshot = tmp_path / "hub" / "models--acme--tiny" / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps(TINY))
+    (tmp_path / "hub" / "models--acme--tiny" / "refs").mkdir()
+    (tmp_path / "hub" / "models--acme--tiny" / "refs" / "main").write_text("0123abc")
+    result = subprocess.run([sys.executable, "-m", "vietnamese_ai.cli", "sft", "model_name_or_path=acme/tiny",
+                             "max_length=10", "per_device_train_batch_size=2", "bf16=false", "--estimate",
+                             "--device", "cuda"], capture_output=True, text=True,
+                            env={**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr
+    parts = json.loads(result.stdout.strip().splitlines()[-1])["parts"]
+    assert parts["weights"] == TINY_PARAMS * 4 and parts["activations"] == 20 * (2 * 132 * 4 + 1200)

@@ -262,6 +262,9 @@ def estimate_memory(method: str, config: Any, shape: ModelShape, engine: str = "
     lora = config.use_lora
     trainable = shape.lora_params(config.lora_r, config.lora_target_modules) if lora else shape.params
     trainable_bytes = 4 if lora else weight_bytes   # PEFT keeps adapters in fp32
+    if lora and not trainable:
+        notes.append(f"lora_target_modules={config.lora_target_modules} names none of {', '.join(shape.linears())}: "
+                     f"the adapters are not counted")
     parts = {"weights": model_bytes(shape, config.load_in_4bit) / W + (trainable * 4 / W if lora else 0)}
     if mixed and weight_bytes == 4 and not lora:
         # autocast keeps a half-precision copy of every weight that requires grad for the whole forward
