@@ -144,6 +144,19 @@ def test_cli_prints_json_last_and_loads_nothing(model_dir, nothing_loads, capsys
     assert any("does NOT fit" in line or "fits in" in line for line in out)
 
 
+def test_under_a_launcher_the_world_size_comes_from_the_environment_and_one_process_prints(model_dir, nothing_loads,
+                                                                                              capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("RANK", "0")
+    assert main(["sft", f"model_name_or_path={model_dir}", "--estimate", "--device", "cuda"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (last["engine"], last["world_size"], last["parts"]["weights"]) == ("fsdp2", 4, TINY_PARAMS * 4 // 4)
+    monkeypatch.setenv("RANK", "3")
+    assert main(["sft", f"model_name_or_path={model_dir}", "--estimate", "--device", "cuda"]) == 0
+    assert capsys.readouterr().out == ""
+
+
 @pytest.mark.parametrize("argv, message", [
     (["evaluate", "--estimate"], "evaluate: --estimate applies to the commands that train"),
     (["feedback", "label", "--estimate"], "feedback label: --estimate applies to the commands that train"),

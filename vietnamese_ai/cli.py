@@ -115,8 +115,9 @@ def print_estimate(name: str, config: Any, args: argparse.Namespace) -> int:
                 notes.append(f"{path}: config.json not read; taken to be the size of the policy")
     result = estimate.estimate_memory(name, config, shape, engine, world_size, device, memory, side)
     result.notes += notes
-    print("\n".join(result.lines()))
-    print(json.dumps(result.to_json()))
+    if int(os.environ.get("RANK", "0")) == 0:   # under accelerate launch every process computes it; one prints
+        print("\n".join(result.lines()))
+        print(json.dumps(result.to_json()))
     return 0
 
 
