@@ -39,7 +39,7 @@ UNCAPPED_PROMPT = 512   # prompt tokens assumed for online methods when max_prom
 NF4_BYTES = 0.5625    # 4 bits + a fp32 absmax per block of 64, quantised again (bitsandbytes' double quant)
 
 # Peak resident memory of a whole CPU training process whose model is negligible: `vietnamese-ai sft`
-# with a 33K-parameter model, 2 steps, torch 2.13 CPU, transformers 5.23 (importing torch and
+# with a 41K-parameter model, 2 steps, torch 2.13 CPU, transformers 5.23 (importing torch and
 # transformers alone peaks at 297 MiB; accelerate, peft, tokenizers and the first kernels bring the
 # rest). Measured with resource.getrusage(RUSAGE_CHILDREN).ru_maxrss around the subprocess.
 FRAMEWORK_CPU_BYTES = 475 * 2**20
