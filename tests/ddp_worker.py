@@ -4,6 +4,7 @@
     ddp_worker.py resume MODEL DATA OUT               three runs in OUT/full, OUT/resumed: uninterrupted,
                                                       crashed inside step 3 (every rank), resumed from
                                                       its step-2 checkpoint; rank 0 prints both runs' losses
+                                                      and writes them to OUT/result.json
 """
 
 import json
@@ -58,7 +59,10 @@ def resume_runs() -> None:
         raise AssertionError("the crash did not happen")
     resumed = run("resumed", resume_from_checkpoint="latest")
     if os.environ.get("RANK", "0") == "0":
-        print(json.dumps({"full": full.series("loss"), "resumed": resumed.series("loss")}))
+        losses = {"full": full.series("loss"), "resumed": resumed.series("loss")}
+        with open(os.path.join(out, "result.json"), "w") as f:
+            json.dump(losses, f)
+        print(json.dumps(losses))
 
 
 if __name__ == "__main__":

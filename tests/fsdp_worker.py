@@ -1,22 +1,23 @@
 """Run by tests/test_fsdp.py, under `torchrun --nproc_per_node 2` with the environment `accelerate launch
 --use_fsdp --fsdp_version 2` sets (or as one process): SFT on CPU, full or LoRA.
 
-    fsdp_worker.py MODEL DATA OUT BATCH ACCUMULATION [lora] [merge] [eval=PATH] [score]
+    fsdp_worker.py MODEL DATA OUT BATCH ACCUMULATION [lora] [merge] [eval=PATH] [score | dpo]
 
 `score` trains score-regularised SFT (a scalar score head beside the model) on DATA with a score per
-record (its position / 10); `merge` saves final/ with the LoRA adapters merged.
+record (its position / 10); `dpo` trains DPO on pairs made of DATA's completions (chosen) and one
+refusal (rejected); `merge` saves final/ with the LoRA adapters merged.
 
-Rank 0 prints one JSON line: the logged losses, gradient norms and evaluation losses (PATH evaluated
-at the end, one example per batch), and whether the trained model's parameters were DTensors
-(sharded) in every process.
+Rank 0 writes OUT/result.json: the logged losses, gradient norms and evaluation losses (PATH
+evaluated at the end, one example per batch); each process writes OUT/sharded_RANK.json: whether its trained
+model's parameters were DTensors. (No collective at the very end: gloo's worker thread may still be
+releasing the last one's tensors while the interpreter shuts down, which aborts the process.)
 """
 
 import json
 import os
 import sys
 
-import torch
-
+from vietnamese_ai.recipes.dpo import DPOConfig, run_dpo
 from vietnamese_ai.recipes.score_sft import ScoreSFTConfig, run_score_sft
 from vietnamese_ai.recipes.sft import SFTConfig, run_sft
 
@@ -31,22 +32,25 @@ def main() -> None:
                     max_steps=3, logging_steps=1, save_steps=0, seed=3, adam_epsilon=1.0, max_grad_norm=0.5,
                     disable_tqdm=True, use_lora=lora, lora_r=4, lora_dropout=0.0, merge_lora="merge" in options,
                     eval_dataset=held_out, per_device_eval_batch_size=1)
+    with open(data, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
     if "score" in options:
-        with open(data, encoding="utf-8") as f:
-            records = [dict(json.loads(line), score=i / 10) for i, line in enumerate(f)]
+        records = [dict(row, score=i / 10) for i, row in enumerate(rows)]
         result = run_score_sft(ScoreSFTConfig(**settings, score_alpha=1.0), train_records=records)
+    elif "dpo" in options:
+        pairs = [{"prompt": r["prompt"], "chosen": r["completion"], "rejected": " Không biết."} for r in rows]
+        result = run_dpo(DPOConfig(**settings), train_records=pairs)
     else:
         result = run_sft(SFTConfig(**settings))
     from torch.distributed.tensor import DTensor
 
-    sharded = all(isinstance(p, DTensor) for p in result.model.parameters())
-    if torch.distributed.is_initialized():
-        flags = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(flags, sharded)
-        sharded = all(flags)
-    if os.environ.get("RANK", "0") == "0":
-        print(json.dumps({"loss": result.series("loss"), "grad_norm": result.series("grad_norm"),
-                          "eval_loss": result.series("eval/loss"), "sharded": sharded}))
+    rank = os.environ.get("RANK", "0")
+    with open(os.path.join(out, f"sharded_{rank}.json"), "w") as f:
+        json.dump(all(isinstance(p, DTensor) for p in result.model.parameters()), f)
+    if rank == "0":
+        with open(os.path.join(out, "result.json"), "w") as f:
+            json.dump({"loss": result.series("loss"), "grad_norm": result.series("grad_norm"),
+                       "eval_loss": result.series("eval/loss")}, f)
 
 
 if __name__ == "__main__":
