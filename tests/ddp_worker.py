@@ -5,6 +5,11 @@
                                                       crashed inside step 3 (every rank), resumed from
                                                       its step-2 checkpoint; rank 0 prints both runs' losses
                                                       and writes them to OUT/result.json
+    ddp_worker.py kill PHASE MODEL DATA OUT           one run of 6 steps, checkpoints every 2, in OUT/full
+                                                      (PHASE full) or OUT/killed: every process SIGKILLed
+                                                      inside its step-4 checkpoint write, after writing its
+                                                      shard (PHASE killed), then resumed (PHASE resumed);
+                                                      rank 0 writes the run's losses to OUT/PHASE.json
 """
 
 import json
@@ -65,5 +70,32 @@ def resume_runs() -> None:
         print(json.dumps(losses))
 
 
+def killed_run() -> None:
+    import signal
+
+    from vietnamese_ai.training import loop
+
+    phase, model_path, data, out = sys.argv[2:6]
+    if phase == "killed":
+        saves = {"n": 0}
+        write_shards = loop.save_sharded_state
+
+        def killed_while_saving(path, model, optimizer):
+            write_shards(path, model, optimizer)
+            saves["n"] += 1
+            if saves["n"] == 2:   # step 4's checkpoint: shards on disk, the manifest and the rename not yet
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        loop.save_sharded_state = killed_while_saving
+    result = run_sft(SFTConfig(model_name_or_path=model_path, dataset=data,
+                               output_dir=os.path.join(out, "full" if phase == "full" else "killed"),
+                               per_device_train_batch_size=2, max_steps=6, save_steps=2, logging_steps=1,
+                               learning_rate=1e-3, seed=3, disable_tqdm=True,
+                               resume_from_checkpoint="latest" if phase == "resumed" else None))
+    if os.environ.get("RANK", "0") == "0":
+        with open(os.path.join(out, f"{phase}.json"), "w") as f:
+            json.dump(result.series("loss"), f)
+
+
 if __name__ == "__main__":
-    resume_runs() if sys.argv[1] == "resume" else one_run()
+    {"resume": resume_runs, "kill": killed_run}.get(sys.argv[1], one_run)()

@@ -36,7 +36,10 @@ EXIT_RACE = "terminate called without an active exception"
 
 def _result(run, out):
     """What the worker's rank 0 wrote to OUT/result.json."""
-    path = os.path.join(out, "result.json")
+    return _result_file(run, os.path.join(out, "result.json"))
+
+
+def _result_file(run, path):
     assert run.returncode == 0 or (EXIT_RACE in run.stderr and os.path.isfile(path)), run.stderr[-3000:]
     with open(path) as f:
         return json.load(f)
@@ -243,3 +246,28 @@ def test_fsdp2_evaluates_three_examples_on_two_processes_without_hanging(tmp_pat
     sharded, alone = _result(fsdp, tmp_path / "fsdp"), _result(single, tmp_path / "single")
     assert len(sharded["eval_loss"]) == 1
     assert sharded["eval_loss"] == pytest.approx(alone["eval_loss"], rel=1e-6)   # each example counted once
+
+
+def test_fsdp2_killed_inside_a_checkpoint_write_resumes_as_the_uninterrupted_run(tmp_path, tiny_dropout_model, sft_file):
+    """Every process SIGKILLed inside the step-4 checkpoint, after writing its shard and before the
+    manifest and the rename: the half-written checkpoint never appears under its name, the run resumes
+    from step 2 and ends as the uninterrupted one, bit for bit."""
+    env = _env(ACCELERATE_USE_FSDP="true", FSDP_VERSION="2")
+
+    def phase(name):
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                               "29629", os.path.join(HERE, "ddp_worker.py"), "kill", name, tiny_dropout_model, sft_file,
+                               str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
+
+    full = phase("full")
+    killed = phase("killed")
+    assert killed.returncode != 0 and "SIGKILL" in killed.stderr, killed.stderr[-3000:]
+    leftovers = sorted(os.listdir(tmp_path / "killed" / "checkpoints"))
+    assert leftovers[0].startswith(".tmp-step-000004-") and leftovers[1:] == ["step-000002"]
+    resumed = phase("resumed")
+    assert _result_file(full, tmp_path / "full.json") == _result_file(resumed, tmp_path / "resumed.json")
+    a = load_file(tmp_path / "full" / "final" / "model.safetensors")
+    b = load_file(tmp_path / "killed" / "final" / "model.safetensors")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert sorted(os.listdir(tmp_path / "killed" / "checkpoints")) == ["step-000002", "step-000004"]
