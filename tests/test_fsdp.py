@@ -179,15 +179,14 @@ def test_fsdp2_resumed_run_equals_the_uninterrupted_run(tmp_path, monkeypatch, t
     assert set(a) <= set(weights)   # (and the tied lm_head under its own name too)
     assert all(f"optimizer.state.{k}.exp_avg_sq" in saved for k in a)
 
-    # One process cannot read it: refused in one line before any weight is touched.
+    # One process cannot read it: refused in one line before any model loads.
+    from vietnamese_ai.recipes import sft
     from vietnamese_ai.recipes.sft import SFTConfig, run_sft
-    from vietnamese_ai.training import loop
 
-    def touched(*args, **kwargs):
-        raise AssertionError("weights loaded")
+    def loaded(*args, **kwargs):
+        raise AssertionError("the model loaded")
 
-    monkeypatch.setattr(loop, "load_weights", touched)
-    monkeypatch.setattr(loop, "load_sharded_state", touched)
+    monkeypatch.setattr(sft, "load_policy", loaded)
     with pytest.raises(ConfigError) as refused:
         run_sft(SFTConfig(model_name_or_path=tiny_dropout_model, dataset=sft_file, output_dir=str(tmp_path / "one"),
                           resume_from_checkpoint=str(checkpoint), disable_tqdm=True))

@@ -29,7 +29,8 @@ from vietnamese_ai.models.loading import (
     plainly_local,
 )
 from vietnamese_ai.training.config import TrainingConfig
-from vietnamese_ai.training.distributed import check_requested_engine
+from vietnamese_ai.training.checkpoint import check_resumable
+from vietnamese_ai.training.distributed import check_requested_engine, launched_engine
 from vietnamese_ai.training.loop import mixed_precision
 from vietnamese_ai.training.rundir import check_output_dir
 
@@ -164,9 +165,11 @@ def read_splits(config: TrainingConfig, train_records: Any = None, eval_records:
     """Training and (optional) evaluation records, read before anything is loaded so that a bad file,
     a bad record (`validate` converts each one to its canonical type) or an output_dir that cannot be
     used fails in seconds, not after a model load."""
-    check_output_dir(config)
+    resume = check_output_dir(config)
     mixed_precision(config)  # fp16 without a GPU fails here, not after the model has loaded
     check_requested_engine()  # so does an engine accelerate launch asked for that cannot run
+    if resume:   # and a checkpoint this engine cannot read
+        check_resumable(resume, *launched_engine())
     train, held_out = read_split(config, "train", train_records), read_split(config, "eval", eval_records)
     if validate is not None:
         for record in train + (held_out or []):

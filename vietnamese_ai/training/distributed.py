@@ -68,6 +68,15 @@ def prepare_accelerate_environment() -> None:
     os.environ.setdefault("FSDP_AUTO_WRAP_POLICY", "TRANSFORMER_BASED_WRAP")
 
 
+def launched_engine() -> tuple[str, int]:
+    """The engine and world size this process was launched for, read before anything is set up (the
+    environment of accelerate launch or torchrun); `choose_engine` decides the same from accelerate."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if requested_engine() == "fsdp" and world > 1:
+        return "fsdp2", world
+    return ("ddp" if world > 1 else "none"), world
+
+
 @dataclass(frozen=True)
 class Engine:
     name: str              # one of ENGINES
