@@ -133,21 +133,6 @@ def test_fsdp_asked_with_one_process_says_it_runs_a_single_process(tmp_path, mon
     assert _run_info(out) == {"engine": "none", "world_size": 1}
 
 
-def test_the_online_methods_refuse_fsdp2_in_one_line(tmp_path, monkeypatch, tiny_model, prompts_file, rewards_file):
-    """Their sampler decodes each rank on its own: under FSDP2 a rank that stops first would leave the
-    others waiting in a collective forever. Until it decodes in lockstep, they refuse the engine."""
-    from vietnamese_ai.recipes.grpo import GRPOConfig, run_grpo
-    from vietnamese_ai.training import loop
-    from vietnamese_ai.training.distributed import Engine
-
-    monkeypatch.setattr(loop, "choose_engine", lambda accelerator: Engine("fsdp2", 2, True))
-    with pytest.raises(ConfigError, match="the online methods do not run under fsdp2 yet"):
-        run_grpo(GRPOConfig(model_name_or_path=tiny_model, dataset=prompts_file, reward=f"python:{rewards_file}:constant",
-                            output_dir=str(tmp_path / "run"), num_generations=4, per_device_train_batch_size=8,
-                            max_completion_length=4, max_steps=1, disable_tqdm=True))
-    assert not (tmp_path / "run" / "metrics.jsonl").exists()
-
-
 def test_fsdp2_resumed_run_equals_the_uninterrupted_run(tmp_path, monkeypatch, tiny_dropout_model, sft_file):
     """tests/ddp_worker.py's resume runs (with dropout: each rank's generators matter), under FSDP2:
     crashed inside step 3 on every rank, resumed from the sharded step-2 checkpoint."""

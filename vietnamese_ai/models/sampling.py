@@ -17,6 +17,20 @@ The decoding loop is ours (a few lines: no logits processors or stopping criteri
 a model it cannot drive (no repeatable cache, say) falls back to `model.generate` with the same
 token choice applied through a logits processor, with one warning.
 
+**Sharded policies decode in lockstep.** Under FSDP2 (or ZeRO-3) every forward of the policy is a
+collective: each layer's weights are all-gathered from every process. A process that stopped when its
+own completions ended would leave the others waiting in that all-gather forever. So each decoding
+step the processes agree (one all_reduce of "is any row of mine still running") and a process whose
+rows have all ended keeps stepping on them (pad tokens, results discarded) until every process is
+done; a process with fewer prompt batches decodes a one-token filler batch for each missing one. The
+alternative, gathering the whole policy once per rollout into every process, would cost less
+communication (one gather instead of one per decoding step) but needs the whole model on every
+device for the rollout, which is what sharding exists to avoid; and it is no more exact. Lockstep is
+exact: a row's tokens depend only on its prompt, its uniforms and the weights, never on how many more
+steps its batch runs, so each process samples the ids a single process samples with the same seeds
+(`test_the_sampler_decodes_in_lockstep_under_fsdp2`). Its cost is the early process's extra steps,
+time it would otherwise spend waiting, and one one-number all_reduce per step.
+
 Online RL reaches the sampler through `GenerationBackend`, the seam where another engine (a vLLM
 server, say) could sample instead; `SamplerBackend`, this module's sampler, is the default.
 """
@@ -175,10 +189,38 @@ def _in_place_layer_class() -> type:
                                                    "__doc__": "A DynamicLayer writing into preallocated buffers."})
 
 
+def sharded_across_processes(model: Any) -> bool:
+    """Whether every forward of `model` is a collective all processes must join: FSDP2 units in it, or
+    ZeRO-3 parameters (DeepSpeed marks each with `ds_id`)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return False
+    if torch.distributed.get_world_size() < 2:
+        return False
+    from torch.distributed.fsdp import FSDPModule
+
+    return (any(isinstance(m, FSDPModule) for m in model.modules())
+            or any(hasattr(p, "ds_id") for p in model.parameters()))
+
+
+def _any_process(flag: bool, device: torch.device) -> bool:
+    """`flag` or'ed over all processes (each must call it)."""
+    value = torch.tensor([int(flag)], device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def _most_of_any_process(count: int, device: torch.device) -> int:
+    value = torch.tensor([count], device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return int(value.item())
+
+
 def _decode_loop(model: Any, prompts: list[list[int]], group: int, uniforms: torch.Tensor, max_new_tokens: int,
-                 temperature: float, top_k: int, top_p: float, eos: int, pad: int) -> torch.Tensor:
+                 temperature: float, top_k: int, top_p: float, eos: int, pad: int,
+                 lockstep: bool = False) -> torch.Tensor:
     """Our KV-cached decoding: prefill each prompt once, repeat its cache `group` times, then one token
-    per step for every row. Shape: returns (len(prompts) * group, max_new_tokens) long, pad after EOS."""
+    per step for every row. With `lockstep`, it steps until every process's rows have ended (the
+    module docstring). Shape: returns (len(prompts) * group, max_new_tokens) long, pad after EOS."""
     device = uniforms.device
     input_ids, mask = (t.to(device) for t in left_pad(prompts, pad))
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -204,7 +246,10 @@ def _decode_loop(model: Any, prompts: list[list[int]], group: int, uniforms: tor
         chosen = torch.where(finished, torch.full_like(chosen, pad), chosen)
         tokens[:, t] = chosen
         finished |= chosen == eos
-        if bool(finished.all()) or t == max_new_tokens - 1:
+        running = not bool(finished.all())
+        if lockstep:   # every process decides the same: all stop, or all take the next step's forward
+            running = _any_process(running, device)
+        if not running or t == max_new_tokens - 1:
             break
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
         position = position + 1
@@ -230,7 +275,7 @@ class _PickProcessor:
 
 def _generate_fallback(model: Any, prompts: list[list[int]], group: int, uniforms: torch.Tensor,
                        max_new_tokens: int, temperature: float, top_k: int, top_p: float, eos: int,
-                       pad: int) -> torch.Tensor:
+                       pad: int, lockstep: bool = False) -> torch.Tensor:
     from transformers import LogitsProcessorList
 
     rows = [p for p in prompts for _ in range(group)]
@@ -238,7 +283,7 @@ def _generate_fallback(model: Any, prompts: list[list[int]], group: int, uniform
     processor = _PickProcessor(uniforms, input_ids.shape[1], temperature, top_k, top_p)
     output = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                             logits_processor=LogitsProcessorList([processor]), pad_token_id=pad, eos_token_id=eos,
-                            temperature=None, top_p=None, top_k=None)
+                            temperature=None, top_p=None, top_k=None, synced_gpus=lockstep)
     tokens = torch.full((len(rows), max_new_tokens), pad, dtype=torch.long, device=uniforms.device)
     new = output[:, input_ids.shape[1]:]
     tokens[:, :new.shape[1]] = new
@@ -246,6 +291,18 @@ def _generate_fallback(model: Any, prompts: list[list[int]], group: int, uniform
 
 
 _FALLBACK_WARNED: set[type] = set()
+
+
+def _decode(model: Any, args: tuple) -> torch.Tensor:
+    """Our loop, or model.generate where the loop cannot drive the model (one warning per model class)."""
+    try:
+        return _decode_loop(model, *args)
+    except (NotImplementedError, TypeError, AttributeError) as e:
+        if type(model) not in _FALLBACK_WARNED:
+            _FALLBACK_WARNED.add(type(model))
+            log.warning("sampling through model.generate for %s (the shared-prefill loop does not apply: %s)",
+                        type(base_model(model)).__name__, e)
+        return _generate_fallback(model, *args)
 
 
 @torch.no_grad()
@@ -262,21 +319,20 @@ def sample_completions(model: Any, prompts: list[list[int]], group: int, seeds: 
     device = next(model.parameters()).device
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[Completion | None] = [None] * (len(prompts) * group)
+    lockstep = sharded_across_processes(model)
+    starts = list(range(0, len(order), batch_size))
+    batches = _most_of_any_process(len(starts), device) if lockstep else len(starts)
     with evaluation_mode(model):
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
+        for b in range(batches):
+            if b >= len(starts):   # another process has more batches: join its forwards, keep nothing
+                _decode(model, ([[pad_token_id]], 1, torch.zeros(1, max_new_tokens, dtype=torch.float64, device=device),
+                                max_new_tokens, temperature, top_k, top_p, eos_token_id, pad_token_id, lockstep))
+                continue
+            chunk = order[starts[b]:starts[b] + batch_size]
             rows = [i * group + j for i in chunk for j in range(group)]
             uniforms = step_uniforms([seeds[r] for r in rows], max_new_tokens, device)
-            args = ([prompts[i] for i in chunk], group, uniforms, max_new_tokens, temperature, top_k, top_p,
-                    eos_token_id, pad_token_id)
-            try:
-                tokens = _decode_loop(model, *args)
-            except (NotImplementedError, TypeError, AttributeError) as e:
-                if type(model) not in _FALLBACK_WARNED:
-                    _FALLBACK_WARNED.add(type(model))
-                    log.warning("sampling through model.generate for %s (the shared-prefill loop does not apply: %s)",
-                                type(base_model(model)).__name__, e)
-                tokens = _generate_fallback(model, *args)
+            tokens = _decode(model, ([prompts[i] for i in chunk], group, uniforms, max_new_tokens, temperature, top_k,
+                                     top_p, eos_token_id, pad_token_id, lockstep))
             for row, k in enumerate(rows):
                 ids = tokens[row].tolist()
                 finished = eos_token_id in ids

@@ -357,14 +357,10 @@ def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequen
 def _train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequence[Any] | None, collate: Collate | None,
            loss_fn: LossFn, eval_data: Sequence[Any] | None, eval_loss_fn: LossFn | None,
            source: StepSource | None) -> TrainResult:
-    online = source is not None
     source = source or DatasetSource(train_data, collate, config.per_device_train_batch_size,
                                      config.gradient_accumulation_steps, config.seed)
     accelerator = make_accelerator(config)
     engine = choose_engine(accelerator)
-    if engine.sharded and online:
-        raise ConfigError(f"the online methods do not run under {engine.name} yet (each rank samples on its own, "
-                          f"and a sharded policy needs every rank at every forward); launch them without FSDP (DDP)")
     out = config.output_dir
     resume_from = prepare_output_dir(config, accelerator.is_main_process)
     if accelerator.is_main_process:
