@@ -88,11 +88,12 @@ def print_estimate(name: str, config: Any, args: argparse.Namespace) -> int:
     import json
 
     from vietnamese_ai import estimate
+    from vietnamese_ai.training.distributed import ENGINES, asked_engine
 
     world_size = _positive(args.world_size or os.environ.get("WORLD_SIZE", "1"), "--world-size")
-    engine = args.engine or estimate.engine_from_environment(world_size)
-    if engine not in estimate.ENGINES:
-        raise UserError(f"--engine: expected one of {', '.join(estimate.ENGINES)}, got '{engine}'")
+    engine = args.engine or asked_engine(world_size)
+    if engine not in ENGINES:
+        raise UserError(f"--engine: expected one of {', '.join(ENGINES)}, got '{engine}'")
     if args.device not in (None, "cpu", "cuda"):
         raise UserError(f"--device: expected cpu or cuda, got '{args.device}'")
     if args.device is None:

@@ -32,7 +32,6 @@ from typing import Any
 from vietnamese_ai.errors import ConfigError
 from vietnamese_ai.scoring.combine import weighted_parts
 
-ENGINES = ("none", "ddp", "fsdp2", "deepspeed-zero2", "deepspeed-zero3")
 TRAINING_METHODS = ("sft", "score-sft", "dpo", "orpo", "kto", "reward", "grpo", "rloo", "ppo")
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 UNCAPPED_PROMPT = 512   # prompt tokens assumed for online methods when max_prompt_length is unset
@@ -211,15 +210,6 @@ def read_model_config(name_or_path: str | None, key: str = "model_name_or_path")
     except Exception:   # not cached, or not a model name: either way there is nothing to read offline
         raise ConfigError(f"{key}: '{name_or_path}' is neither a directory nor in the offline cache; --estimate needs "
                           f"its config.json (download it, or give a directory holding it)") from None
-
-
-def engine_from_environment(world_size: int) -> str:
-    """The engine `accelerate launch` asked for, from the environment it gives each process."""
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("true", "1"):
-        return "deepspeed-zero3" if os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3" else "deepspeed-zero2"
-    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("true", "1"):
-        return "fsdp2"
-    return "ddp" if world_size > 1 else "none"
 
 
 def scorer_models(config: Any) -> list[str]:

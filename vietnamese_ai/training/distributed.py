@@ -68,13 +68,24 @@ def prepare_accelerate_environment() -> None:
     os.environ.setdefault("FSDP_AUTO_WRAP_POLICY", "TRANSFORMER_BASED_WRAP")
 
 
+def asked_engine(world_size: int) -> str:
+    """The engine (one of ENGINES) that the launch environment asks for at `world_size` processes; FSDP
+    with one process has nothing to shard. The memory estimate plans with it (DeepSpeed included), and
+    `launched_engine` runs with it."""
+    asked = requested_engine()
+    if asked == "deepspeed":
+        stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2").strip()
+        return "deepspeed-zero3" if stage == "3" else "deepspeed-zero2"
+    if asked == "fsdp" and world_size > 1:
+        return "fsdp2"
+    return "ddp" if world_size > 1 else "none"
+
+
 def launched_engine() -> tuple[str, int]:
     """The engine and world size this process was launched for, read before anything is set up (the
     environment of accelerate launch or torchrun); `choose_engine` decides the same from accelerate."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if requested_engine() == "fsdp" and world > 1:
-        return "fsdp2", world
-    return ("ddp" if world > 1 else "none"), world
+    return asked_engine(world), world
 
 
 @dataclass(frozen=True)
