@@ -7,9 +7,10 @@
         two prompts (two batches of one) whose completions never end. Each process writes
         OUT/sample-RANK.json: its completions from the sharded model and from its unsharded copy
         (sampled first, alone).
-    fsdp_online_worker.py grpo|ppo MODEL PROMPTS REWARD OUT ACCUMULATION [VALUE_MODEL]
-        A few GRPO (or PPO) steps. Every process writes the token ids it sampled to OUT/sampled-RANK.json
-        (the real sampler, spied on); rank 0 writes the logged rewards and losses to OUT/result.json.
+    fsdp_online_worker.py grpo|grpo-lora|rloo|ppo MODEL PROMPTS REWARD OUT ACCUMULATION [VALUE_MODEL]
+        A few GRPO (full or LoRA), RLOO or PPO steps. Every process writes the token ids it sampled
+        (the real sampler, spied on), and whether all its model's parameters (value model included) were
+        DTensors, to OUT/sampled-RANK.json; rank 0 writes the logged rewards and losses to OUT/result.json.
 Results go to files, not stdout or a closing collective (see tests/test_fsdp_online.py's EXIT_RACE).
 """
 
@@ -70,13 +71,20 @@ def train(method: str, model: str, prompts: str, reward: str, out: str, accumula
 
         result = run_ppo(PPOConfig(**common, value_model_name_or_path=value, num_ppo_epochs=2, max_steps=4,
                                    kl_coef=0.05))
-    else:
+    elif method == "rloo":
+        from vietnamese_ai.recipes.rloo import RLOOConfig, run_rloo
+
+        result = run_rloo(RLOOConfig(**common, num_generations=4, max_steps=2, beta=0.05))
+    else:   # grpo, or grpo-lora: LoRA adapters, the reference being the policy with them off
         from vietnamese_ai.recipes.grpo import GRPOConfig, run_grpo
 
-        result = run_grpo(GRPOConfig(**common, num_generations=4, max_steps=2, beta=0.05))
+        lora = dict(use_lora=True, lora_r=4, lora_dropout=0.0) if method == "grpo-lora" else {}
+        result = run_grpo(GRPOConfig(**common, **lora, num_generations=4, max_steps=2, beta=0.05))
     rank = os.environ.get("RANK", "0")
-    with open(os.path.join(out, f"sampled-{rank}.json"), "w") as f:
-        json.dump(sampled, f)
+    from torch.distributed.tensor import DTensor
+
+    with open(os.path.join(out, f"sampled-{rank}.json"), "w") as f:   # and whether every parameter was sharded
+        json.dump({"ids": sampled, "sharded": all(isinstance(p, DTensor) for p in result.model.parameters())}, f)
     if rank == "0":
         with open(os.path.join(out, "result.json"), "w") as f:
             json.dump({"reward": result.series("reward"), "loss": result.series("loss")}, f)

@@ -84,7 +84,7 @@ def _eos_often(tiny_model, path):
     return str(path)
 
 
-@pytest.mark.parametrize("method, port", [("grpo", 29712), ("ppo", 29713)])
+@pytest.mark.parametrize("method, port", [("grpo", 29712), ("ppo", 29713), ("rloo", 29714), ("grpo-lora", 29715)])
 def test_online_rl_under_fsdp2_equals_one_process_with_doubled_accumulation(tmp_path, tiny_model, prompts_file,
                                                                             rewards_file, method, port):
     """2 processes x accumulation 1 under FSDP2 = 1 process x accumulation 2, for GRPO (reference
@@ -104,15 +104,19 @@ def test_online_rl_under_fsdp2_equals_one_process_with_doubled_accumulation(tmp_
     with open(tmp_path / "fsdp" / "run.json") as f:
         assert json.load(f)["distributed"] == {"engine": "fsdp2", "world_size": 2}
     a, b = (json.loads((tmp_path / run / "result.json").read_text()) for run in ("fsdp", "single"))
-    sampled = [json.loads((tmp_path / "fsdp" / f"sampled-{r}.json").read_text()) for r in (0, 1)]
-    alone = json.loads((tmp_path / "single" / "sampled-0.json").read_text())
+    shards = [json.loads((tmp_path / "fsdp" / f"sampled-{r}.json").read_text()) for r in (0, 1)]
+    one = json.loads((tmp_path / "single" / "sampled-0.json").read_text())
+    # Every parameter sharded in both processes, PPO's value model included (an auxiliary module of the policy).
+    assert [s["sharded"] for s in shards] == [True, True] and one["sharded"] is False
+    sampled, alone = [s["ids"] for s in shards], one["ids"]
     assert sorted(sampled[0] + sampled[1]) == sorted(alone)
     # Uneven ends: per rollout (16 completions a process), the processes' longest completions differ.
     longest = [[max(len(c) for c in s[i:i + 16]) for i in range(0, len(s), 16)] for s in sampled]
     assert longest[0] != longest[1], longest
     assert a["reward"] == pytest.approx(b["reward"], abs=1e-6)
     assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
-    files = ["model.safetensors"] + (["value_model/model.safetensors"] if method == "ppo" else [])
+    files = ["adapter_model.safetensors" if method == "grpo-lora" else "model.safetensors"]
+    files += ["value_model/model.safetensors"] if method == "ppo" else []
     for name in files:
         wa, wb = load_file(tmp_path / "fsdp" / "final" / name), load_file(tmp_path / "single" / "final" / name)
         assert wa.keys() == wb.keys()
