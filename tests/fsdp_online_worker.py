@@ -7,7 +7,7 @@
         two prompts (two batches of one) whose completions never end. Each process writes
         OUT/sample-RANK.json: its completions from the sharded model and from its unsharded copy
         (sampled first, alone).
-    fsdp_online_worker.py grpo|grpo-lora|rloo|ppo MODEL PROMPTS REWARD OUT ACCUMULATION [VALUE_MODEL]
+    fsdp_online_worker.py grpo|grpo-lora|rloo|ppo|ppo-head MODEL PROMPTS REWARD OUT ACCUMULATION [VALUE_MODEL]
         A few GRPO (full or LoRA), RLOO or PPO steps. Every process writes the token ids it sampled
         (the real sampler, spied on), and whether all its model's parameters (value model included) were
         DTensors, to OUT/sampled-RANK.json; rank 0 writes the logged rewards and losses to OUT/result.json.
@@ -66,7 +66,7 @@ def train(method: str, model: str, prompts: str, reward: str, out: str, accumula
                   per_device_train_batch_size=4, gradient_accumulation_steps=int(accumulation),
                   max_completion_length=MAX_NEW, learning_rate=1e-2, adam_epsilon=1.0, max_grad_norm=1e9,
                   logging_steps=1, save_steps=0, seed=3, disable_tqdm=True, log_completions=False)
-    if method == "ppo":
+    if method in ("ppo", "ppo-head"):   # a separate value model (VALUE_MODEL), or a value head on the policy
         from vietnamese_ai.recipes.ppo import PPOConfig, run_ppo
 
         result = run_ppo(PPOConfig(**common, value_model_name_or_path=value, num_ppo_epochs=2, max_steps=4,

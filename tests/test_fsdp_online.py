@@ -84,15 +84,17 @@ def _eos_often(tiny_model, path):
     return str(path)
 
 
-@pytest.mark.parametrize("method, port", [("grpo", 29712), ("ppo", 29713), ("rloo", 29714), ("grpo-lora", 29715)])
+@pytest.mark.parametrize("method, port", [("grpo", 29712), ("ppo", 29713), ("rloo", 29714), ("grpo-lora", 29715),
+                                          ("ppo-head", 29716)])
 def test_online_rl_under_fsdp2_equals_one_process_with_doubled_accumulation(tmp_path, tiny_model, prompts_file,
                                                                             rewards_file, method, port):
-    """2 processes x accumulation 1 under FSDP2 = 1 process x accumulation 2, for GRPO (reference
-    model, beta 0.05) and PPO with a separate value model (sharded with the policy, whose auxiliary
-    module it is): the same completions (token for token, the union of both processes' against the
-    single run's), rewards to 1e-6, losses to 1e-5, final weights (and PPO's value model) to 1e-6
-    (absolute; the reductions add in another order). The completions end at different steps in the
-    two processes, so the sampler's lockstep is exercised."""
+    """2 processes x accumulation 1 under FSDP2 = 1 process x accumulation 2, for GRPO (a reference
+    model, or with LoRA the adapters-off policy; beta 0.05), RLOO and PPO (a separate value model,
+    sharded with the policy whose auxiliary module it is, or a value head): the same completions
+    (token for token, the union of both processes' against the single run's), rewards to 1e-6,
+    losses to 1e-5, final weights (model or adapter, value model or value head) to 1e-6 (absolute;
+    the reductions add in another order). The completions end at different steps in the two
+    processes, so the sampler's lockstep is exercised."""
     model = _eos_often(tiny_model, tmp_path / "model")
     reward = f"python:{rewards_file}:even_tokens"
     value = [tiny_model] if method == "ppo" else []
@@ -116,7 +118,7 @@ def test_online_rl_under_fsdp2_equals_one_process_with_doubled_accumulation(tmp_
     assert a["reward"] == pytest.approx(b["reward"], abs=1e-6)
     assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
     files = ["adapter_model.safetensors" if method == "grpo-lora" else "model.safetensors"]
-    files += ["value_model/model.safetensors"] if method == "ppo" else []
+    files += {"ppo": ["value_model/model.safetensors"], "ppo-head": ["value_head.safetensors"]}.get(method, [])
     for name in files:
         wa, wb = load_file(tmp_path / "fsdp" / "final" / name), load_file(tmp_path / "single" / "final" / name)
         assert wa.keys() == wb.keys()
