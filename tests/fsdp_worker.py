@@ -7,6 +7,12 @@
 record (its position / 10); `dpo` trains DPO on pairs made of DATA's completions (chosen) and one
 refusal (rejected); `merge` saves final/ with the LoRA adapters merged.
 
+    fsdp_worker.py full-disk RANKS MODEL DATA OUT
+
+runs `vietnamese-ai sft` (5 steps, a checkpoint every 2) in which the shard file of the step-4
+checkpoint cannot be written on the processes RANKS (comma-separated): its open fails with ENOSPC,
+as on a full disk; it exits with the command's exit code.
+
 Rank 0 writes OUT/result.json: the logged losses, gradient norms and evaluation losses (PATH
 evaluated at the end, one example per batch); each process writes OUT/sharded_RANK.json: whether its trained
 model's parameters were DTensors. (No collective at the very end: gloo's worker thread may still be
@@ -22,7 +28,29 @@ from vietnamese_ai.recipes.score_sft import ScoreSFTConfig, run_score_sft
 from vietnamese_ai.recipes.sft import SFTConfig, run_sft
 
 
+def full_disk(ranks: str, model: str, data: str, out: str) -> int:
+    import errno
+
+    from torch.distributed.checkpoint import filesystem
+
+    from vietnamese_ai.cli import main as cli
+
+    rank = os.environ.get("RANK", "0")
+    real_open = filesystem.FileSystem.create_stream
+
+    def create_stream(self, path, mode):
+        if rank in ranks.split(",") and "step-000004" in str(path) and str(path).endswith(".distcp"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_open(self, path, mode)
+
+    filesystem.FileSystem.create_stream = create_stream
+    return cli(["sft", f"model_name_or_path={model}", f"dataset={data}", f"output_dir={out}", "max_steps=5",
+                "save_steps=2", "per_device_train_batch_size=2", "logging_steps=1", "disable_tqdm=true"])
+
+
 def main() -> None:
+    if sys.argv[1] == "full-disk":
+        sys.exit(full_disk(*sys.argv[2:6]))
     model, data, out, batch, accumulation = sys.argv[1:6]
     options = sys.argv[6:]
     lora = "lora" in options

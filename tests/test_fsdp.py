@@ -255,3 +255,38 @@ def test_fsdp2_killed_inside_a_checkpoint_write_resumes_as_the_uninterrupted_run
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert sorted(os.listdir(tmp_path / "killed" / "checkpoints")) == ["step-000002", "step-000004"]
+
+
+@pytest.mark.parametrize("ranks, port", [("1", 29630), ("0,1", 29631)], ids=["one-process", "every-process"])
+def test_fsdp2_full_disk_in_a_sharded_checkpoint_is_one_line_and_keeps_the_previous_one(tmp_path, tiny_model, sft_file,
+                                                                                       ranks, port):
+    """The step-4 checkpoint's shard cannot be written (ENOSPC) on one process or on both: every
+    process stops with the one line a single process gives and the command's exit code 2, none waits
+    for the other, the temporary directory is gone and the step-2 checkpoint is intact. The two
+    processes are started here (the environment torchrun gives them), so that each one's exit code and
+    output are its own: torchrun would end the second one as soon as the first has failed."""
+    out = tmp_path / "run"
+    env = _env(ACCELERATE_USE_FSDP="true", FSDP_VERSION="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+               WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
+    processes = [subprocess.Popen([sys.executable, WORKER, "full-disk", ranks, tiny_model, sft_file, str(out)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=dict(env, RANK=str(rank), LOCAL_RANK=str(rank)))
+                 for rank in (0, 1)]
+    try:
+        stderrs = [p.communicate(timeout=120)[1] for p in processes]
+    except subprocess.TimeoutExpired:
+        for p in processes:
+            p.kill()
+            p.communicate()
+        pytest.fail("a process waited for the other after the failed checkpoint write")
+    checkpoints = out / "checkpoints"
+    expected = (f"vietnamese-ai: error: model directory '{checkpoints / 'step-000004'}' could not be written: No space "
+                f"left on device; the checkpoint {checkpoints / 'step-000002'} is intact")
+    for p, stderr in zip(processes, stderrs):
+        assert stderr.rstrip().splitlines()[-1] == expected, stderr[-3000:]
+        assert "Traceback" not in stderr and "CheckpointException" not in stderr, stderr[-3000:]
+        assert p.returncode == 2, stderr[-3000:]
+    assert sorted(os.listdir(checkpoints)) == ["step-000002"]   # no temporary directory left
+    from vietnamese_ai.training.checkpoint import check_checkpoint
+
+    assert check_checkpoint(str(checkpoints / "step-000002")) is None

@@ -200,6 +200,16 @@ def save_sharded_state(path: str, model: Any, optimizer: Any) -> None:
     dcp.save({"model": weights, "optimizer": moments}, checkpoint_id=path)
 
 
+def write_failures(error: BaseException) -> list[BaseException]:
+    """What failed in a write: the error itself, or, for torch.distributed.checkpoint's CheckpointException
+    (which gathers every rank's failure and is raised on every rank alike), each rank's error."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    if isinstance(error, CheckpointException):
+        return [failure for failure, _ in error.failures.values()]
+    return [error]
+
+
 def load_sharded_state(path: str, model: Any, optimizer: Any) -> None:
     """Read back what `save_sharded_state` wrote, each rank its own shard, into `model` and `optimizer`
     (bit for bit). Every rank must call it."""

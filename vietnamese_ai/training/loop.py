@@ -61,6 +61,7 @@ from vietnamese_ai.training.distributed import (
     prepare_accelerate_environment,
     save_sharded_state,
     shard_fsdp2,
+    write_failures,
 )
 from vietnamese_ai.training.metrics import MetricsLog, Window, reduce_sums
 from vietnamese_ai.training.optim import build_optimizer, build_scheduler
@@ -234,22 +235,29 @@ def _write_directory(accelerator: Any, path: str, output_dir: str, write: Callab
     """Write `path` atomically: the main process makes the temporary directory, every rank writes its
     part into it (`write_on_every_rank`, a collective), then the main process writes the rest (`write`,
     the manifest last) and renames it into place. A full disk or a permission problem is one line that
-    says which checkpoint is still intact."""
+    says which checkpoint is still intact, on every rank: a sharded write's failure on any rank reaches
+    every rank (torch.distributed.checkpoint's CheckpointException), and the main process's own outcome
+    is sent to the others, so that no rank waits for one that stopped."""
     main = accelerator.is_main_process
+    problem = None
     try:
         with atomic_directory(path) if main else contextlib.nullcontext("") as tmp:
             if write_on_every_rank is not None:
                 write_on_every_rank(broadcast_from_main(tmp))
             if main:
                 write(tmp)
-    except OSError as e:
-        error = storage_error("model directory", path, e)
-        if error is None:
+    except BaseException as e:   # (CheckpointException derives from BaseException)
+        errors = [storage_error("model directory", path, f) if isinstance(f, OSError) else None
+                  for f in write_failures(e)]
+        if None in errors:
             raise
         kept = [p for p in checkpoint_dirs(output_dir) if p != path]
         intact = f"the checkpoint {kept[-1]} is intact" if kept else "no earlier checkpoint exists"
-        raise TrainingError(f"{error}; {intact}") from None
-    accelerator.wait_for_everyone()
+        problem = f"{errors[0]}; {intact}"
+    if accelerator.num_processes > 1:   # (in place of a barrier: the others wait for the main process here)
+        problem = broadcast_from_main(problem)
+    if problem:
+        raise TrainingError(problem) from None
 
 
 @dataclass
