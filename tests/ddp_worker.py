@@ -10,6 +10,10 @@
                                                       inside its step-4 checkpoint write, after writing its
                                                       shard (PHASE killed), then resumed (PHASE resumed);
                                                       rank 0 writes the run's losses to OUT/PHASE.json
+    ddp_worker.py reference MODEL PAIRS OUT           DPO's reference log-prob precompute, twice (computed,
+                                                      then from the cache), stopped before training: each
+                                                      process writes OUT/table_RANK.json: the table it holds
+                                                      and the records its reference passes covered per run
 """
 
 import json
@@ -97,5 +101,37 @@ def killed_run() -> None:
             json.dump(result.series("loss"), f)
 
 
+def reference_tables() -> None:
+    import torch.distributed
+
+    from vietnamese_ai.models.reference import FrozenReference
+    from vietnamese_ai.recipes import dpo
+
+    model_path, data, out = sys.argv[2:5]
+    rank = os.environ.get("RANK", "0")
+    counted = {"records": 0}
+    tables = []
+    reference_pass = FrozenReference.logps
+
+    def counting_pass(self, batch):
+        counted["records"] += batch.num_groups // 2      # two responses (chosen, rejected) per record
+        return reference_pass(self, batch)
+
+    def stop_before_training(model, tokenizer, config, train_set, *rest):
+        tables.append({"table": [list(p.ref_logps) for p in train_set], "records": counted["records"]})
+        counted["records"] = 0
+
+    FrozenReference.logps = counting_pass
+    dpo.train = stop_before_training
+    for _ in range(2):
+        dpo.run_dpo(dpo.DPOConfig(model_name_or_path=model_path, dataset=data, output_dir=os.path.join(out, rank),
+                                  per_device_eval_batch_size=2, disable_tqdm=True))
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"table_{rank}.json"), "w") as f:
+        json.dump(tables, f)
+    if torch.distributed.is_initialized():   # the last call was a collective: close gloo before the interpreter exits
+        torch.distributed.destroy_process_group()
+
+
 if __name__ == "__main__":
-    {"resume": resume_runs, "kill": killed_run}.get(sys.argv[1], one_run)()
+    {"resume": resume_runs, "kill": killed_run, "reference": reference_tables}.get(sys.argv[1], one_run)()

@@ -3,7 +3,8 @@
 The loss is normalised by the item count of the whole step across ranks, so the gradient (and with
 adam_epsilon=1, the update) must not depend on how the step's examples are split between processes.
 A 2-process run with dropout, crashed and resumed, equals the uninterrupted one bit for bit: each
-rank's random generators are checkpointed, not only rank 0's.
+rank's random generators are checkpointed, not only rank 0's. The reference log-prob precompute is
+split between the processes and gathered into the one-process table.
 """
 
 import json
@@ -62,3 +63,35 @@ def test_two_process_resume_with_dropout_equals_the_uninterrupted_run(tmp_path, 
     b = load_file(os.path.join(tmp_path, "resumed", "final", "model.safetensors"))
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_reference_precompute_is_split_across_processes(tmp_path, tiny_model):
+    """Each process computes the reference log-probs of its share of the records only (whole batches of
+    per_device_eval_batch_size, taken in turn), and every process ends up with the one-process table,
+    bit for bit; the second run reads the table the main process cached, on every process."""
+    from tests.conftest import write_jsonl
+    from tests.test_dpo_family import separable_pairs
+
+    data = write_jsonl(tmp_path / "pairs.jsonl", separable_pairs(11))   # batches of 2: 6, the last one short
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE), OMP_NUM_THREADS="1")
+    _torchrun(29535, "reference", tiny_model, data, str(tmp_path / "two"),
+              env=dict(env, VIETNAMESE_AI_CACHE=str(tmp_path / "cache-two")))
+    single = subprocess.run([sys.executable, os.path.join(HERE, "ddp_worker.py"), "reference", tiny_model, data,
+                             str(tmp_path / "one")], capture_output=True, text=True, timeout=300,
+                            env=dict(env, VIETNAMESE_AI_CACHE=str(tmp_path / "cache-one")))
+    assert single.returncode == 0, single.stderr[-3000:]
+    (alone, alone_cached), = [json.loads((tmp_path / "one" / "table_0.json").read_text())]
+    assert alone["records"] == 11 and alone_cached["records"] == 0
+    assert len(alone["table"]) == 11 and alone_cached["table"] == alone["table"]
+    ranks = [json.loads((tmp_path / "two" / f"table_{rank}.json").read_text()) for rank in (0, 1)]
+    # Batches [0,1] [4,5] [8,9] on rank 0, [2,3] [6,7] [10] on rank 1.
+    assert [computed["records"] for computed, _ in ranks] == [6, 5]
+    assert [cached["records"] for _, cached in ranks] == [0, 0]
+    for computed, cached in ranks:
+        assert computed["table"] == alone["table"]       # floats read back from JSON: bit for bit
+        assert cached["table"] == alone["table"]
+    # One file, of the same name (key) and bytes as one process's: either run's cache serves the other.
+    two, one = tmp_path / "cache-two" / "ref_logps", tmp_path / "cache-one" / "ref_logps"
+    assert len(os.listdir(two)) == 1 and os.listdir(two) == os.listdir(one)
+    name = os.listdir(two)[0]
+    assert (two / name).read_bytes() == (one / name).read_bytes()

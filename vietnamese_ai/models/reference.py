@@ -7,7 +7,8 @@ Three sources, chosen by the recipe:
 - `precompute`: reference log-probabilities computed once before training and cached on disk, keyed by
   everything they depend on (the token ids, every bit of the reference weights, dtype and mixed
   precision, tokenizer, max_length, layout), so that training runs only the policy, and a second run
-  on the same data and model skips the reference entirely while any other run misses.
+  on the same data and model skips the reference entirely while any other run misses. With several
+  processes each computes a share of the batches and all gather the whole table (`precompute`).
 
 Reference passes run in eval mode (no dropout) and without gradients.
 """
@@ -114,36 +115,70 @@ def cache_key(**parts: Any) -> str:
     return hashlib.sha256(json.dumps({"format": 2, **parts}, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def _read_cache(path: str, shape: tuple[int, int]) -> torch.Tensor | None:
+    if not os.path.isfile(path):
+        return None
+    try:
+        cached = load_file(path)["logps"]
+    except Exception as e:  # a damaged cache file is a miss, never an error
+        log.warning("reference log-probs: ignoring unreadable cache file %s (%s)", path, type(e).__name__)
+        return None
+    return cached if cached.shape == shape else None
+
+
+def _all_gather(value: Any, world_size: int) -> list[Any]:
+    if world_size == 1:
+        return [value]
+    gathered: list[Any] = [None] * world_size
+    torch.distributed.all_gather_object(gathered, value)
+    return gathered
+
+
 def precompute(reference: Reference, examples: Sequence[Any], collate: Callable[[list[Any]], PackedBatch],
                groups_per_example: int, batch_size: int, key: str, device: torch.device,
-               autocast_dtype: torch.dtype | None = None, progress: bool = True) -> torch.Tensor:
+               autocast_dtype: torch.dtype | None = None, progress: bool = True, rank: int = 0,
+               world_size: int = 1, writes_cache: bool = True) -> torch.Tensor:
     """Reference log-probabilities of every example's responses, from the cache when it has them.
 
     `collate` lays out examples without reference inputs; group g * groups_per_example + k is
-    response k of example g. Shape: returns (len(examples), groups_per_example) float32 on CPU.
+    response k of example g. With several processes (`rank` of `world_size`), each computes the batches
+    rank, rank + world_size, ... of the one-process batching (batch_size examples each, in order), so
+    every value is computed in the very batch one process computes it in; the shares are then gathered,
+    and every process returns the whole table. Only processes with `writes_cache` write the cache file.
+    The reference must be a full copy on every process (it is read before the policy is sharded).
+    Shape: returns (len(examples), groups_per_example) float32 on CPU.
     """
     path = os.path.join(cache_dir(), f"{key}.safetensors")
-    if os.path.isfile(path):
-        try:
-            cached = load_file(path)["logps"]
-        except Exception as e:  # a damaged cache file is a miss, never an error
-            log.warning("reference log-probs: ignoring unreadable cache file %s (%s)", path, type(e).__name__)
-        else:
-            if cached.shape == (len(examples), groups_per_example):
-                log.info("reference log-probs: loaded from cache %s", path)
-                return cached
-    out = torch.empty(len(examples), groups_per_example)
+    shape = (len(examples), groups_per_example)
+    cached = _read_cache(path, shape)
+    # Every process must take the same branch (the computing one ends in a collective), so a table
+    # cached on one machine's disk but not on another's is computed by all.
+    if all(_all_gather(cached is not None, world_size)):
+        log.info("reference log-probs: loaded from cache %s", path)
+        return cached
     autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
-    starts = range(0, len(examples), batch_size)
-    for start in tqdm(starts, desc="reference log-probs", disable=not progress, leave=False):
+    own = range(rank * batch_size, len(examples), world_size * batch_size)
+    share: list[tuple[int, torch.Tensor]] = []
+    for start in tqdm(own, desc="reference log-probs", disable=not progress, leave=False):
         chunk = list(examples[start:start + batch_size])
         with autocast:
             logps = reference.logps(collate(chunk).to(device))
-        out[start:start + len(chunk)] = logps.float().view(len(chunk), groups_per_example).cpu()
+        share.append((start, logps.float().view(len(chunk), groups_per_example).cpu()))
+    out = torch.empty(shape)
+    for start, logps in (part for shares in _all_gather(share, world_size) for part in shares):
+        out[start:start + len(logps)] = logps
+    if writes_cache:
+        _write_cache(path, out, sum(len(logps) for _, logps in share))
+    if world_size > 1:  # the file is complete before any process goes on to look for it (the next run's lookup)
+        torch.distributed.barrier()
+    return out
+
+
+def _write_cache(path: str, table: torch.Tensor, computed_here: int) -> None:
     try:
         with atomic_file(path, "wb") as f:  # concurrent processes never read a half-written file
-            f.write(save({"logps": out}))
-        log.info("reference log-probs: computed for %d examples, cached in %s", len(examples), path)
+            f.write(save({"logps": table}))
+        log.info("reference log-probs: computed for %d examples (%d on this process), cached in %s",
+                 len(table), computed_here, path)
     except OSError as e:  # an unwritable cache costs a recomputation next time, nothing more
         log.warning("reference log-probs: could not write the cache %s (%s)", path, e.strerror or e)
-    return out

@@ -146,10 +146,6 @@ def build_reference(config: ReferenceConfig, policy: Any, ref_model: Any = None)
     return FrozenReference(frozen), frozen
 
 
-def precompute_device() -> torch.device:
-    return process_state().device
-
-
 def attach_reference_logps(config: ReferenceConfig, reference: Reference, datasets: list[list[Any] | None],
                            collate: Callable[[list[Any]], PackedBatch], groups: int,
                            responses: Callable[[Any], list[list[int] | None]], tokenizer: Any,
@@ -166,13 +162,16 @@ def attach_reference_logps(config: ReferenceConfig, reference: Reference, datase
         "attention": attn_implementation(model), "tokenizer": tokenizer_fingerprint(tokenizer),
         "max_length": config.max_length, "batch_size": config.per_device_eval_batch_size, **layout,
     }
+    state = process_state()   # each process computes its share of the batches; all hold the whole table
     for examples in datasets:
         if not examples:
             continue
         key = cache_key(data=data_fingerprint([responses(e) for e in examples]), **identity)
         logps = precompute(reference, examples, collate, groups, config.per_device_eval_batch_size,
-                           key=key, device=precompute_device(), autocast_dtype=autocast_dtype(config),
-                           progress=not config.disable_tqdm)
+                           key=key, device=state.device, autocast_dtype=autocast_dtype(config),
+                           progress=not config.disable_tqdm and state.is_local_main_process,
+                           rank=state.process_index, world_size=state.num_processes,
+                           writes_cache=state.is_local_main_process)
         for example, row in zip(examples, logps.tolist()):
             example.ref_logps = tuple(row)
 
