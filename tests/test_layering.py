@@ -30,7 +30,7 @@ ALLOWED = {
     "evaluation": {"errors", "files", "data", "losses", "models", "scoring"},
     "recipes": {"errors", "files", "metric_names", "data", "losses", "models", "training", "scoring", "feedback",
                 "evaluation"},
-    "estimate": {"errors", "scoring"},   # memory arithmetic from config files: loads no model
+    "estimate": {"errors", "models", "scoring"},   # memory arithmetic from config files: loads no model
     "report": {"errors", "files", "metric_names"},   # reads run files only: no model, no training code
     "pipeline": {"errors", "files", "data", "losses", "models", "training", "scoring", "feedback", "evaluation",
                  "recipes", "report"},

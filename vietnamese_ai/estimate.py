@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vietnamese_ai.errors import ConfigError
+from vietnamese_ai.models.loading import adapter_base
 from vietnamese_ai.scoring.combine import weighted_parts
 
 TRAINING_METHODS = ("sft", "score-sft", "dpo", "orpo", "kto", "reward", "grpo", "rloo", "ppo")
@@ -195,14 +196,16 @@ def read_model_config(name_or_path: str | None, key: str = "model_name_or_path")
         raise ConfigError(f"--estimate needs {key}: a model directory holding config.json")
     if os.path.isdir(name_or_path):
         config_file = os.path.join(name_or_path, "config.json")
-        adapter_file = os.path.join(name_or_path, "adapter_config.json")
-        if not os.path.isfile(config_file) and os.path.isfile(adapter_file):
-            with open(adapter_file, encoding="utf-8") as f:
-                return read_model_config(json.load(f).get("base_model_name_or_path"), key)
         if not os.path.isfile(config_file):
+            base = adapter_base(name_or_path)   # an adapter directory: its base model's config (one-line errors)
+            if base is not None:
+                return read_model_config(base, key)
             raise ConfigError(f"{key}: {name_or_path} holds no config.json, which --estimate reads")
-        with open(config_file, encoding="utf-8") as f:
-            return json.load(f)
+        try:
+            with open(config_file, encoding="utf-8") as f:
+                return json.load(f)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{config_file}: unreadable model config ({type(e).__name__}: {e})") from None
     try:
         from transformers import AutoConfig   # deferred: only a hub name needs it
 
