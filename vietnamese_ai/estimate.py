@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vietnamese_ai.errors import ConfigError
-from vietnamese_ai.models.loading import adapter_base
 from vietnamese_ai.scoring.combine import weighted_parts
 
 TRAINING_METHODS = ("sft", "score-sft", "dpo", "orpo", "kto", "reward", "grpo", "rloo", "ppo")
@@ -197,6 +196,8 @@ def read_model_config(name_or_path: str | None, key: str = "model_name_or_path")
     if os.path.isdir(name_or_path):
         config_file = os.path.join(name_or_path, "config.json")
         if not os.path.isfile(config_file):
+            from vietnamese_ai.models.loading import adapter_base   # deferred: the CLI imports this module for every
+            # command, the report's too, which must not import torch
             base = adapter_base(name_or_path)   # an adapter directory: its base model's config (one-line errors)
             if base is not None:
                 return read_model_config(base, key)
