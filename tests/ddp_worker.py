@@ -135,3 +135,9 @@ def reference_tables() -> None:
 
 if __name__ == "__main__":
     {"resume": resume_runs, "kill": killed_run, "reference": reference_tables}.get(sys.argv[1], one_run)()
+    # gloo's worker threads may still hold a finished job when the interpreter exits, which aborts the
+    # process (exit -6) after its results are written; closing the group first waits for them.
+    import torch.distributed
+
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

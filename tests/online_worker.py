@@ -36,3 +36,9 @@ def report(result) -> None:
 
 if __name__ == "__main__":
     main()
+    # gloo's worker threads may still hold a finished job when the interpreter exits, which aborts the
+    # process (exit -6) after its results are written; closing the group first waits for them.
+    import torch.distributed
+
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
