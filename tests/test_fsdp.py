@@ -283,9 +283,11 @@ def test_fsdp2_full_disk_in_a_sharded_checkpoint_is_one_line_and_keeps_the_previ
     expected = (f"vietnamese-ai: error: model directory '{checkpoints / 'step-000004'}' could not be written: No space "
                 f"left on device; the checkpoint {checkpoints / 'step-000002'} is intact")
     for p, stderr in zip(processes, stderrs):
-        assert stderr.rstrip().splitlines()[-1] == expected, stderr[-3000:]
+        lines = stderr.rstrip().splitlines()
+        raced = lines[-1] == EXIT_RACE and p.returncode == -6   # gloo's exit race (see EXIT_RACE), after the line
+        assert (lines[-2] if raced else lines[-1]) == expected, stderr[-3000:]
         assert "Traceback" not in stderr and "CheckpointException" not in stderr, stderr[-3000:]
-        assert p.returncode == 2, stderr[-3000:]
+        assert raced or p.returncode == 2, stderr[-3000:]
     assert sorted(os.listdir(checkpoints)) == ["step-000002"]   # no temporary directory left
     from vietnamese_ai.training.checkpoint import check_checkpoint
 
