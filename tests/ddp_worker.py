@@ -77,20 +77,22 @@ def resume_runs() -> None:
 def killed_run() -> None:
     import signal
 
-    from vietnamese_ai.training import loop
+    from vietnamese_ai.training import deepspeed, loop
 
     phase, model_path, data, out = sys.argv[2:6]
     if phase == "killed":
         saves = {"n": 0}
-        write_shards = loop.save_sharded_state
 
-        def killed_while_saving(path, model, optimizer):
-            write_shards(path, model, optimizer)
-            saves["n"] += 1
-            if saves["n"] == 2:   # step 4's checkpoint: shards on disk, the manifest and the rename not yet
-                os.kill(os.getpid(), signal.SIGKILL)
+        def killed_while_saving(write_shards):
+            def write(*args):
+                write_shards(*args)
+                saves["n"] += 1
+                if saves["n"] == 2:   # step 4's checkpoint: shards on disk, the manifest and the rename not yet
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return write
 
-        loop.save_sharded_state = killed_while_saving
+        loop.save_sharded_state = killed_while_saving(loop.save_sharded_state)      # FSDP2
+        deepspeed.save_state = killed_while_saving(deepspeed.save_state)            # DeepSpeed ZeRO
     result = run_sft(SFTConfig(model_name_or_path=model_path, dataset=data,
                                output_dir=os.path.join(out, "full" if phase == "full" else "killed"),
                                per_device_train_batch_size=2, max_steps=6, save_steps=2, logging_steps=1,

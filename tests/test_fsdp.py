@@ -177,7 +177,7 @@ def test_fsdp2_resumed_run_equals_the_uninterrupted_run(tmp_path, monkeypatch, t
                           resume_from_checkpoint=str(checkpoint), disable_tqdm=True))
     assert str(refused.value) == (f"resume_from_checkpoint: '{checkpoint}' holds the sharded state of a fsdp2 run of 2 "
                                   f"processes, which this none run of 1 cannot read; resume it as it was saved: "
-                                  f"accelerate launch --use_fsdp --num_processes 2")
+                                  f"accelerate launch --use_fsdp --fsdp_version 2 --num_processes 2")
 
 
 def test_a_sharded_run_refuses_a_checkpoint_whose_weights_were_not_sharded(tmp_path):

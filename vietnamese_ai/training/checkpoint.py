@@ -191,6 +191,13 @@ def read_trainer_state(path: str) -> TrainerState:
         return TrainerState(**json.load(f))
 
 
+def _launch(engine: str | None, processes: int) -> str:
+    """The launch command that runs `engine` with `processes` processes."""
+    if engine and engine.startswith("deepspeed-zero"):
+        return f"accelerate launch --use_deepspeed --zero_stage {engine[-1]} --num_processes {processes}"
+    return f"accelerate launch --use_fsdp --fsdp_version 2 --num_processes {processes}"
+
+
 def check_resumable(path: str, engine: str, world_size: int) -> None:
     """Refuse, before any weight is touched, a checkpoint that a run under `engine` cannot resume exactly
     (the number of processes is checked with the other settings that decide the data order)."""
@@ -198,14 +205,14 @@ def check_resumable(path: str, engine: str, world_size: int) -> None:
     saved_by, processes = settings.get("engine"), settings.get("num_processes", 1)
     sharded_state = os.path.isdir(os.path.join(path, SHARDED_STATE))
     sharded_run = engine not in ("none", "ddp")
-    if sharded_state and not sharded_run:
+    if sharded_state and (not sharded_run or (saved_by and saved_by != engine)):
         raise ConfigError(f"resume_from_checkpoint: '{path}' holds the sharded state of a {saved_by or 'sharded'} run "
                           f"of {processes} processes, which this {engine} run of {world_size} cannot read; resume it "
-                          f"as it was saved: accelerate launch --use_fsdp --num_processes {processes}")
+                          f"as it was saved: {_launch(saved_by, processes)}")
     if sharded_run and not sharded_state:
         raise ConfigError(f"resume_from_checkpoint: '{path}' was saved by a run whose parameters were not sharded, "
-                          f"which this {engine} run cannot resume; resume it as it was saved (without --use_fsdp), "
-                          f"or start a new run from its weights with model_name_or_path={path}")
+                          f"which this {engine} run cannot resume; resume it as it was saved (without --use_fsdp or "
+                          f"--use_deepspeed), or start a new run from its weights with model_name_or_path={path}")
     if not sharded_state and not os.path.isfile(os.path.join(path, "optimizer.pt")):
         raise ConfigError(f"resume_from_checkpoint: '{path}' has no optimizer state (it was saved by a sharded "
                           f"run of an earlier version), so it cannot resume exactly; start a new run from its "

@@ -9,7 +9,8 @@ them only on accelerators: on CPU it ignores both and runs DDP. Here:
   with a warning; a layer-by-layer wrap policy is the default when none is given).
 - FSDP on CPU: `shard_fsdp2` applies the same FSDP2 (`fully_shard` on each decoder layer, then on the
   root) over the gloo process group accelerate set up, so CPU machines and the tests run the sharded code.
-- DeepSpeed: refused in one line before any model loads (the loop does not drive a ZeRO engine yet).
+- DeepSpeed ZeRO-2/3 (GPU or CPU): the loop drives a DeepSpeed engine itself (training/deepspeed.py), with
+  the stage, offloading and config file accelerate read from the launch.
 - FSDP with one process: nothing to shard; a warning says the run is a single process.
 
 Whatever the engine, run.json records it (`Engine.record`); a run never falls back to DDP silently.
@@ -47,16 +48,34 @@ def requested_engine() -> str | None:
 
 
 def check_requested_engine() -> None:
-    """Refuse, before any model loads, an engine asked for that this toolkit cannot run."""
+    """Refuse, before any model loads, an engine asked for that cannot run here (a ZeRO stage other than
+    2 or 3, DeepSpeed not installed)."""
     if requested_engine() == "deepspeed":
-        stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
-        raise ConfigError(f"accelerate launch asked for DeepSpeed ZeRO-{stage} (ACCELERATE_USE_DEEPSPEED=true), which "
-                          f"the training loop does not run yet; shard with FSDP2 instead: accelerate launch --use_fsdp "
-                          f"--fsdp_version 2")
+        from vietnamese_ai.training.deepspeed import check_deepspeed
+
+        check_deepspeed()
+
+
+@contextlib.contextmanager
+def accelerate_without_deepspeed() -> Iterator[None]:
+    """While accelerate sets up its state: with DeepSpeed asked for, accelerate would (on a GPU) hand
+    the model to DeepSpeed in `prepare` and step it inside `backward`; the loop drives the engine
+    itself instead (training/deepspeed.py), so accelerate sets up plain data-parallel processes."""
+    saved = os.environ.pop("ACCELERATE_USE_DEEPSPEED", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["ACCELERATE_USE_DEEPSPEED"] = saved
 
 
 def prepare_accelerate_environment() -> None:
-    """Before the Accelerator is created: FSDP is run as FSDP2, layer by layer unless told otherwise."""
+    """Before the Accelerator is created: FSDP is run as FSDP2, layer by layer unless told otherwise;
+    DeepSpeed gets its CPU accelerator where there is no GPU."""
+    if requested_engine() == "deepspeed":
+        from vietnamese_ai.training.deepspeed import prepare_environment
+
+        prepare_environment()
     if requested_engine() != "fsdp":
         return
     if os.environ.get("FSDP_VERSION", "1").strip() != "2":
@@ -74,8 +93,9 @@ def asked_engine(world_size: int) -> str:
     `launched_engine` runs with it."""
     asked = requested_engine()
     if asked == "deepspeed":
-        stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2").strip()
-        return "deepspeed-zero3" if stage == "3" else "deepspeed-zero2"
+        from vietnamese_ai.training.deepspeed import asked_stage
+
+        return f"deepspeed-zero{asked_stage()}"
     if asked == "fsdp" and world_size > 1:
         return "fsdp2"
     return "ddp" if world_size > 1 else "none"
@@ -96,8 +116,12 @@ class Engine:
 
     @property
     def sharded(self) -> bool:
-        """Each rank holds only a shard of the parameters (and of the optimizer state)."""
+        """Each rank holds only a shard of the optimizer state (and, but for ZeRO-2, of the parameters)."""
         return self.name != "none" and self.name != "ddp"
+
+    @property
+    def deepspeed(self) -> bool:
+        return self.name.startswith("deepspeed")
 
     def record(self) -> dict[str, Any]:
         return {"engine": self.name, "world_size": self.world_size}
@@ -108,8 +132,9 @@ def choose_engine(accelerator: Any) -> Engine:
     world = accelerator.num_processes
     asked = requested_engine()
     kind = accelerator.distributed_type.value
-    if kind == "DEEPSPEED":   # check_requested_engine refuses it earlier; a Python caller may get here
+    if asked == "deepspeed" or kind == "DEEPSPEED":
         check_requested_engine()
+        return Engine(asked_engine(world), world, False)
     if asked == "fsdp" and world == 1:
         log.warning("accelerate launch asked for FSDP with one process: there is nothing to shard, the run is a "
                     "single process")

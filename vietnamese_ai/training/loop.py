@@ -47,16 +47,18 @@ from vietnamese_ai.training.checkpoint import (
     read_training_state,
     write_training_state,
 )
+from vietnamese_ai.models.sampling import sharded_across_processes
+from vietnamese_ai.training import deepspeed
 from vietnamese_ai.training.config import TrainingConfig
 from vietnamese_ai.training.distributed import (
     SHARDED_STATE,
     Engine,
+    accelerate_without_deepspeed,
     broadcast_from_main,
     check_requested_engine,
     choose_engine,
     full_state_dict,
     gradient_sync_off,
-    is_fsdp2,
     load_sharded_state,
     prepare_accelerate_environment,
     save_sharded_state,
@@ -129,7 +131,8 @@ def process_state() -> Any:
     without CUDA it would not see the other processes of a multi-process CPU run."""
     from accelerate import PartialState
 
-    return PartialState(cpu=not torch.cuda.is_available())
+    with accelerate_without_deepspeed():
+        return PartialState(cpu=not torch.cuda.is_available())
 
 
 def make_accelerator(config: TrainingConfig) -> Any:
@@ -140,12 +143,13 @@ def make_accelerator(config: TrainingConfig) -> Any:
     precision = mixed_precision(config)
     check_requested_engine()
     prepare_accelerate_environment()
-    try:
-        return Accelerator(mixed_precision=precision, cpu=not cuda)
-    except ValueError:
-        # Several runs in one process (the Vietnamese-named API's pipeline) may ask for different precisions.
-        AcceleratorState._reset_state(reset_partial_state=False)
-        return Accelerator(mixed_precision=precision, cpu=not cuda)
+    with accelerate_without_deepspeed():
+        try:
+            return Accelerator(mixed_precision=precision, cpu=not cuda)
+        except ValueError:
+            # Several runs in one process (the Vietnamese-named API's pipeline) may ask for different precisions.
+            AcceleratorState._reset_state(reset_partial_state=False)
+            return Accelerator(mixed_precision=precision, cpu=not cuda)
 
 
 @torch.no_grad()
@@ -159,7 +163,7 @@ def evaluate(model: Any, accelerator: Any, data: Sequence[Any], collate: Collate
     window = Window()
     rank, world = accelerator.process_index, accelerator.num_processes
     starts = range(rank * batch_size, len(data), batch_size * world)
-    rounds = math.ceil(len(data) / (batch_size * world)) if is_fsdp2(model) else len(starts)
+    rounds = math.ceil(len(data) / (batch_size * world)) if sharded_across_processes(model) else len(starts)
     for k in range(rounds):
         start = starts[k] if k < len(starts) else 0
         batch = collate(list(data[start:start + batch_size])).to(accelerator.device)
@@ -182,24 +186,31 @@ def _accumulate(model: Any, accelerator: Any, batches: list[PackedBatch], loss_f
     for k, batch in enumerate(batches):
         batch = batch.to(accelerator.device)
         last = k == len(batches) - 1  # gradients are all-reduced once, after the last micro-batch
-        with (contextlib.nullcontext() if last else gradient_sync_off(model, accelerator)):
+        if deepspeed.is_engine(model):
             with accelerator.autocast():
                 output = loss_fn(model, batch)
-            accelerator.backward(output.loss * world / max(step_items, 1.0))
+            deepspeed.backward(model, output.loss * world / max(step_items, 1.0), last)
+        else:
+            with (contextlib.nullcontext() if last else gradient_sync_off(model, accelerator)):
+                with accelerator.autocast():
+                    output = loss_fn(model, batch)
+                accelerator.backward(output.loss * world / max(step_items, 1.0))
         window.add(output, batch)
         step_loss += float(output.loss.detach())
     return reduce_sums(accelerator, [step_loss])[0]
 
 
-def _check_finite(loss: float, grad_norm: float | None, step: int, output_dir: str) -> None:
-    """Stop before a non-finite loss or gradient reaches the weights, naming what can be resumed."""
+def _check_finite(loss: float, grad_norm: float | None, step: int, output_dir: str, applied: bool = False) -> None:
+    """Stop before a non-finite loss or gradient reaches the weights, naming what can be resumed.
+    (`applied`: DeepSpeed computes the norm inside its update, so a non-finite one is known only after.)"""
     if math.isfinite(loss) and (grad_norm is None or math.isfinite(grad_norm)):
         return
     kept = checkpoint_dirs(output_dir)
     what = f"the last good checkpoint is {kept[-1]} (resume_from_checkpoint=latest)" if kept else "no checkpoint had been saved"
     bad, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", grad_norm)
-    raise TrainingError(f"the {bad} became {value} at step {step}; stopped without updating the weights; {what}; "
-                        f"try a lower learning_rate")
+    done = ("stopped without saving the updated weights (DeepSpeed applies the update as it computes the norm)"
+            if applied else "stopped without updating the weights")
+    raise TrainingError(f"the {bad} became {value} at step {step}; {done}; {what}; try a lower learning_rate")
 
 
 def _log_record(window: Window, accelerator: Any, step: int, epoch: float, learning_rate: float,
@@ -220,7 +231,7 @@ def _save_model_dir(accelerator: Any, model: Any, tokenizer: Any, path: str, sha
                     merge_lora: bool = False, extra: Callable[[str], None] | None = None) -> None:
     """Write `path` as a Hugging Face model from the main process (sharded weights are gathered from
     every rank first)."""
-    state_dict = full_state_dict(model) if sharded else None
+    state_dict = _gathered_state_dict(model) if sharded else None
 
     def write(tmp: str) -> None:
         save_model(accelerator.unwrap_model(model), tokenizer, tmp, state_dict=state_dict, merge_lora=merge_lora)
@@ -228,6 +239,14 @@ def _save_model_dir(accelerator: Any, model: Any, tokenizer: Any, path: str, sha
             extra(tmp)
 
     _write_directory(accelerator, path, output_dir, write)
+
+
+def _gathered_state_dict(model: Any) -> dict[str, torch.Tensor] | None:
+    """The whole model's tensors on the main process where the parameters are sharded (None where each
+    rank holds them whole: ZeRO-2)."""
+    if deepspeed.is_engine(model):
+        return deepspeed.gathered_state_dict(model) if deepspeed.parameters_partitioned(model) else None
+    return full_state_dict(model)
 
 
 def _write_directory(accelerator: Any, path: str, output_dir: str, write: Callable[[str], None],
@@ -316,9 +335,11 @@ def _save_checkpoint(accelerator: Any, model: Any, tokenizer: Any, optimizer: An
         # A sharded optimizer's state is in distributed/, written by every rank.
         write_training_state(tmp, None if sharded else optimizer, scheduler, state, generators)
 
-    if sharded:   # no rank gathers the whole model: each writes its shards (torch.distributed.checkpoint)
-        _write_directory(accelerator, path, out, extra,
-                         lambda tmp: save_sharded_state(os.path.join(tmp, SHARDED_STATE), model, optimizer))
+    if sharded:   # no rank gathers the whole model: each writes its shards (DeepSpeed's own files, or DCP)
+        write_shards = ((lambda tmp: deepspeed.save_state(os.path.join(tmp, SHARDED_STATE), model))
+                        if deepspeed.is_engine(model) else
+                        (lambda tmp: save_sharded_state(os.path.join(tmp, SHARDED_STATE), model, optimizer)))
+        _write_directory(accelerator, path, out, extra, write_shards)
     else:
         _save_model_dir(accelerator, model, tokenizer, path, sharded, out, extra=extra)
     if accelerator.is_main_process:
@@ -332,7 +353,10 @@ def _resume(config: TrainingConfig, path: str, model: Any, optimizer: Any, sched
     # Before touching anything: a checkpoint this engine cannot read, a changed data order.
     check_resumable(path, engine.name, engine.world_size)
     changed = compare_settings(read_trainer_state(path).settings, settings, path)
-    if engine.sharded:
+    if engine.deepspeed:
+        deepspeed.load_state(os.path.join(path, SHARDED_STATE), model)
+        state = read_training_state(path, None, scheduler, rank)
+    elif engine.sharded:
         load_sharded_state(os.path.join(path, SHARDED_STATE), model, optimizer)
         state = read_training_state(path, None, scheduler, rank)
     else:
@@ -385,7 +409,9 @@ def _train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Seque
     optimizer = build_optimizer(model, config.learning_rate, config.weight_decay,
                                 (config.adam_beta1, config.adam_beta2), config.adam_epsilon)
     scheduler = build_scheduler(optimizer, config.lr_scheduler_type, total_steps, config.warmup_ratio)
-    if engine.shard_by_hand:   # accelerate would wrap the sharded model in DDP on top
+    if engine.deepspeed:   # the engine steps `optimizer`; the schedule stays on its parameter groups
+        model = deepspeed.initialize(model, optimizer, config, engine.world_size, mixed_precision(config))
+    elif engine.shard_by_hand:   # accelerate would wrap the sharded model in DDP on top
         optimizer = accelerator.prepare(optimizer)
     else:
         model, optimizer = accelerator.prepare(model, optimizer)
@@ -393,8 +419,8 @@ def _train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Seque
     sharded = engine.sharded
     state = TrainerState(settings=settings)
     if resume_from:
-        state = _resume(config, resume_from, accelerator.unwrap_model(model), optimizer, scheduler, settings,
-                        engine, accelerator.process_index)
+        state = _resume(config, resume_from, model if engine.deepspeed else accelerator.unwrap_model(model),
+                        optimizer, scheduler, settings, engine, accelerator.process_index)
         state.settings = settings
         source.load_state_dict(_read_source_state(resume_from, accelerator.process_index))
     source.attach(model, out, state.global_step if resume_from else None)
@@ -416,16 +442,22 @@ def _train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Seque
                 step_started = time.perf_counter()
                 step_loss = _accumulate(model, accelerator, step_batches.batches, loss_fn, window)
                 grad_norm = (float(accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm))
-                             if config.max_grad_norm else None)
+                             if config.max_grad_norm and not engine.deepspeed else None)
                 _check_finite(step_loss, grad_norm, state.global_step + 1, out)
                 learning_rate = scheduler.get_last_lr()[0]
                 with signals.critical():  # weights, optimizer, schedule and step counter move together
-                    optimizer.step()
+                    if engine.deepspeed:   # clips (and measures the norm) inside its step
+                        measured = deepspeed.step(model)
+                        grad_norm = measured if config.max_grad_norm else None
+                    else:
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
                     scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
                     state.global_step += 1
                     state.seconds += time.perf_counter() - step_clock
                     start = None
+                if engine.deepspeed:
+                    _check_finite(step_loss, measured, state.global_step, out, applied=True)
                 window.add_sums({"time/training": (time.perf_counter() - step_started, 1.0)})
                 step = state.global_step
                 bar.update(1)
