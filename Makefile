@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser test demo clean
+.PHONY: install browser compiler test demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,16 @@ browser:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; } || \
 	  echo "chromium is not installed: the report's browser test will be skipped"
 
-test: $(STAMP) browser
+# DeepSpeed compiles its CPU communication op with the system's C++ compiler the first time a ZeRO run
+# starts on CPU; as root on Debian/Ubuntu g++ is installed here, elsewhere the ZeRO tests need one.
+compiler:
+	@command -v g++ >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    apt-get update -qq >/dev/null 2>&1 && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null 2>&1; } || \
+	  echo "g++ is not installed: DeepSpeed cannot build its CPU ops, the ZeRO tests will fail"
+
+test: $(STAMP) browser compiler
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)

@@ -84,7 +84,8 @@ def train(method: str, model: str, prompts: str, reward: str, out: str, accumula
     from torch.distributed.tensor import DTensor
 
     with open(os.path.join(out, f"sampled-{rank}.json"), "w") as f:   # and whether every parameter was sharded
-        json.dump({"ids": sampled, "sharded": all(isinstance(p, DTensor) for p in result.model.parameters())}, f)
+        json.dump({"ids": sampled, "sharded": all(isinstance(p, DTensor) or hasattr(p, "ds_id")   # FSDP2, ZeRO-3
+                                                 for p in result.model.parameters())}, f)
     if rank == "0":
         with open(os.path.join(out, "result.json"), "w") as f:
             json.dump({"reward": result.series("reward"), "loss": result.series("loss")}, f)

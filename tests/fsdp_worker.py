@@ -15,7 +15,7 @@ as on a full disk; it exits with the command's exit code.
 
 Rank 0 writes OUT/result.json: the logged losses, gradient norms and evaluation losses (PATH
 evaluated at the end, one example per batch); each process writes OUT/sharded_RANK.json: whether its trained
-model's parameters were DTensors. (No collective at the very end: gloo's worker thread may still be
+model's parameters were DTensors (FSDP2) or ZeRO-3 partitions. (No collective at the very end: gloo's worker thread may still be
 releasing the last one's tensors while the interpreter shuts down, which aborts the process.)
 """
 
@@ -74,7 +74,7 @@ def main() -> None:
 
     rank = os.environ.get("RANK", "0")
     with open(os.path.join(out, f"sharded_{rank}.json"), "w") as f:
-        json.dump(all(isinstance(p, DTensor) for p in result.model.parameters()), f)
+        json.dump(all(isinstance(p, DTensor) or hasattr(p, "ds_id") for p in result.model.parameters()), f)   # FSDP2, ZeRO-3
     if rank == "0":
         with open(os.path.join(out, "result.json"), "w") as f:
             json.dump({"loss": result.series("loss"), "grad_norm": result.series("grad_norm"),

@@ -106,20 +106,6 @@ def test_fsdp2_two_processes_equal_one_process(tmp_path, tiny_model, sft_file, e
         assert torch.equal(model.get_input_embeddings().weight, reference["model.embed_tokens.weight"])
 
 
-def test_deepspeed_asked_is_refused_in_one_line_before_the_model_loads(tmp_path, capsys, monkeypatch, sft_file):
-    from vietnamese_ai.cli import main
-
-    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
-    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
-    # a model path that does not exist would be the first complaint if anything tried to load it
-    assert main(["sft", "model_name_or_path=/nonexistent/model", f"dataset={sft_file}",
-                 f"output_dir={tmp_path / 'out'}"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert "asked for DeepSpeed ZeRO-3 (ACCELERATE_USE_DEEPSPEED=true)" in err and "--use_fsdp --fsdp_version 2" in err
-    assert not (tmp_path / "out").exists()
-
-
 def test_fsdp_asked_with_one_process_says_it_runs_a_single_process(tmp_path, monkeypatch, caplog, tiny_model, sft_file):
     from vietnamese_ai.recipes.sft import SFTConfig, run_sft
 

@@ -16,6 +16,8 @@ from safetensors.torch import load_file
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "fsdp_online_worker.py")
 FSDP = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}
+ZERO3 = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}   # accelerate launch --use_deepspeed
+ENGINES = {"fsdp2": FSDP, "deepspeed-zero3": ZERO3}
 # torch's gloo backend may abort a process while the interpreter shuts down, after its run has finished
 # and written its files (tests/test_fsdp.py says why): that exit is accepted once the results are
 # written; any other failure is not.
@@ -84,11 +86,12 @@ def _eos_often(tiny_model, path):
     return str(path)
 
 
-@pytest.mark.parametrize("method, port", [("grpo", 29712), ("ppo", 29713), ("rloo", 29714), ("grpo-lora", 29715),
-                                          ("ppo-head", 29716)])
-def test_online_rl_under_fsdp2_equals_one_process_with_doubled_accumulation(tmp_path, tiny_model, prompts_file,
-                                                                            rewards_file, method, port):
-    """2 processes x accumulation 1 under FSDP2 = 1 process x accumulation 2, for GRPO (a reference
+@pytest.mark.parametrize("method, engine, port", [
+    ("grpo", "fsdp2", 29712), ("ppo", "fsdp2", 29713), ("rloo", "fsdp2", 29714), ("grpo-lora", "fsdp2", 29715),
+    ("ppo-head", "fsdp2", 29716), ("grpo", "deepspeed-zero3", 29717), ("ppo", "deepspeed-zero3", 29718)])
+def test_online_rl_sharded_equals_one_process_with_doubled_accumulation(tmp_path, tiny_model, prompts_file,
+                                                                        rewards_file, method, engine, port):
+    """2 processes x accumulation 1 under FSDP2 or DeepSpeed ZeRO-3 = 1 process x accumulation 2, for GRPO (a reference
     model, or with LoRA the adapters-off policy; beta 0.05), RLOO and PPO (a separate value model,
     sharded with the policy whose auxiliary module it is, or a value head): the same completions
     (token for token, the union of both processes' against the single run's), rewards to 1e-6,
@@ -99,12 +102,15 @@ def test_online_rl_under_fsdp2_equals_one_process_with_doubled_accumulation(tmp_
     reward = f"python:{rewards_file}:even_tokens"
     value = [tiny_model] if method == "ppo" else []
     files = [tmp_path / "fsdp" / name for name in ("result.json", "sampled-0.json", "sampled-1.json")]
-    _two_processes(tmp_path, port, files, method, model, prompts_file, reward, str(tmp_path / "fsdp"), "1", *value, **FSDP)
+    if engine.startswith("deepspeed"):
+        pytest.importorskip("deepspeed", reason="DeepSpeed is an optional extra: pip install 'vietnamese-ai[deepspeed]'")
+    _two_processes(tmp_path, port, files, method, model, prompts_file, reward, str(tmp_path / "fsdp"), "1", *value,
+                   **ENGINES[engine])
     single = subprocess.run([sys.executable, WORKER, method, model, prompts_file, reward, str(tmp_path / "single"), "2",
                              *value], capture_output=True, text=True, timeout=90, env=_env())
     assert single.returncode == 0, single.stderr[-3000:]
     with open(tmp_path / "fsdp" / "run.json") as f:
-        assert json.load(f)["distributed"] == {"engine": "fsdp2", "world_size": 2}
+        assert json.load(f)["distributed"] == {"engine": engine, "world_size": 2}
     a, b = (json.loads((tmp_path / run / "result.json").read_text()) for run in ("fsdp", "single"))
     shards = [json.loads((tmp_path / "fsdp" / f"sampled-{r}.json").read_text()) for r in (0, 1)]
     one = json.loads((tmp_path / "single" / "sampled-0.json").read_text())
