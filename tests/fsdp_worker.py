@@ -49,8 +49,10 @@ def full_disk(ranks: str, model: str, data: str, out: str) -> int:
 
 
 def main() -> None:
-    if sys.argv[1] == "full-disk":
-        sys.exit(full_disk(*sys.argv[2:6]))
+    if sys.argv[1] == "full-disk":   # the command's own exit (vietnamese_ai.cli.entry)
+        from vietnamese_ai.cli import exit_process
+
+        exit_process(full_disk(*sys.argv[2:6]))
     model, data, out, batch, accumulation = sys.argv[1:6]
     options = sys.argv[6:]
     lora = "lora" in options

@@ -262,5 +262,29 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
+def exit_process(code: int) -> None:
+    """End the process with `code`. A process of a multi-process run ends at once (os._exit) after
+    flushing its output: every file it wrote is already complete (atomic writes), and at the
+    interpreter's normal shutdown a thread of torch's gloo backend, still releasing a finished
+    collective's tensors, may abort the process (std::terminate, exit -6) after a run that succeeded."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        import logging
+
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
+def entry() -> None:
+    """The `vietnamese-ai` command."""
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
