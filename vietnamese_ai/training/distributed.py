@@ -72,6 +72,10 @@ def accelerate_without_deepspeed() -> Iterator[None]:
 def prepare_accelerate_environment() -> None:
     """Before the Accelerator is created: FSDP is run as FSDP2, layer by layer unless told otherwise;
     DeepSpeed gets its CPU accelerator where there is no GPU."""
+    if not torch.cuda.is_available():
+        # accelerate imports deepspeed wherever it is installed (to recognise its engine), and deepspeed,
+        # told nothing, warns on import that it fell back to the CPU: it is told.
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if requested_engine() == "deepspeed":
         from vietnamese_ai.training.deepspeed import prepare_environment
 
