@@ -1,9 +1,11 @@
 """DPO: vietnamese-ai against TRL's DPOTrainer on the same tiny models and data.
 
-    python benchmarks/dpo_vs_trl.py [--pairs 256] [--repeats 3]
+    python benchmarks/dpo_vs_trl.py [--pairs 256] [--repeats 3] [--lengths lognormal|even]
 
 Workload: prompt/chosen/rejected records with log-normal lengths (median 30 words each, sigma 0.8),
-so the prompt is about half of each prompt+response sequence, as in chat data. The policy is a
+so the prompt is about half of each prompt+response sequence, as in chat data; or, with `--lengths
+even`, evenly sized pairs (every prompt 30 words, each answer 30 to 60 words, uniform), where there is
+little padding for packing to remove. The policy is a
 Qwen2-architecture model (hidden 256, 4 layers, vocabulary 4096); the reference is a separate model
 with the same tokenizer and re-initialised weights, so that rewards and margins are not trivially 0.
 
@@ -35,13 +37,19 @@ METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rew
            "logps/chosen", "logps/rejected")
 
 
-def workload(n: int, seed: int = 0) -> tuple[str, str, str]:
+def workload(n: int, lengths: str = "lognormal", seed: int = 0) -> tuple[str, str, str]:
     rng = random.Random(seed)
-    rows = [{"prompt": f"Câu hỏi {i}: {sentence(rng, word_count(rng, 'lognormal'))}?",
-             "chosen": " " + sentence(rng, word_count(rng, "lognormal")) + ".",
-             "rejected": " " + sentence(rng, word_count(rng, "lognormal")) + "."} for i in range(n)]
+
+    def words(part: str) -> int:
+        if lengths == "even":
+            return 30 if part == "prompt" else rng.randint(30, 60)
+        return word_count(rng, "lognormal")
+
+    rows = [{"prompt": f"Câu hỏi {i}: {sentence(rng, words('prompt'))}?",
+             "chosen": " " + sentence(rng, words("answer")) + ".",
+             "rejected": " " + sentence(rng, words("answer")) + "."} for i in range(n)]
     os.makedirs(WORK, exist_ok=True)
-    data = write_jsonl(os.path.join(WORK, f"dpo_{n}.jsonl"), rows)
+    data = write_jsonl(os.path.join(WORK, f"dpo_{n}{'' if lengths == 'lognormal' else '_' + lengths}.jsonl"), rows)
     corpus = [r["prompt"] + r["chosen"] + r["rejected"] for r in rows]
     policy = build_model(os.path.join(WORK, "model-h256-l4"), corpus)
     reference = os.path.join(WORK, "model-h256-l4-ref")
@@ -59,12 +67,13 @@ def workload(n: int, seed: int = 0) -> tuple[str, str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", type=int, default=256)
+    parser.add_argument("--lengths", choices=("lognormal", "even"), default="lognormal")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-parity", action="store_true")
     args = parser.parse_args()
-    policy, reference, data = workload(args.pairs)
+    policy, reference, data = workload(args.pairs, args.lengths)
     trl_new, trl_old = ensure_trl_venv(), ensure_trl_venv(TRL_OLD)
     common = {"model": policy, "ref_model": reference, "data": data, "threads": args.threads, "beta": 0.1}
 
@@ -108,7 +117,7 @@ def main() -> None:
         rows.append((name, f"{r['pairs'] / r['process_seconds']:.2f}", f"{base['process_seconds'] / r['process_seconds']:.2f}x",
                      f"{r['process_seconds']:.1f}", f"{r['train_seconds']:.1f}",
                      f"{r.get('peak_gpu_mib', r['peak_rss_mib']):,.0f}", f"{r['losses'][-1]:.4f}"))
-    print(f"\nDPO speed: {args.pairs} pairs, batch {args.batch_size}, 1 epoch, {args.threads} CPU threads, "
+    print(f"\nDPO speed: {args.pairs} pairs ({args.lengths} lengths), batch {args.batch_size}, 1 epoch, {args.threads} CPU threads, "
           f"median of {args.repeats} by whole-process time\n")
     print(table(rows, ("run", "pairs/s (process)", "vs TRL", "process s", "train loop s", "peak MiB", "last loss")))
 
