@@ -181,17 +181,43 @@ def test_cli_model_directory_without_config(tmp_path, capsys):
 
 
 # The estimate against measured peaks. A model of 16.4M parameters (hidden 384, 6 layers, vocabulary
-# 8192) is large enough that its weights, gradients, moments and activations are about half the process's
-# peak, so that a missing term shows; data fill max_length so that the activation bound is reached.
-TOLERANCE = 0.12     # |estimate - measured| / measured; observed: SFT +3 to +4%, SFT LoRA -5 to -7%, DPO +6 to +8%
+# 8192) is large enough that its weights, gradients, moments and activations are a third of the process's
+# peak or more, so that a missing term shows; data fill max_length so that the activation bound is reached.
+#
+# Two things in a CPU process's resident peak move with the machine's state rather than with the code, and the
+# test takes both out instead of widening its tolerance to swallow them:
+# - the framework's own memory (torch, transformers, accelerate, peft, tokenizers, the first kernels): a small
+#   SFT run peaked at 475 MiB once, at 384 MiB later in one session, at 448 MiB in another. So the
+#   framework is not taken from FRAMEWORK_CPU_BYTES here but measured beside each run, back to back with it:
+#   the same command, flags and data with a minimal model (hidden 16, 1 layer, the tokenizer's 320 words:
+#   some 7.5K parameters), i.e. everything the run does except the model-dependent work. The estimator's
+#   model-dependent part is its estimate of the run minus its estimate of the minimal run (FRAMEWORK_CPU_BYTES
+#   cancels, and so do the minimal model's own few MiB), compared with the difference of the two peaks;
+# - glibc's sliding mmap threshold: once a large freed block raises it, tensors under it come from the heap,
+#   and how much freed memory stays resident then depends on the order threads free things in; with the
+#   default allocator the same SFT run peaked anywhere from 703 to 776 MiB in consecutive runs. A fixed
+#   threshold (MALLOC_MMAP_THRESHOLD_=1 MiB, in all six processes) hands every block over 1 MiB back when it
+#   is freed, so the peak follows the tensors alive at once; repeated runs then agree within 2%.
+# The estimate is a bound: it counts the gradients, AdamW's moments and one micro-batch's activations as if
+# all were alive at once, and in the measured runs they are not quite (the moments appear at the first step,
+# after the activations are freed; the gradients are dropped before the next forward). So the estimated part
+# must not be below the measured part (a missing or undercounted term fails), nor more than 60% above it (a
+# term counted twice fails: doubling the activations or the moments gives +90% or more for full SFT).
+# Measured (2 cores, torch 2.13 CPU): SFT full +44% to +45%, SFT LoRA +16% to +21%, DPO full +38% to +40%.
+PART_TOLERANCE = (0.0, 0.60)     # (estimated part - measured part) / measured part
+# The whole figure, FRAMEWORK_CPU_BYTES included, against the whole peak: looser, as the framework's own memory
+# moves by +-50 MiB with the machine's state (measured +10% to +23%). It must not be below the peak (the
+# user's question is whether the run fits) nor more than 40% above.
+WHOLE_TOLERANCE = (0.0, 0.40)
+FIXED_MMAP_THRESHOLD = {"MALLOC_MMAP_THRESHOLD_": str(2**20)}
 
 
-def _measure(argv: list[str], log_path) -> int:
+def _measure(argv: list[str], log_path, env: dict[str, str] | None = None) -> int:
     """Peak resident bytes of one `vietnamese-ai` process (its own ru_maxrss, from wait4), run with the
     default threads as a user's would be (one at a time: several at once on few cores would spin)."""
     with open(log_path, "w+") as log:
         process = subprocess.Popen([sys.executable, "-m", "vietnamese_ai.cli", *argv], stdout=subprocess.DEVNULL,
-                                   stderr=log, env={**os.environ, "TQDM_DISABLE": "1"})
+                                   stderr=log, env={**os.environ, "TQDM_DISABLE": "1", **(env or {})})
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
         log.seek(0)
@@ -199,13 +225,6 @@ def _measure(argv: list[str], log_path) -> int:
     return usage.ru_maxrss * 1024
 
 
-# The measured peaks move with the machine's state, not only with the code: the same SFT run of the
-# 41K-parameter model peaked at 475 MiB when the framework constant was measured and at 384 MiB later in the
-# same session, which moved every error by about +10%. Like the speed figures, this comparison is run on
-# request (VIETNAMESE_AI_MEASURE_MEMORY=1) and its numbers go in docs/memory.md; the by-hand tests above
-# guard each term in every run.
-@pytest.mark.skipif(os.environ.get("VIETNAMESE_AI_MEASURE_MEMORY") != "1",
-                    reason="measured peaks depend on the machine's state: run with VIETNAMESE_AI_MEASURE_MEMORY=1")
 def test_estimate_within_tolerance_of_measured_cpu_peaks(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, Qwen2Config
@@ -214,13 +233,18 @@ def test_estimate_within_tolerance_of_measured_cpu_peaks(tmp_path):
     from vietnamese_ai.models.tiny import train_tokenizer
 
     tokenizer = train_tokenizer(CORPUS, vocab_size=320)
-    config = Qwen2Config(vocab_size=8192, hidden_size=384, num_hidden_layers=6, num_attention_heads=8,
-                         num_key_value_heads=4, intermediate_size=1536, tie_word_embeddings=True,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
-    torch.manual_seed(0)
-    model = str(tmp_path / "model")
-    AutoModelForCausalLM.from_config(config).save_pretrained(model)
-    tokenizer.save_pretrained(model)
+    special = dict(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
+    configs = {"model": Qwen2Config(vocab_size=8192, hidden_size=384, num_hidden_layers=6, num_attention_heads=8,
+                                    num_key_value_heads=4, intermediate_size=1536, tie_word_embeddings=True, **special),
+               "minimal": Qwen2Config(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1, intermediate_size=32,
+                                      tie_word_embeddings=True, **special)}
+    shapes = {}
+    for name, config in configs.items():
+        torch.manual_seed(0)
+        AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
+        shapes[name] = ModelShape.from_config(config.to_dict())
 
     def text(tokens: int, start: int) -> str:   # whole sentences of the corpus, about `tokens` long
         out, i = "", start
@@ -231,22 +255,35 @@ def test_estimate_within_tolerance_of_measured_cpu_peaks(tmp_path):
     sft = write_jsonl(tmp_path / "sft.jsonl", [{"prompt": text(32, i), "completion": text(88, i + 3)} for i in range(8)])
     pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": text(32, i), "chosen": text(88, i + 3),
                                                    "rejected": text(88, i + 5)} for i in range(8)])
-    common = [f"model_name_or_path={model}", "max_steps=2", "per_device_train_batch_size=4", "max_length=128",
-              "save_steps=0", "disable_tqdm=true"]
+    common = ["max_steps=2", "per_device_train_batch_size=4", "max_length=128", "save_steps=0", "disable_tqdm=true"]
     runs = {"sft full": (["sft", f"dataset={sft}"], SFTConfig, {}),
             "sft lora": (["sft", f"dataset={sft}", "use_lora=true"], SFTConfig, {"use_lora": True}),
             "dpo full": (["dpo", f"dataset={pairs}"], DPOConfig, {})}
-    shape = ModelShape.from_config(config.to_dict())
-    errors = {}
+    errors, whole_errors, table = {}, {}, {}
     for name, (argv, config_class, keys) in runs.items():
-        slug = name.replace(" ", "_")
-        measured = _measure([*argv, *common, f"output_dir={tmp_path / slug}"], tmp_path / f"{slug}.log")
-        assert measured - FRAMEWORK_CPU_BYTES > 0.4 * measured     # the model's share is large enough to test
         run_config = config_class(max_length=128, per_device_train_batch_size=4, **keys)
-        estimated = estimate_memory(argv[0], run_config, shape, device="cpu").peak_bytes_per_device
-        errors[name] = (estimated - measured) / measured
-    print("estimate error:", {k: f"{v:+.1%}" for k, v in errors.items()})
-    assert all(abs(e) <= TOLERANCE for e in errors.values()), {k: f"{v:+.1%}" for k, v in errors.items()}
+        measured, estimated = {}, {}
+        for model in ("minimal", "model"):       # the framework's baseline first, then the run, back to back
+            slug = f"{name.replace(' ', '_')}_{model}"
+            measured[model] = _measure([*argv, *common, f"model_name_or_path={tmp_path / model}",
+                                        f"output_dir={tmp_path / slug}"], tmp_path / f"{slug}.log",
+                                       FIXED_MMAP_THRESHOLD)
+            estimated[model] = estimate_memory(argv[0], run_config, shapes[model], device="cpu").peak_bytes_per_device
+        measured_part = measured["model"] - measured["minimal"]
+        estimated_part = estimated["model"] - estimated["minimal"]
+        assert measured_part > 0.3 * measured["model"]     # the model's share is large enough to test
+        errors[name] = (estimated_part - measured_part) / measured_part
+        whole_errors[name] = (estimated["model"] - measured["model"]) / measured["model"]
+        table[name] = (f"framework {measured['minimal'] / 2**20:.0f} MiB; model part {measured_part / 2**20:.0f} MiB "
+                       f"measured, {estimated_part / 2**20:.0f} estimated ({errors[name]:+.1%}); whole "
+                       f"{measured['model'] / 2**20:.0f} MiB measured, {estimated['model'] / 2**20:.0f} estimated "
+                       f"({whole_errors[name]:+.1%})")
+    print("estimate against measured:", json.dumps(table, indent=1))     # shown in full when it fails
+    summary = "; ".join(f"{name}: part {errors[name]:+.1%}, whole {whole_errors[name]:+.1%}" for name in runs)
+    low, high = PART_TOLERANCE
+    assert all(low <= e <= high for e in errors.values()), f"model part outside [{low:+.0%}, {high:+.0%}]: {summary}"
+    low, high = WHOLE_TOLERANCE
+    assert all(low <= e <= high for e in whole_errors.values()), f"whole outside [{low:+.0%}, {high:+.0%}]: {summary}"
 
 
 def test_help_lists_estimate_for_training_commands_only(capsys):
