@@ -167,6 +167,7 @@ class TrainingConfig(Config):
     save_total_limit: int | None = Field(None, ge=1, description="Keep only the newest N checkpoints.")
     eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (always once at the end when eval data is given).")
     disable_tqdm: bool = Field(False, description="Hide the progress bar.")
+    peak_flops: float | None = Field(None, gt=0, description="Peak FLOP/s of one device, for the logged mfu; unset: the GPU's bf16 peak from a table (measured for a card not in it), or this CPU's measured fp32 matmul rate.")
 
     @field_validator("max_steps")
     @classmethod

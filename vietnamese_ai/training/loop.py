@@ -48,7 +48,7 @@ from vietnamese_ai.training.checkpoint import (
     write_training_state,
 )
 from vietnamese_ai.models.sampling import sharded_across_processes
-from vietnamese_ai.training import deepspeed
+from vietnamese_ai.training import deepspeed, flops
 from vietnamese_ai.training.config import TrainingConfig
 from vietnamese_ai.training.distributed import (
     SHARDED_STATE,
@@ -214,13 +214,16 @@ def _check_finite(loss: float, grad_norm: float | None, step: int, output_dir: s
 
 
 def _log_record(window: Window, accelerator: Any, step: int, epoch: float, learning_rate: float,
-                grad_norm: float | None) -> tuple[dict[str, Any], int]:
+                grad_norm: float | None, peak: flops.Peak | None) -> tuple[dict[str, Any], int]:
     """One metrics.jsonl line (item-weighted means since the last line, over all ranks), and the
     number of tokens it covers."""
     loss_sum, items, tokens, means = window.reduced(accelerator)
+    seconds = max(time.perf_counter() - window.start, 1e-9)
     record: dict[str, Any] = {"step": step, "epoch": round(epoch, 4), "loss": loss_sum / max(items, 1.0),
-                              "learning_rate": learning_rate,
-                              "tokens_per_second": tokens / max(time.perf_counter() - window.start, 1e-9)}
+                              "learning_rate": learning_rate, "tokens_per_second": tokens / seconds}
+    flops_per_token = means.pop(flops.WINDOW_FLOPS, None)
+    if flops_per_token is not None and peak is not None:
+        record["mfu"] = flops.utilisation(flops_per_token * tokens, seconds, peak.flops, accelerator.num_processes)
     if grad_norm is not None:
         record["grad_norm"] = grad_norm
     record.update(means)
@@ -404,6 +407,7 @@ def _train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Seque
     settings = {**run_settings(config, source.examples, accelerator.num_processes, total_steps), "engine": engine.name}
 
     torch.manual_seed(config.seed)
+    shape = flops.model_shape(model)   # before any wrapper or sharding hides the weights' shapes
     if engine.shard_by_hand:   # before the optimizer, which must hold the sharded parameters
         model = shard_fsdp2(model, engine.world_size)
     optimizer = build_optimizer(model, config.learning_rate, config.weight_decay,
@@ -424,6 +428,9 @@ def _train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Seque
         state.settings = settings
         source.load_state_dict(_read_source_state(resume_from, accelerator.process_index))
     source.attach(model, out, state.global_step if resume_from else None)
+    # Measured (once per machine setting) by the main process alone, which writes the lines: several
+    # processes measuring at once would share the cores. Before the window's clock starts.
+    peak = flops.peak_flops(accelerator.device, config.peak_flops) if accelerator.is_main_process else None
     metrics = MetricsLog(os.path.join(out, "metrics.jsonl"), state.global_step if resume_from else None,
                          accelerator.is_main_process)
     window = Window(state.log_window if accelerator.is_main_process else None)
@@ -439,6 +446,7 @@ def _train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Seque
                 start = _StepStart(copy.deepcopy(state), window.copy(), RandomState.capture(), source.state_dict())
                 step_batches = source.next_step(state)
                 window.add_sums(step_batches.sums, step_batches.extremes)
+                window.add_sums(flops.window_sums(shape, step_batches.batches))
                 step_started = time.perf_counter()
                 step_loss = _accumulate(model, accelerator, step_batches.batches, loss_fn, window)
                 grad_norm = (float(accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm))
@@ -466,7 +474,7 @@ def _train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Seque
                 if step % config.logging_steps == 0 or step == total_steps or do_eval:
                     with signals.critical(hard=False):  # the step's line is written before a checkpoint can be
                         record, tokens = _log_record(window, accelerator, step, step / steps_per_epoch,
-                                                     learning_rate, grad_norm)
+                                                     learning_rate, grad_norm, peak)
                         if do_eval:
                             record.update(evaluate(model, accelerator, eval_data, collate, eval_loss_fn or loss_fn,
                                                    config.per_device_eval_batch_size))
@@ -496,7 +504,7 @@ def _train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Seque
     if accelerator.is_main_process:
         write_run_info(out, type(config).__name__.removesuffix("Config").lower(), steps=state.global_step,
                        seconds=round(state.seconds, 3), resumed_from=resume_from, processes=accelerator.num_processes,
-                       distributed=engine.record())
+                       distributed=engine.record(), **flops.run_summary(metrics.history, peak))
     return TrainResult(out, final_dir, state.global_step, metrics.history, accelerator.unwrap_model(model))
 
 
