@@ -99,3 +99,28 @@ def test_group_ends_point_at_each_response_eos_in_every_layout():
             assert before == [3, 5, 8, 9], (share, pack)
             kept = batch.logits_mask.reshape(-1).nonzero().squeeze(1)
             assert torch.equal(kept[batch.end_index], batch.group_ends)
+
+
+def test_prefix_sharing_is_chosen_per_batch_where_it_costs_less():
+    """At hidden 256 (pair cost 1/1536), by hand. Short pairs, 8 of 40+40+40 tokens: shared, 8 rows of
+    120 (the cheapest packing) cost 960 (1 + 120/1536) = 1035; plain, 16 rows of 80, each one sequence
+    (no mask: half the pairs), 1280 (1 + 80/1536/2) = 1313.3: shared. One long pair of 400+400+400: shared, a row of 1200 costs 1200 (1 +
+    1200/1536) = 2137.5; plain, two rows of 800 (each one sequence: no mask, half the pairs), 2 x 800 (1 +
+    800/1536/2) = 2016.7: plain. The collate follows, with the same flags."""
+    from vietnamese_ai.data.layout import attention_pair_cost, batch_cost
+    from vietnamese_ai.data.preference import sharing_pays
+    from vietnamese_ai.recipes.preference import PairCollate
+
+    cost = attention_pair_cost(256)
+    short = [TokenizedPair([1] * 40, [2] * 40, [3] * 40) for _ in range(8)]
+    long = [TokenizedPair([1] * 400, [2] * 400, [3] * 400)]
+    assert batch_cost([120] * 8, True, cost, branched=True) == pytest.approx(960 * (1 + 120 / 1536))
+    assert batch_cost([80] * 16, True, cost, branched=False) == pytest.approx(1280 * (1 + 80 / 1536 / 2))
+    assert batch_cost([1200], True, cost, branched=True) == pytest.approx(1200 * (1 + 1200 / 1536))
+    assert batch_cost([800, 800], True, cost, branched=False) == pytest.approx(2 * 800 * (1 + 800 / 1536 / 2))
+    assert sharing_pays(short, True, cost) and not sharing_pays(long, True, cost)
+    collate = PairCollate(pack=True, share=True, pad_id=0, cost=cost)
+    assert int(collate(short).branch_ids.max()) > 0                  # branches: the prompt is shared
+    plain = collate(long)
+    assert int(plain.branch_ids.max()) == 0 and not plain.packed     # two causal rows, no mask
+    assert PairCollate(pack=True, share=False, pad_id=0, cost=cost)(short).branch_ids.max() == 0

@@ -109,9 +109,19 @@ def first_fit_decreasing(lengths: list[int], capacity: int) -> list[list[int]]:
     return bins
 
 
-def row_cost(rows: int, width: int, pair_cost: float) -> float:
-    """Estimated cost of a (rows, width) batch: linear work per token plus attention per token pair."""
-    return rows * width * (1.0 + width * pair_cost)
+def row_cost(rows: int, width: int, pair_cost: float, causal: bool = False) -> float:
+    """Estimated cost of a (rows, width) batch: linear work per token plus attention per token pair.
+    `causal`: every row holds one unbranched sequence, so the batch needs no attention mask and the
+    kernel's causal path computes about half the token pairs (a mask makes it compute them all)."""
+    return rows * width * (1.0 + width * pair_cost * (0.5 if causal else 1.0))
+
+
+def batch_cost(lengths: list[int], pack: bool, pair_cost: float, branched: bool) -> float:
+    """`row_cost` of the rows `layout` would choose for sequences of these lengths (`branched`: they
+    have branches, so every row needs a mask)."""
+    rows = choose_rows(lengths, pair_cost) if pack else [[i] for i in range(len(lengths))]
+    width = max(sum(lengths[i] for i in row) for row in rows)
+    return row_cost(len(rows), width, pair_cost, causal=not branched and all(len(row) == 1 for row in rows))
 
 
 def choose_rows(lengths: list[int], pair_cost: float) -> list[list[int]]:

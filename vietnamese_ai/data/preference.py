@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from vietnamese_ai.data.layout import IGNORE, Piece, Sequence
+from vietnamese_ai.data.layout import IGNORE, Piece, Sequence, batch_cost
 from vietnamese_ai.data.loading import Record
 from vietnamese_ai.data.records import finite_number, prompt_or_messages
 from vietnamese_ai.data.tokenize import _cut_prompt_left, encode, split_chat_completion, with_eos
@@ -148,6 +148,18 @@ def branched_sequences(prompt_ids: list[int], responses: list[list[int]], first_
     if share:
         return [[prompt] + [_response_piece(r, k + 1, first_group + k) for k, r in enumerate(responses)]]
     return [[prompt, _response_piece(r, 0, first_group + k)] for k, r in enumerate(responses)]
+
+
+def sharing_pays(pairs: list[TokenizedPair], pack: bool, pair_cost: float) -> bool:
+    """Whether sharing each prompt between its two responses is estimated to cost less than two plain
+    sequences. Sharing saves the prompt's second pass through the linear layers, but its branches need
+    an attention mask over the whole [prompt | chosen | rejected] row, where two plain rows take the
+    kernel's causal path: with a small hidden size and long sequences attention dominates and sharing
+    loses (a 2048-token pair at hidden 256 ran 1.45x slower shared). Either layout gives the same
+    numbers (tests/test_preference_data.py); the choice only moves the cost."""
+    shared = [len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs]
+    plain = [len(p.prompt_ids) + len(r) for p in pairs for r in (p.chosen_ids, p.rejected_ids)]
+    return batch_cost(shared, pack, pair_cost, branched=True) <= batch_cost(plain, pack, pair_cost, branched=False)
 
 
 def pair_sequences(pairs: list[TokenizedPair], share: bool) -> list[Sequence]:

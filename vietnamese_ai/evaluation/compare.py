@@ -34,7 +34,7 @@ from vietnamese_ai.data.types import Message, PromptOrMessages, message_dicts, p
 from vietnamese_ai.models.exactness import choose_layout
 from vietnamese_ai.models.forward import base_model
 from vietnamese_ai.models.generation import generate
-from vietnamese_ai.models.reference import evaluation_mode, response_logps
+from vietnamese_ai.models.reference import evaluation_mode, summed_logps
 from vietnamese_ai.scoring import Scorer
 
 
@@ -82,7 +82,7 @@ def sequence_logps(model: Any, tokenizer: Any, prompts: list[PromptOrMessages], 
             sequences = [s for g, (prompt_ids, response_ids) in enumerate(chunk)
                          for s in branched_sequences(prompt_ids, [response_ids], g, False)]
             batch = layout(sequences, pack=pack, num_groups=len(chunk), pair_cost=cost).to(device)
-            out += response_logps(model, batch)[0].tolist()
+            out += summed_logps(model, batch).tolist()
     return out
 
 

@@ -14,7 +14,7 @@ from vietnamese_ai.data.layout import attention_pair_cost, layout
 from vietnamese_ai.data.preference import branched_sequences
 from vietnamese_ai.models.exactness import choose_layout
 from vietnamese_ai.models.forward import base_model
-from vietnamese_ai.models.reference import evaluation_mode, response_logps
+from vietnamese_ai.models.reference import evaluation_mode, summed_logps
 
 
 def prefix_free(candidates: list[list[int]], eos_token_id: int | None) -> list[list[int]]:
@@ -52,5 +52,5 @@ def continuation_logps(model: Any, contexts: list[list[int]], candidates: list[l
             chunk = contexts[start:start + batch_size]
             sequences = [s for i, c in enumerate(chunk) for s in branched_sequences(c, candidates, i * k, share)]
             batch = layout(sequences, pack=pack, num_groups=len(chunk) * k, pair_cost=cost).to(device)
-            out[start:start + len(chunk)] = response_logps(model, batch)[0].float().view(len(chunk), k).cpu()
+            out[start:start + len(chunk)] = summed_logps(model, batch).float().view(len(chunk), k).cpu()
     return out

@@ -48,6 +48,16 @@ def response_logps(model: Any, batch: PackedBatch) -> tuple[torch.Tensor, torch.
             sequence_logps(mean_logits, batch.target_groups, batch.num_groups) / lengths.clamp(min=1))
 
 
+def summed_logps(model: Any, batch: PackedBatch) -> torch.Tensor:
+    """Summed log-probability of each group (response) of the batch, without `response_logps`'s mean
+    logits (a pass over every kept logit that reference passes and scorers would discard).
+
+    Shape: returns (num_groups,)
+    """
+    token_logps, _ = batch_target_logps(model, batch)
+    return sequence_logps(token_logps, batch.target_groups, batch.num_groups)
+
+
 @contextlib.contextmanager
 def evaluation_mode(model: Any):
     was_training = model.training
@@ -74,7 +84,7 @@ class FrozenReference:
         if next(self.model.parameters()).device != device:
             self.model.to(device)
         with evaluation_mode(self.model):
-            return response_logps(self.model, batch)[0]
+            return summed_logps(self.model, batch)
 
     def token_logps(self, batch: Any, temperature: float = 1.0) -> torch.Tensor:
         """Per-target log-probs at `temperature` (online RL's KL), for either rollout layout. Shape: (P,)"""
@@ -94,7 +104,7 @@ class AdapterReference:
     def logps(self, batch: PackedBatch) -> torch.Tensor:
         model = unwrap(self.policy)  # call the PEFT model directly: a reference pass needs no DDP hooks
         with evaluation_mode(model), model.disable_adapter():
-            return response_logps(model, batch)[0]
+            return summed_logps(model, batch)
 
     def token_logps(self, batch: Any, temperature: float = 1.0) -> torch.Tensor:
         model = unwrap(self.policy)
@@ -112,7 +122,7 @@ def cache_dir() -> str:
 
 def cache_key(**parts: Any) -> str:
     """sha256 of every input the cached log-probs depend on (see recipes.preference for the parts)."""
-    return hashlib.sha256(json.dumps({"format": 2, **parts}, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(json.dumps({"format": 3, **parts}, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _read_cache(path: str, shape: tuple[int, int]) -> torch.Tensor | None:

@@ -21,7 +21,7 @@ from vietnamese_ai.data.preference import assign_kl_completions, branched_sequen
 from vietnamese_ai.data.types import TokenizedUnpaired
 from vietnamese_ai.losses.preference import kto_kl_estimate, kto_loss
 from vietnamese_ai.models.forward import unwrap
-from vietnamese_ai.models.reference import Reference, response_logps
+from vietnamese_ai.models.reference import Reference, summed_logps
 from vietnamese_ai.recipes.common import load_policy, load_tokenizer_for, model_argument, pad_token_id, pair_cost, read_splits
 from vietnamese_ai.recipes.preference import ReferenceConfig, attach_reference_logps, build_reference, layout_flags, tokenize_records
 from vietnamese_ai.training.loop import StepOutput, TrainResult, train
@@ -68,9 +68,9 @@ def _subset_mean(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor
 def kto_loss_fn(config: KTOConfig, reference: Reference | None):
     def loss(model: Any, batch: PackedBatch) -> StepOutput:
         kl_batch, desirable = batch.extras["kl_batch"], batch.extras["desirable"]
-        pi = response_logps(model, batch)[0]
+        pi = summed_logps(model, batch)
         with torch.no_grad():  # z0 is not back-propagated through: no graph for the KL pairs
-            pi_kl = response_logps(unwrap(model), kl_batch)[0]
+            pi_kl = summed_logps(unwrap(model), kl_batch)
         if "ref_logps" in batch.extras:
             ref, ref_kl = batch.extras["ref_logps"][:, 0], batch.extras["ref_logps"][:, 1]
         else:

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from vietnamese_ai.data.layout import PackedBatch, layout
 from vietnamese_ai.data.loading import Record
-from vietnamese_ai.data.preference import pair_sequences, to_pair, tokenize_pair
+from vietnamese_ai.data.preference import pair_sequences, sharing_pays, to_pair, tokenize_pair
 from vietnamese_ai.data.types import TokenizedPair, TruncationReport
 from vietnamese_ai.errors import DataError
 from vietnamese_ai.models.loading import is_peft_model, load_causal_lm
@@ -108,7 +108,8 @@ class PairCollate:
     cost: float
 
     def __call__(self, pairs: list[TokenizedPair]) -> PackedBatch:
-        batch = layout(pair_sequences(pairs, self.share), pack=self.pack, num_groups=2 * len(pairs),
+        share = self.share and sharing_pays(pairs, self.pack, self.cost)   # per batch: where it is cheaper
+        batch = layout(pair_sequences(pairs, share), pack=self.pack, num_groups=2 * len(pairs),
                        num_items=len(pairs), pad_token_id=self.pad_id, pair_cost=self.cost)
         if pairs[0].ref_logps is not None:
             batch.extras["ref_logps"] = torch.tensor([p.ref_logps for p in pairs], dtype=torch.float32)
