@@ -43,7 +43,7 @@ class PreferenceConfig(TrainingConfig):
     max_length: int | None = Field(1024, ge=2, description="Longest prompt + response; longer prompts are cut from the left.")
     beta: float = Field(0.1, gt=0, description="Strength of the KL regularisation towards the reference (DPO's beta).")
     packing: bool = Field(True, description="Pack several pairs per row without padding (off automatically if the model cannot pack exactly).")
-    prefix_sharing: bool = Field(True, description="Compute each prompt once: [prompt | chosen | rejected] with the responses as separate branches.")
+    prefix_sharing: bool = Field(True, description="Compute each prompt once: [prompt | chosen | rejected] with the responses as separate branches, in each batch where the cost model says that is cheaper than two plain sequences.")
     disable_dropout: bool = Field(True, description="Switch dropout off in the policy, so that its log-probs are comparable with the reference's (as in TRL).")
 
 
