@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 from typing import Any
 
 import torch
@@ -262,11 +263,9 @@ def disable_dropout(model: Any) -> None:
 
 
 def is_peft_model(model: Any) -> bool:
-    try:
-        from peft import PeftModel
-    except ImportError:
-        return False
-    return isinstance(model, PeftModel)
+    # A PeftModel can only exist once peft has been imported: a run without LoRA never pays its import.
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(model, peft.PeftModel)
 
 
 def count_parameters(model: Any) -> tuple[int, int]:
