@@ -48,14 +48,32 @@ def trl_training_args(args: dict) -> dict:
                 report_to="none", dataloader_num_workers=0, disable_tqdm=True, use_cpu=not torch.cuda.is_available())
 
 
+def step_clock() -> list:
+    """Record the time of every optimizer step's end (a global torch hook, so the same clock on either
+    side: ours and TRL's trainers both call torch.optim.Optimizer.step). Returns the list it fills."""
+    import time
+
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    ends: list = []
+    register_optimizer_step_post_hook(lambda *a, **k: ends.append(time.perf_counter()))
+    return ends
+
+
+def step_seconds(ends: list) -> list:
+    """Seconds between consecutive optimizer-step ends (one fewer than the steps: the first has no start)."""
+    return [b - a for a, b in zip(ends, ends[1:])]
+
+
 def train_and_report(trainer, examples: int, args: dict) -> None:
-    """Time trainer.train() and print the driver's JSON line."""
+    """Time trainer.train() and print the driver's JSON line (with each step's seconds)."""
     import json
     import time
 
+    ends = step_clock()
     start = time.perf_counter()
     trainer.train()
-    print(json.dumps(trl_summary(trainer, time.perf_counter() - start, examples, args)))
+    print(json.dumps({**trl_summary(trainer, time.perf_counter() - start, examples, args), "step_seconds": step_seconds(ends)}))
 
 
 def trl_summary(trainer, seconds: float, examples: int, args: dict) -> dict:

@@ -7,7 +7,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _measure import peak_memory_mib, time_training_loop  # noqa: E402
+from _measure import peak_memory_mib, step_clock, step_seconds, time_training_loop  # noqa: E402
 
 
 def main() -> None:
@@ -19,6 +19,7 @@ def main() -> None:
     from vietnamese_ai.recipes import dpo as dpo_recipe
     
     torch.set_num_threads(args.get("threads", torch.get_num_threads()))
+    ends = step_clock()
     timing = time_training_loop(dpo_recipe)
     start = time.perf_counter()
     config = dpo_recipe.DPOConfig(
@@ -38,7 +39,7 @@ def main() -> None:
     print(json.dumps({"first": result.history[0], "losses": result.series("loss"), "train_seconds": timing["seconds"],
                       "recipe_seconds": recipe_seconds,
                       "pairs": pairs * (args.get("epochs", 1) if args.get("max_steps", -1) <= 0 else 1),
-                      "steps": result.global_step, **peak_memory_mib()}))
+                      "steps": result.global_step, "step_seconds": step_seconds(ends), **peak_memory_mib()}))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _measure import peak_memory_mib, time_training_loop  # noqa: E402
+from _measure import peak_memory_mib, step_clock, step_seconds, time_training_loop  # noqa: E402
 
 
 def main() -> None:
@@ -17,6 +17,7 @@ def main() -> None:
     from vietnamese_ai.recipes.online import engine
 
     torch.set_num_threads(args.get("threads", torch.get_num_threads()))
+    ends = step_clock()
     recipe = grpo if args["method"] == "grpo" else rloo
     timing = time_training_loop(engine)   # run_online calls the loop
     if args.get("sampler") == "generate":  # the ablation: transformers' generate instead of our decoding loop
@@ -42,7 +43,7 @@ def main() -> None:
     phases = {k: sum(r.get(f"time/{k}", 0.0) for r in result.history) for k in ("generation", "scoring", "logps")}
     print(json.dumps({"rewards": result.series("reward"), "losses": result.series("loss"),
                       "train_seconds": timing["seconds"], "recipe_seconds": seconds, "steps": result.global_step,
-                      "phases": phases, **peak_memory_mib()}))
+                      "phases": phases, "step_seconds": step_seconds(ends), **peak_memory_mib()}))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _measure import peak_memory_mib  # noqa: E402
+from _measure import peak_memory_mib, step_clock, step_seconds  # noqa: E402
 
 
 def main() -> None:
@@ -17,6 +17,7 @@ def main() -> None:
     from vietnamese_ai.training import loop
 
     torch.set_num_threads(args.get("threads", torch.get_num_threads()))
+    ends = step_clock()
     timing = {}
     original_train = loop.train
 
@@ -37,7 +38,7 @@ def main() -> None:
     result = sft_recipe.run_sft(config)
     epochs = args.get("epochs", 1) if args.get("max_steps", -1) <= 0 else 1
     print(json.dumps({"losses": result.series("loss"), "train_seconds": timing["seconds"],
-                      "tokens": timing["tokens"] * epochs, "steps": result.global_step, **peak_memory_mib()}))
+                      "tokens": timing["tokens"] * epochs, "steps": result.global_step, "step_seconds": step_seconds(ends), **peak_memory_mib()}))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _measure import peak_memory_mib  # noqa: E402
+from _measure import peak_memory_mib, step_clock, step_seconds  # noqa: E402
 
 
 def timed(owner, name: str, totals: dict, key: str) -> None:
@@ -35,6 +35,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(args.get("threads", torch.get_num_threads()))
+    ends = step_clock()
     spec = importlib.util.spec_from_file_location("bench_rewards", args["reward_file"])
     rewards = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rewards)
@@ -69,7 +70,8 @@ def main() -> None:
     phases["logps"] = phases.pop("rollout", 0.0) - phases.get("generation", 0.0) - phases.get("scoring", 0.0)
     print(json.dumps({"rewards": [h["reward"] for h in history], "losses": [h["loss"] for h in history if "loss" in h],
                       "train_seconds": seconds, "steps": trainer.state.global_step, "phases": phases,
-                      **peak_memory_mib()}))
+                      "step_seconds": step_seconds(ends),
+                      "completion_lengths": [h.get("completions/mean_length") for h in history], **peak_memory_mib()}))
 
 
 if __name__ == "__main__":

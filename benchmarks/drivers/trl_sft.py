@@ -6,7 +6,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _measure import peak_memory_mib, trl_training_args  # noqa: E402
+from _measure import peak_memory_mib, step_clock, step_seconds, trl_training_args  # noqa: E402
 
 
 def main() -> None:
@@ -34,13 +34,14 @@ def main() -> None:
     )
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, callbacks=[Record()])
     tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+    ends = step_clock()
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
     steps = trainer.state.global_step
     epochs = args.get("epochs", 1) if args.get("max_steps", -1) <= 0 else 1
     print(json.dumps({"losses": losses, "train_seconds": seconds, "tokens": tokens * epochs, "steps": steps,
-                      **peak_memory_mib()}))
+                      "step_seconds": step_seconds(ends), **peak_memory_mib()}))
 
 
 if __name__ == "__main__":
