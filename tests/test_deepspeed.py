@@ -7,6 +7,7 @@ killed inside a checkpoint write resumes bit for bit. deepspeed is an optional e
 tests skip, and the run asking for it is refused in one line (tested here too)."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -161,7 +162,7 @@ def test_deepspeed_missing_is_refused_in_one_line(tmp_path, capsys, monkeypatch,
     assert "pip install 'vietnamese-ai[deepspeed]'" in err
 
 
-def test_a_deepspeed_config_file_with_its_own_optimizer_is_refused(tmp_path, monkeypatch):
+def test_a_deepspeed_config_file_with_its_own_optimizer_is_refused(tmp_path, monkeypatch, caplog):
     pytest.importorskip("accelerate")
     from vietnamese_ai.training.config import TrainingConfig
     from vietnamese_ai.training.deepspeed import engine_config
@@ -179,6 +180,15 @@ def test_a_deepspeed_config_file_with_its_own_optimizer_is_refused(tmp_path, mon
     assert settings["gradient_accumulation_steps"] == config.gradient_accumulation_steps
     assert settings["train_batch_size"] == (config.per_device_train_batch_size * config.gradient_accumulation_steps * 2)
     assert settings["gradient_clipping"] == config.max_grad_norm
+    # A number the file sets that differs from the training config's: the training config's, with a warning.
+    path.write_text(json.dumps({"zero_optimization": {"stage": 2}, "gradient_accumulation_steps": 8,
+                                "train_micro_batch_size_per_gpu": config.per_device_train_batch_size}))
+    with caplog.at_level(logging.WARNING, logger="vietnamese_ai"):
+        settings = engine_config(config, 2, "no")
+    assert settings["gradient_accumulation_steps"] == config.gradient_accumulation_steps
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the DeepSpeed config sets gradient_accumulation_steps; the training config's values are used "
+        f"(gradient_accumulation_steps={config.gradient_accumulation_steps})"]
 
 
 def test_an_unreadable_deepspeed_config_file_is_one_line(tmp_path, capsys, monkeypatch, sft_file):

@@ -98,9 +98,9 @@ def engine_config(config: Any, world_size: int, precision: str) -> dict[str, Any
                               f"this toolkit's (learning_rate, lr_scheduler_type, warmup_ratio, ...): remove the "
                               f"section")
     ours = _loop_settings(config, world_size, precision)
+    # accelerate's flags leave these keys "auto" (but --gradient_clipping); a config file may set them.
     differs = [key for key, value in ours.items()
-               if key in settings and settings[key] not in ("auto", value) and not isinstance(value, dict)
-               and plugin.hf_ds_config.config_file_or_dict not in (None, "none")]
+               if not isinstance(value, dict) and settings.get(key, "auto") not in ("auto", value)]
     if differs and os.environ.get("RANK", "0") == "0":
         log.warning("the DeepSpeed config sets %s; the training config's values are used (%s)", ", ".join(differs),
                     ", ".join(f"{k}={ours[k]}" for k in differs))
