@@ -183,18 +183,18 @@ def _accumulate(model: Any, accelerator: Any, batches: list[PackedBatch], loss_f
     world = accelerator.num_processes
     step_items = reduce_sums(accelerator, [float(sum(b.num_items for b in batches))])[0]
     step_loss = 0.0
+    ds = deepspeed.is_engine(model)   # DeepSpeed's backward is told where the step's accumulation ends
     for k, batch in enumerate(batches):
         batch = batch.to(accelerator.device)
         last = k == len(batches) - 1  # gradients are all-reduced once, after the last micro-batch
-        if deepspeed.is_engine(model):
+        with (contextlib.nullcontext() if last or ds else gradient_sync_off(model, accelerator)):
             with accelerator.autocast():
                 output = loss_fn(model, batch)
-            deepspeed.backward(model, output.loss * world / max(step_items, 1.0), last)
-        else:
-            with (contextlib.nullcontext() if last else gradient_sync_off(model, accelerator)):
-                with accelerator.autocast():
-                    output = loss_fn(model, batch)
-                accelerator.backward(output.loss * world / max(step_items, 1.0))
+            loss = output.loss * world / max(step_items, 1.0)
+            if ds:
+                deepspeed.backward(model, loss, last)
+            else:
+                accelerator.backward(loss)
         window.add(output, batch)
         step_loss += float(output.loss.detach())
     return reduce_sums(accelerator, [step_loss])[0]
@@ -356,11 +356,11 @@ def _resume(config: TrainingConfig, path: str, model: Any, optimizer: Any, sched
     # Before touching anything: a checkpoint this engine cannot read, a changed data order.
     check_resumable(path, engine.name, engine.world_size)
     changed = compare_settings(read_trainer_state(path).settings, settings, path)
-    if engine.deepspeed:
-        deepspeed.load_state(os.path.join(path, SHARDED_STATE), model)
-        state = read_training_state(path, None, scheduler, rank)
-    elif engine.sharded:
-        load_sharded_state(os.path.join(path, SHARDED_STATE), model, optimizer)
+    if engine.sharded:   # weights and optimizer state from each rank's shards
+        if engine.deepspeed:
+            deepspeed.load_state(os.path.join(path, SHARDED_STATE), model)
+        else:
+            load_sharded_state(os.path.join(path, SHARDED_STATE), model, optimizer)
         state = read_training_state(path, None, scheduler, rank)
     else:
         load_weights(model, path)
