@@ -113,7 +113,7 @@ def compare(directory: str) -> dict[str, Any]:
     with open(os.path.join(directory, "eval.json"), encoding="utf-8") as f:
         report = json.load(f)
     with open(os.path.join(directory, "samples.jsonl"), encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+        rows = [row for line in f if line.strip() for row in [json.loads(line)] if row.get("suite") is None]
     flat = before_after(report, rows)
     flat["settings"], flat["models"] = report["settings"], dict(zip(("before", "after"), report["model_paths"].values()))
     return flat

@@ -46,6 +46,14 @@ PAIRWISE = {
 CRITERIA = {"en": "helpful, harmless, honest and respectful", "vi": "hữu ích, vô hại, trung thực và tôn trọng"}
 
 
+def question_context(tokenizer: Any, question: str) -> list[int]:
+    """The ids after which a model answers `question`: its chat template's user turn and generation
+    prompt, or the plain question and a newline for a model without a template."""
+    if getattr(tokenizer, "chat_template", None):
+        return encode(tokenizer, render_chat(tokenizer, [Message("user", question)], True), first=False)
+    return encode(tokenizer, question + "\n", first=True)
+
+
 class _LLM:
     """A causal LM that answers a question rendered with its chat template (or as plain text)."""
 
@@ -58,9 +66,7 @@ class _LLM:
         self.batch_size = batch_size
 
     def context(self, question: str) -> list[int]:
-        if getattr(self.tokenizer, "chat_template", None):
-            return encode(self.tokenizer, render_chat(self.tokenizer, [Message("user", question)], True), first=False)
-        return encode(self.tokenizer, question + "\n", first=True)
+        return question_context(self.tokenizer, question)
 
     def choice_probabilities(self, questions: list[str], choices: list[str]) -> torch.Tensor:
         """Shape: (len(questions), len(choices)), rows summing to 1."""

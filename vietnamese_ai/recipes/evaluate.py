@@ -46,6 +46,11 @@ class EvaluateConfig(Config):
     tie_margin: float = Field(0.02, ge=0, description="Scores closer than this are a tie.")
     batch_size: int = Field(32, ge=1, description="Prompts sampled together.")
     max_prompts: int | None = Field(None, ge=1, description="Use only the first N prompts.")
+    suites: list[str] = Field(default_factory=list, description="Safety suites: toxicity, bias, jailbreak, over_refusal, or safety for all four; NAME:FILE replaces a suite's built-in probes with yours (docs/evaluation.md#safety-suites).")
+    suite_languages: list[str] = Field(default_factory=lambda: ["vi", "en"], description="Languages of the built-in probes to run: vi, en or both.")
+    suite_limit: int | None = Field(None, ge=1, description="Use only the first N probes of each suite and language.")
+    refusal: str = Field("rules", description="What decides that an answer refused (jailbreak, over_refusal): 'rules' (bilingual rules) or 'classifier:MODEL:LABEL' (that label's probability above 0.5).")
+    jailbreak_templates: str | None = Field(None, description="A JSONL file of attack templates (name, template with {request}) instead of the built-in ones.")
     output_dir: str = Field("runs/eval", description="Where eval.json and samples.jsonl go.")
     trust_remote_code: bool = Field(False, description="Allow model code from the hub to run.")
     disable_tqdm: bool = Field(False, description="Hide progress bars.")
@@ -58,7 +63,24 @@ class EvaluateConfig(Config):
         weighted_parts(value)   # a malformed a@w+b@v is refused with the config (a pipeline: before its first stage)
         return value
 
-    @field_validator("models", "names", mode="before")
+    @field_validator("suites")
+    @classmethod
+    def _suites(cls, value: list[str]) -> list[str]:
+        from vietnamese_ai.evaluation.probes import parse_suites
+
+        parse_suites(value)   # an unknown suite is refused with the config
+        return value
+
+    @field_validator("suite_languages")
+    @classmethod
+    def _languages(cls, value: list[str]) -> list[str]:
+        from vietnamese_ai.evaluation.probes import LANGUAGES
+
+        if not value or any(v not in LANGUAGES for v in value):
+            raise ValueError(f"expected some of {', '.join(LANGUAGES)}, got {value}")
+        return value
+
+    @field_validator("models", "names", "suites", "suite_languages", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
@@ -71,6 +93,9 @@ class EvaluateConfig(Config):
             raise ValueError(f"names: {len(self.names)} names for {len(self.models)} models, or a name twice")
         if self.toxicity not in ("rules", "none") and not self.toxicity.startswith("classifier:"):
             raise ValueError(f"toxicity: expected rules, none or classifier:MODEL:LABEL, got '{self.toxicity}'")
+        if self.toxicity == "none" and any(s.partition(":")[0] in ("toxicity", "safety") for s in self.suites):
+            raise ValueError("suites: the toxicity suite needs a toxicity measure (toxicity=rules or classifier:MODEL:LABEL), "
+                             "not toxicity=none")
         return self
 
     def model_names(self) -> list[str]:
@@ -94,7 +119,26 @@ class EvaluateResult:
         for name, m in self.report["models"].items():
             lines.append(f"{name:<20}{m['score_mean']:>8.3f}{m.get('toxic_rate', float('nan')):>12.3f}"
                          f"{m.get('toxicity_mean', float('nan')):>10.3f}")
+        lines += suite_table(self.report)
         return "\n".join(lines) + f"\nwritten to {os.path.join(self.output_dir, 'eval.json')}"
+
+
+HEADLINES = {"toxicity": ("toxic_rate",), "bias": ("accuracy_ambiguous", "accuracy_disambiguated", "bias_ambiguous",
+                                                    "bias_disambiguated"),
+             "jailbreak": ("attack_success_rate",), "over_refusal": ("over_refusal_rate",)}
+
+
+def suite_table(report: dict[str, Any]) -> list[str]:
+    """The safety suites' headline numbers, one line per model, suite and language (rates with their 95% interval)."""
+    lines = []
+    for name, m in report["models"].items():
+        for suite, languages in m.get("suites", {}).items():
+            for language, metrics in languages.items():
+                parts = [f"{k} {metrics[k]:.3f}" for k in HEADLINES[suite]]
+                if "ci95" in metrics:
+                    parts[0] += f" [{metrics['ci95'][0]:.3f}, {metrics['ci95'][1]:.3f}]"
+                lines.append(f"{name:<20}{suite:<14}{language:<4}" + ", ".join(parts))
+    return ([f"{'model':<20}{'suite':<14}{'lang':<4}headline (95% interval)"] + lines) if lines else []
 
 
 # evaluate compares models that generate; a reward model or classifier goes in its scorer instead.
@@ -157,15 +201,35 @@ def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
         raise ConfigError(f"dataset: '{config.dataset}' has no prompts")
     for path in config.models:
         check_model_path(path, "models", hint=COMPARE_GENERATORS)
+    suites = load_suites(config)                       # every probe file checked before any model loads
     scorer = build_scorer(config.scorer, config.constitution)
     toxicity = toxicity_measure(config.toxicity)
     # Held from here to the end, so that two evaluations into one output_dir cannot leave samples.jsonl of
     # one and eval.json of the other (taken after the checks, so that a refused run creates no directory).
     with hold_directory(config.output_dir, "output_dir"):
-        return _evaluate(config, prompts, scorer, toxicity, started)
+        return _evaluate(config, prompts, scorer, toxicity, suites, started)
 
 
-def _evaluate(config: EvaluateConfig, prompts: list[Any], scorer: Any, toxicity: Any, started: float) -> EvaluateResult:
+def load_suites(config: EvaluateConfig) -> list[tuple[str, list[Any]]]:
+    """(suite, its probes) for each suite asked for; the jailbreak templates and the refusal spec checked too."""
+    from vietnamese_ai.evaluation.probes import parse_suites, templates
+    from vietnamese_ai.evaluation.probes import load_suite as read_suite
+
+    out = []
+    for spec in parse_suites(config.suites):
+        probes = read_suite(spec, tuple(config.suite_languages), config.suite_limit)
+        if spec.name == "jailbreak":
+            for language in sorted({p.language for p in probes}):
+                templates(language, config.jailbreak_templates)   # read, and so checked, now
+        out.append((spec.name, probes))
+    if any(name in ("jailbreak", "over_refusal") for name, _ in out) and config.refusal != "rules" \
+            and not config.refusal.startswith("classifier:"):
+        raise ConfigError(f"refusal: expected rules or classifier:MODEL:LABEL, got '{config.refusal}'")
+    return out
+
+
+def _evaluate(config: EvaluateConfig, prompts: list[Any], scorer: Any, toxicity: Any, suites: list[tuple[str, list[Any]]],
+              started: float) -> EvaluateResult:
     from vietnamese_ai.evaluation.compare import evaluate_models
     from vietnamese_ai.models.loading import load_causal_lm, load_tokenizer
 
@@ -175,8 +239,36 @@ def _evaluate(config: EvaluateConfig, prompts: list[Any], scorer: Any, toxicity:
     report, rows = evaluate_models(models, tokenizer, prompts, scorer, toxicity, config.samples, config.temperature,
                                    config.top_p, config.max_new_tokens, config.seed, config.tie_margin,
                                    config.batch_size, progress=not config.disable_tqdm)
+    rows += run_suites(config, models, tokenizer, suites, rows, report)
     report["settings"] = {**config.model_dump(mode="json"), "scorer_name": scorer.name, "prompts": len(prompts)}
     report["model_paths"] = dict(zip(config.model_names(), config.models))
     report["seconds"] = round(time.perf_counter() - started, 3)
     write_evaluation(config.output_dir, report, rows)
     return EvaluateResult(config.output_dir, report)
+
+
+def run_suites(config: EvaluateConfig, models: dict[str, Any], tokenizer: Any, suites: list[tuple[str, list[Any]]],
+               rows: list[dict[str, Any]], report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each suite's rows (for samples.jsonl), its metrics written into report["models"][name]["suites"]."""
+    from vietnamese_ai.evaluation import safety
+    from vietnamese_ai.evaluation.refusal import refusal_detector
+
+    detect = None
+    suite_rows: list[dict[str, Any]] = []
+    for name, probes in suites:
+        if name == "toxicity":
+            for model in models:
+                report["models"][model].setdefault("suites", {})["toxicity"] = safety.toxicity_by_language(rows, model)
+            continue
+        if name == "bias":
+            these = safety.bias_rows(models, tokenizer, probes, batch_size=8)
+        else:
+            if detect is None:
+                report["refusal_detector"], detect = refusal_detector(config.refusal)
+            these = safety.answer_rows(models, tokenizer, name, probes, detect, config.jailbreak_templates,
+                                       config.temperature, config.top_p, config.max_new_tokens, config.seed,
+                                       config.batch_size, progress=not config.disable_tqdm)
+        for model in models:
+            report["models"][model].setdefault("suites", {})[name] = safety.suite_metrics(name, these, model)
+        suite_rows += these
+    return suite_rows

@@ -42,7 +42,8 @@ class Evaluation:
     name: str
     path: str
     report: dict[str, Any]                 # eval.json
-    samples: list[dict[str, Any]]          # samples.jsonl
+    samples: list[dict[str, Any]]          # samples.jsonl: the rows of the evaluation's own prompts
+    suite_rows: list[dict[str, Any]] = field(default_factory=list)   # samples.jsonl: the safety suites' rows
 
 
 @dataclass
@@ -133,8 +134,9 @@ def _read_directory(path: str, found: RunFiles, taken: set[str]) -> set[str]:
         if not isinstance(report, dict) or not isinstance(report.get("models"), dict):
             raise DataError(f"{os.path.join(path, 'eval.json')}: no 'models' (not written by vietnamese-ai evaluate?)")
         samples_path = os.path.join(path, "samples.jsonl")
-        samples = read_jsonl(samples_path) if os.path.isfile(samples_path) else []
-        found.evaluations.append(Evaluation(name, path, report, samples))
+        rows = read_jsonl(samples_path) if os.path.isfile(samples_path) else []
+        found.evaluations.append(Evaluation(name, path, report, [r for r in rows if r.get("suite") is None],
+                                            [r for r in rows if r.get("suite") is not None]))
     if "summary.json" in has:
         found.summaries.append((name, path, read_json(os.path.join(path, "summary.json"))))
     return has
