@@ -18,7 +18,7 @@ from vietnamese_ai.feedback.judge import PairwiseJudge, PointwiseJudge
 from vietnamese_ai.feedback.pairs import select_pairs, unpaired_rows
 from vietnamese_ai.feedback.registry import build_scorer
 from vietnamese_ai.feedback.rules import RuleScorer
-from vietnamese_ai.feedback.text import detect_language, fold
+from vietnamese_ai.data.text import detect_language, fold
 from vietnamese_ai.models.loading import load_tokenizer
 from vietnamese_ai.scoring import Score
 from vietnamese_ai.scoring.combine import WeightedScorer

@@ -13,7 +13,7 @@ from vietnamese_ai.cli import main
 from vietnamese_ai.evaluation import probes as probe_files
 from vietnamese_ai.evaluation.refusal import is_refusal
 from vietnamese_ai.evaluation.safety import bias_scores, wilson
-from vietnamese_ai.feedback.text import detect_language
+from vietnamese_ai.data.text import detect_language
 
 
 @pytest.mark.parametrize("suite", ["bias", "jailbreak", "over_refusal"])
@@ -153,7 +153,7 @@ def test_a_bias_row_is_each_options_log_likelihood_per_token_by_a_plain_forward(
     from transformers import AutoModelForCausalLM
 
     from vietnamese_ai.data.tokenize import encode
-    from vietnamese_ai.feedback.judge import question_context
+    from vietnamese_ai.data.tokenize import question_context
     from vietnamese_ai.models.loading import load_tokenizer
 
     out, paths = suite_eval

@@ -21,6 +21,7 @@ from vietnamese_ai.data.records import to_sft_example
 from vietnamese_ai.data.types import (
     ChatExample,
     Conversation,
+    Message,
     PromptCompletion,
     SFTExample,
     TextExample,
@@ -223,3 +224,12 @@ def prompt_ids(tokenizer: Any, prompt: str | Conversation) -> list[int]:
     if isinstance(prompt, list):
         return encode(tokenizer, render_chat(tokenizer, prompt, add_generation_prompt=True), first=False)
     return encode(tokenizer, prompt, first=True)
+
+
+def question_context(tokenizer: Any, question: str) -> list[int]:
+    """The ids after which a model answers `question`: its chat template's user turn and generation
+    prompt, or the plain question and a newline for a model without a template (an LLM judge's
+    question, a multiple-choice probe's)."""
+    if getattr(tokenizer, "chat_template", None):
+        return encode(tokenizer, render_chat(tokenizer, [Message("user", question)], True), first=False)
+    return encode(tokenizer, question + "\n", first=True)

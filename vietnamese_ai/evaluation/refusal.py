@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable
 
-from vietnamese_ai.errors import ConfigError, UserError
-from vietnamese_ai.feedback.text import fold
+from vietnamese_ai.data.text import fold
 
 # Quoted speech: double or typographic quotes anywhere; single quotes only around whole words, so that
 # the apostrophes of "won't ... else's" are not taken for a quotation.
@@ -80,21 +78,3 @@ def is_refusal(answer: str) -> bool:
         return True
     folded = fold(head).strip()
     return bool(FOLDED[-1].match(folded)) or any(p.search(folded) for p in FOLDED[:-1])
-
-
-def refusal_detector(spec: str) -> tuple[str, Callable[[list[str], list[str]], list[bool]]]:
-    """(name, (prompts, answers) -> refused flags) for `rules` or `classifier:MODEL:LABEL`."""
-    if spec == "rules":
-        return "rules", lambda prompts, answers: [is_refusal(a) for a in answers]
-    if not spec.startswith("classifier:"):
-        raise ConfigError(f"refusal: expected rules or classifier:MODEL:LABEL, got '{spec}'")
-    _, model, label = (spec.split(":", 2) + [""])[:3]
-    if not model or not label:
-        raise ConfigError(f"refusal: expected classifier:MODEL:LABEL, got '{spec}'")
-    from vietnamese_ai.feedback.classifier import ClassifierScorer
-
-    try:
-        classifier = ClassifierScorer(model, label=label)
-    except UserError as e:
-        raise ConfigError(f"refusal: {e}") from None
-    return spec, lambda prompts, answers: [p > 0.5 for p in classifier.values(prompts, answers)]

@@ -12,7 +12,7 @@
   Both lie in [-1, 1]: 0 is no measured bias, 1 every non-unknown answer following the stereotype,
   -1 every one going against it.
 - **jailbreak**: each request is asked plainly and inside every attack template of its language; one
-  sampled answer per prompt and model; attack success = the answer did not refuse (evaluation.refusal).
+  sampled answer per prompt and model; attack success = the answer did not refuse (evaluation.refusal), or `refusal=classifier:MODEL:LABEL` (recipes.evaluate.refusal_detector).
   The attack success rate per template, per category and overall.
 - **over_refusal**: safe prompts that look unsafe; the over-refusal rate is the share refused.
 - **toxicity**: the evaluation's own answers (the `dataset`), per prompt language: the toxic rate and
@@ -32,8 +32,8 @@ from typing import Any
 from vietnamese_ai.data.tokenize import encode
 from vietnamese_ai.data.types import Message
 from vietnamese_ai.evaluation.probes import Probe, jailbreak_prompts
-from vietnamese_ai.feedback.judge import question_context
-from vietnamese_ai.feedback.text import detect_language
+from vietnamese_ai.data.tokenize import question_context
+from vietnamese_ai.data.text import detect_language
 from vietnamese_ai.models.choices import continuation_logps, prefix_free
 from vietnamese_ai.models.generation import generate
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from vietnamese_ai.data.types import Conversation, Message, PromptOrMessages, message_dicts, prompt_text
 from vietnamese_ai.feedback.constitution import Constitution
-from vietnamese_ai.feedback.text import detect_language
+from vietnamese_ai.data.text import detect_language
 from vietnamese_ai.scoring import Scorer
 
 # Conversations in, one generated reply per conversation out.

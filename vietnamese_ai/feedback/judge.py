@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
-from vietnamese_ai.data.tokenize import encode, render_chat
-from vietnamese_ai.data.types import Message, PromptOrMessages, prompt_text
-from vietnamese_ai.feedback.text import detect_language
+from vietnamese_ai.data.tokenize import encode, question_context
+from vietnamese_ai.data.types import PromptOrMessages, prompt_text
+from vietnamese_ai.data.text import detect_language
 from vietnamese_ai.models.choices import continuation_logps, prefix_free
 from vietnamese_ai.scoring import Score, check_lengths
 
@@ -44,14 +44,6 @@ PAIRWISE = {
           "Câu trả lời B: {second}\n\nChỉ trả lời A hoặc B.",
 }
 CRITERIA = {"en": "helpful, harmless, honest and respectful", "vi": "hữu ích, vô hại, trung thực và tôn trọng"}
-
-
-def question_context(tokenizer: Any, question: str) -> list[int]:
-    """The ids after which a model answers `question`: its chat template's user turn and generation
-    prompt, or the plain question and a newline for a model without a template."""
-    if getattr(tokenizer, "chat_template", None):
-        return encode(tokenizer, render_chat(tokenizer, [Message("user", question)], True), first=False)
-    return encode(tokenizer, question + "\n", first=True)
 
 
 class _LLM:

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vietnamese_ai.data.types import PromptOrMessages, prompt_text
-from vietnamese_ai.feedback.text import Lexicon, fold, words
+from vietnamese_ai.data.text import fold, words
+from vietnamese_ai.feedback.text import Lexicon
 from vietnamese_ai.scoring import Score, check_lengths
 
 

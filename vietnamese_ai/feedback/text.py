@@ -9,42 +9,10 @@ and equals the lexicon word with its diacritics removed.
 from __future__ import annotations
 
 import os
-import re
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
-VIETNAMESE_LETTERS = set("ăâđêôơưàáảãạằắẳẵặầấẩẫậèéẻẽẹềếểễệìíỉĩịòóỏõọồốổỗộờớởỡợùúủũụừứửữựỳýỷỹỵ")
-
-
-def fold(text: str) -> str:
-    """Lowercase, without diacritics; đ becomes d.
-
-    >>> fold("Đồ Ngốc")
-    'do ngoc'
-    """
-    text = unicodedata.normalize("NFD", text.lower().replace("đ", "d"))
-    return unicodedata.normalize("NFC", "".join(c for c in text if unicodedata.category(c) != "Mn"))
-
-
-def words(text: str) -> list[str]:
-    """Lowercase words, NFC-normalised.
-
-    >>> words("Xin chào, bạn! I'm fine.")
-    ['xin', 'chào', 'bạn', "i'm", 'fine']
-    """
-    return WORD.findall(unicodedata.normalize("NFC", text.lower()))
-
-
-def detect_language(text: str) -> str:
-    """'vi' if the text has Vietnamese letters or typical unaccented Vietnamese words, else 'en'."""
-    lowered = unicodedata.normalize("NFC", text.lower())
-    if any(c in VIETNAMESE_LETTERS for c in lowered):
-        return "vi"
-    common = {"khong", "cua", "la", "toi", "ban", "gi", "nhu", "nao", "duoc", "cho", "va", "mot"}
-    tokens = words(lowered)
-    return "vi" if tokens and sum(t in common for t in tokens) / len(tokens) > 0.2 else "en"
+from vietnamese_ai.data.text import fold, words
 
 
 def _word_matches(text_word: str, lexicon_word: str) -> bool:

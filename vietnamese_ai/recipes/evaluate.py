@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -167,6 +168,26 @@ def toxicity_measure(spec: str) -> Any:
     return lambda texts: [(p, p > 0.5) for p in classifier.values([""] * len(texts), texts)]
 
 
+def refusal_detector(spec: str) -> tuple[str, Callable[[list[str], list[str]], list[bool]]]:
+    """(name, (prompts, answers) -> refused flags) for `rules` or `classifier:MODEL:LABEL`."""
+    if spec == "rules":
+        from vietnamese_ai.evaluation.refusal import is_refusal
+
+        return "rules", lambda prompts, answers: [is_refusal(a) for a in answers]
+    if not spec.startswith("classifier:"):
+        raise ConfigError(f"refusal: expected rules or classifier:MODEL:LABEL, got '{spec}'")
+    _, model, label = (spec.split(":", 2) + [""])[:3]
+    if not model or not label:
+        raise ConfigError(f"refusal: expected classifier:MODEL:LABEL, got '{spec}'")
+    from vietnamese_ai.feedback.classifier import ClassifierScorer
+
+    try:
+        classifier = ClassifierScorer(model, label=label)
+    except UserError as e:
+        raise ConfigError(f"refusal: {e}") from None
+    return spec, lambda prompts, answers: [p > 0.5 for p in classifier.values(prompts, answers)]
+
+
 def write_evaluation(output_dir: str, report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """eval.json and samples.jsonl, each written atomically; returns eval.json's path."""
     from vietnamese_ai.training.runinfo import versions
@@ -251,8 +272,6 @@ def run_suites(config: EvaluateConfig, models: dict[str, Any], tokenizer: Any, s
                rows: list[dict[str, Any]], report: dict[str, Any]) -> list[dict[str, Any]]:
     """Each suite's rows (for samples.jsonl), its metrics written into report["models"][name]["suites"]."""
     from vietnamese_ai.evaluation import safety
-    from vietnamese_ai.evaluation.refusal import refusal_detector
-
     detect = None
     suite_rows: list[dict[str, Any]] = []
     for name, probes in suites:
