@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator, model_validator
 
 from vietnamese_ai.data.loading import load_records
+from vietnamese_ai.evaluation.correctness import reference_list
 from vietnamese_ai.errors import ConfigError, UserError
 from vietnamese_ai.files import atomic_file, check_not_held, check_writable_directory, hold_directory
 from vietnamese_ai.training.config import Config
@@ -45,6 +46,7 @@ class EvaluateConfig(Config):
     max_new_tokens: int = Field(64, ge=1, description="Longest answer in tokens.")
     seed: int = Field(0, description="Sampling seed; answer k of every model uses seed + 1000 k.")
     tie_margin: float = Field(0.02, ge=0, description="Scores closer than this are a tie.")
+    judge: str | None = Field(None, description="Also compare each model with the baseline by a judge: 'pairwise:MODEL' (a local LLM asked which answer is better, in both orders) or any scorer spec; gives a win rate and a length-controlled win rate with intervals (docs/evaluation.md#judged-win-rates).")
     batch_size: int = Field(32, ge=1, description="Prompts sampled together.")
     max_prompts: int | None = Field(None, ge=1, description="Use only the first N prompts.")
     suites: list[str] = Field(default_factory=list, description="Safety suites: toxicity, bias, jailbreak, over_refusal, or safety for all four; NAME:FILE replaces a suite's built-in probes with yours (docs/evaluation.md#safety-suites).")
@@ -62,6 +64,17 @@ class EvaluateConfig(Config):
         from vietnamese_ai.scoring.combine import weighted_parts
 
         weighted_parts(value)   # a malformed a@w+b@v is refused with the config (a pipeline: before its first stage)
+        return value
+
+    @field_validator("judge")
+    @classmethod
+    def _judge_spec(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("pairwise:"):
+            from vietnamese_ai.scoring.combine import weighted_parts
+
+            weighted_parts(value)
+        elif value is not None and not value.partition(":")[2]:
+            raise ValueError("expected pairwise:MODEL (a local causal LM that judges) or a scorer spec")
         return value
 
     @field_validator("suites")
@@ -120,6 +133,17 @@ class EvaluateResult:
         for name, m in self.report["models"].items():
             lines.append(f"{name:<20}{m['score_mean']:>8.3f}{m.get('toxic_rate', float('nan')):>12.3f}"
                          f"{m.get('toxicity_mean', float('nan')):>10.3f}")
+        for pair, p in self.report.get("pairs", {}).items():
+            if "judged" in p:
+                j = p["judged"]
+                lines.append(f"{pair}: judged win rate {j['win_rate']:.3f} [{j['ci95'][0]:.3f}, {j['ci95'][1]:.3f}], "
+                             f"length-controlled {j['lc_win_rate']:.3f} [{j['lc_ci95'][0]:.3f}, {j['lc_ci95'][1]:.3f}] "
+                             f"({j['wins']} wins, {j['ties']} ties, {j['losses']} losses; {j['judge']})")
+        for name, m in self.report["models"].items():
+            if "correctness" in m:
+                c = m["correctness"]["all"]
+                lines.append(f"{name}: against the references, exact match {c['exact_match']:.3f}, contains "
+                             f"{c['contains']:.3f}, token F1 {c['token_f1']:.3f} ({c['answers']} answers)")
         lines += suite_table(self.report)
         return "\n".join(lines) + f"\nwritten to {os.path.join(self.output_dir, 'eval.json')}"
 
@@ -216,19 +240,23 @@ def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
     quiet_transformers()
     check_writable_directory(config.output_dir, "output_dir")
     check_not_held(config.output_dir, "output_dir")
-    records = load_records(config.dataset)
-    prompts = [read_prompt(r) for r in records][: config.max_prompts]   # each record checked before any model loads
+    records = load_records(config.dataset)[: config.max_prompts]
+    prompts = [read_prompt(r) for r in records]   # each record checked before any model loads
+    references = [reference_list(r.data["reference"], r.where) if r.data.get("reference") is not None else None
+                  for r in records]
     if not prompts:
         raise ConfigError(f"dataset: '{config.dataset}' has no prompts")
     for path in config.models:
         check_model_path(path, "models", hint=COMPARE_GENERATORS)
     suites = load_suites(config)                       # every probe file checked before any model loads
+    if config.judge is not None and config.judge.startswith("pairwise:"):
+        check_model_path(config.judge.partition(":")[2], "judge")
     scorer = build_scorer(config.scorer, config.constitution)
     toxicity = toxicity_measure(config.toxicity)
     # Held from here to the end, so that two evaluations into one output_dir cannot leave samples.jsonl of
     # one and eval.json of the other (taken after the checks, so that a refused run creates no directory).
     with hold_directory(config.output_dir, "output_dir"):
-        return _evaluate(config, prompts, scorer, toxicity, suites, started)
+        return _evaluate(config, prompts, references, scorer, toxicity, suites, started)
 
 
 def load_suites(config: EvaluateConfig) -> list[tuple[str, list[Any]]]:
@@ -249,8 +277,8 @@ def load_suites(config: EvaluateConfig) -> list[tuple[str, list[Any]]]:
     return out
 
 
-def _evaluate(config: EvaluateConfig, prompts: list[Any], scorer: Any, toxicity: Any, suites: list[tuple[str, list[Any]]],
-              started: float) -> EvaluateResult:
+def _evaluate(config: EvaluateConfig, prompts: list[Any], references: list[list[str] | None], scorer: Any, toxicity: Any,
+              suites: list[tuple[str, list[Any]]], started: float) -> EvaluateResult:
     from vietnamese_ai.evaluation.compare import evaluate_models
     from vietnamese_ai.models.loading import load_causal_lm, load_tokenizer
 
@@ -260,6 +288,12 @@ def _evaluate(config: EvaluateConfig, prompts: list[Any], scorer: Any, toxicity:
     report, rows = evaluate_models(models, tokenizer, prompts, scorer, toxicity, config.samples, config.temperature,
                                    config.top_p, config.max_new_tokens, config.seed, config.tie_margin,
                                    config.batch_size, progress=not config.disable_tqdm)
+    for i, row in enumerate(rows):   # prompt-major: prompt i's samples are rows i * samples ... (i + 1) * samples - 1
+        if references[i // config.samples] is not None:
+            row["reference"] = references[i // config.samples]
+    check_correctness(rows, report)
+    if config.judge is not None:
+        judged_comparisons(config, models, tokenizer, rows, report)
     rows += run_suites(config, models, tokenizer, suites, rows, report)
     report["settings"] = {**config.model_dump(mode="json"), "scorer_name": scorer.name, "prompts": len(prompts)}
     report["model_paths"] = dict(zip(config.model_names(), config.models))
@@ -291,3 +325,52 @@ def run_suites(config: EvaluateConfig, models: dict[str, Any], tokenizer: Any, s
             report["models"][model].setdefault("suites", {})[name] = safety.suite_metrics(name, these, model)
         suite_rows += these
     return suite_rows
+
+
+def check_correctness(rows: list[dict[str, Any]], report: dict[str, Any]) -> None:
+    """Each model's answers against the references its prompts carry, per language (evaluation.correctness)."""
+    from vietnamese_ai.evaluation.correctness import correctness_summary
+
+    for name, m in report["models"].items():
+        summary = correctness_summary(rows, name)
+        if summary:
+            m["correctness"] = summary
+
+
+def build_judge(spec: str, constitution: str | None, tokenizer: Any) -> Any:
+    """A PairwiseJudge for 'pairwise:MODEL', else the scorer the spec names."""
+    if spec.startswith("pairwise:"):
+        from vietnamese_ai.feedback.judge import PairwiseJudge
+
+        return PairwiseJudge(spec.partition(":")[2])
+    from vietnamese_ai.feedback.registry import build_scorer
+
+    return build_scorer(spec, constitution, key="judge")
+
+
+def judged_comparisons(config: EvaluateConfig, models: dict[str, Any], tokenizer: Any, rows: list[dict[str, Any]],
+                       report: dict[str, Any]) -> None:
+    """Each later model against the baseline, answer k against answer k, by the judge: a verdict per row
+    (rows[...]["judged"][pair]), and the pair's win rate and length-controlled win rate."""
+    from vietnamese_ai.data.types import Message
+    from vietnamese_ai.evaluation.pairwise import judge_verdicts, length_controlled, win_rate
+
+    judge = build_judge(config.judge, config.constitution, tokenizer)
+    names = list(models)
+    baseline = names[0]
+    prompts = [r["prompt"] for r in rows]
+    prompts = [p if isinstance(p, str) else [Message(m["role"], m["content"]) for m in p] for p in prompts]
+    for name in names[1:]:
+        pair = f"{name}_vs_{baseline}"
+        answers = [r["answers"][name] for r in rows]
+        base_answers = [r["answers"][baseline] for r in rows]
+        records = judge_verdicts(judge, prompts, answers, base_answers, config.tie_margin)
+        for row, record in zip(rows, records):
+            row.setdefault("judged", {})[pair] = record
+        verdicts = [r["verdict"] for r in records]
+        lengths = ([len(a.split()) for a in answers], [len(a.split()) for a in base_answers])
+        controlled = length_controlled(verdicts, *lengths, seed=config.seed)
+        report["pairs"][pair]["judged"] = {
+            "judge": getattr(judge, "name", config.judge), **win_rate(verdicts),
+            "lc_win_rate": controlled["lc_win_rate"], "lc_ci95": controlled["ci95"],
+            "length_coefficient": controlled["length_coefficient"], "length_scale": controlled["length_scale"]}
