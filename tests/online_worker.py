@@ -1,5 +1,6 @@
 """Run by tests/test_online_rl.py and tests/test_ppo.py, under `torchrun --nproc_per_node 2` or alone:
-a few GRPO steps, or PPO steps with a separate value model (a 6th argument: its path)."""
+a few GRPO steps (with active sampling when ACTIVE_SAMPLING=variance), or PPO steps with a separate
+value model (a 6th argument: its path)."""
 
 import json
 import os
@@ -24,7 +25,8 @@ def main() -> None:
                                  num_generations=4, per_device_train_batch_size=4,
                                  gradient_accumulation_steps=int(accumulation), max_completion_length=8,
                                  learning_rate=1e-2, adam_epsilon=1.0, max_grad_norm=1e9, max_steps=2, logging_steps=1,
-                                 save_steps=0, seed=3, disable_tqdm=True, log_completions=False, beta=0.05))
+                                 save_steps=0, seed=3, disable_tqdm=True, log_completions=False, beta=0.05,
+                                 active_sampling=os.environ.get("ACTIVE_SAMPLING", "none")))
     report(result)
 
 

@@ -53,6 +53,8 @@ class OnlineConfig(TrainingConfig):
     completions_steps: int | None = Field(None, ge=1, description="Write completions.jsonl every N steps (default: logging_steps).")
     num_completions_to_print: int | None = Field(8, ge=1, description="Completions written each time (null: all of this process's).")
     sampling_batch_size: int = Field(32, ge=1, description="Prompts sampled together (each with its num_generations completions).")
+    active_sampling: Literal["none", "variance"] = Field("none", description="'variance': before training, sample active_sampling_samples completions of every prompt with the starting policy and score them; each epoch then draws its prompt order with probability proportional to the variance of a prompt's rewards, so contested prompts come first and prompts whose samples all score the same come last (docs/online_rl.md#active-sampling). 'none': a uniform shuffle.")
+    active_sampling_samples: int | None = Field(None, ge=2, description="Completions per prompt in the active-sampling pass (default: num_generations).")
 
     @field_validator("reward", mode="before")
     @classmethod

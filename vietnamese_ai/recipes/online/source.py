@@ -34,6 +34,7 @@ from vietnamese_ai.data.rollout import Rollout, rollout_batch
 from vietnamese_ai.data.types import message_dicts
 from vietnamese_ai.errors import TrainingError
 from vietnamese_ai.models.sampling import Completion, GenerationBackend, SamplerBackend
+from vietnamese_ai.recipes.online.active import contested_weights, variance, weighted_order
 from vietnamese_ai.recipes.online.config import OnlineConfig, RolloutShape
 from vietnamese_ai.recipes.online.method import OnlineMethod, ScoredRollout, global_mean_std
 from vietnamese_ai.recipes.online.prompts import PromptExample, completion_seed
@@ -62,6 +63,7 @@ class RolloutSource:
         self.cursor = 0          # micro-batches of the current rollout already handed out (over all passes)
         self.synced_step: int | None = None   # the optimizer step whose weights the backend has
         self.completions_log: MetricsLog | None = None
+        self.prompt_weights: list[float] | None = None   # active sampling's weights (recipes/online/active.py)
 
     # --- the StepSource protocol
 
@@ -77,10 +79,12 @@ class RolloutSource:
             self.completions_log = MetricsLog(os.path.join(output_dir, "completions.jsonl"), resume_step, True)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"cursor": self.cursor, "rollout": self.rollout_json, **self.method.state_dict()}
+        weights = {"prompt_weights": self.prompt_weights} if self.prompt_weights is not None else {}
+        return {"cursor": self.cursor, "rollout": self.rollout_json, **weights, **self.method.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.cursor = state.get("cursor", 0)
+        self.prompt_weights = state.get("prompt_weights", self.prompt_weights)
         data = state.get("rollout")
         if data is not self.rollout_json:
             self.rollout, self.rollout_json = (Rollout.from_json(data), data) if data else (None, None)
@@ -91,6 +95,8 @@ class RolloutSource:
             self.backend.sync_weights(self.model)
             self.synced_step = state.global_step
         step = StepBatches([])
+        if self.config.active_sampling != "none" and self.prompt_weights is None:
+            self._weigh_prompts(step)
         passes = self.shape.steps * self.config.num_iterations
         if self.rollout is None or self.cursor >= passes:
             self._new_rollout(state, step)
@@ -112,15 +118,18 @@ class RolloutSource:
         if state.micro_index + needed > len(self.prompts):
             state.epoch, state.micro_index = state.epoch + 1, 0
         generator = torch.Generator().manual_seed(self.config.seed + state.epoch)
-        order = torch.randperm(len(self.prompts), generator=generator).tolist()
+        order = (weighted_order(self.prompt_weights, generator) if self.prompt_weights is not None
+                 else torch.randperm(len(self.prompts), generator=generator).tolist())
         first = state.micro_index + self.accelerator.process_index * self.shape.prompts
         taken = [(state.epoch, p, self.prompts[order[p]]) for p in range(first, first + self.shape.prompts)]
         state.micro_index += needed
         return taken
 
     def _generate(self, prompts: list[list[int]], seeds: list[int]) -> list[Completion]:
-        """The backend's completions, checked: one per seed, none empty."""
-        group = self.config.num_generations
+        return self._generate_group(prompts, self.config.num_generations, seeds)
+
+    def _generate_group(self, prompts: list[list[int]], group: int, seeds: list[int]) -> list[Completion]:
+        """The backend's completions, `group` per prompt, checked: one per seed, none empty."""
         samples = self.backend.generate(prompts, group, seeds)
         name = type(self.backend).__name__
         if len(samples) != len(seeds):
@@ -142,14 +151,8 @@ class RolloutSource:
         samples = self._generate([p.ids for _, _, p in taken], seeds)
         generated = time.perf_counter()
         prompts = [p for _, _, p in taken for _ in range(group)]
-        texts = [self.tokenizer.decode(s.token_ids, skip_special_tokens=True) for s in samples]
+        texts, parts, rewards = self._score(prompts, samples, state.global_step, state.epoch)
         finished = [s.finished for s in samples]
-        inputs = RewardInputs.of(prompts, [s.token_ids for s in samples], texts, state.global_step, state.epoch)
-        parts = score_completions(self.rewards, inputs, len(samples), state.global_step + 1)
-        weights = torch.tensor([t.weight for t in self.rewards], dtype=torch.float64)
-        rewards = torch.nansum(parts * weights, dim=1)
-        if config.missing_eos_penalty:
-            rewards = rewards - config.missing_eos_penalty * (~torch.tensor(finished)).double()
         scored = time.perf_counter()
 
         rollout = Rollout(group_size=group, prompt_ids=[p.ids for _, _, p in taken],
@@ -168,6 +171,39 @@ class RolloutSource:
                                                       "logps": done - scored})
         shown = result.shown if result.shown is not None else result.per_completion
         self._log_completions(state, prompts, texts, parts, rewards, shown)
+
+    def _score(self, prompts: list[PromptExample], samples: list[Completion], step: int,
+               epoch: int) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+        """The completions' texts, each reward's values (N, R) and the weighted total reward (N,)."""
+        texts = [self.tokenizer.decode(s.token_ids, skip_special_tokens=True) for s in samples]
+        inputs = RewardInputs.of(prompts, [s.token_ids for s in samples], texts, step, epoch)
+        parts = score_completions(self.rewards, inputs, len(samples), step + 1)
+        weights = torch.tensor([t.weight for t in self.rewards], dtype=torch.float64)
+        rewards = torch.nansum(parts * weights, dim=1)
+        if self.config.missing_eos_penalty:
+            rewards = rewards - self.config.missing_eos_penalty * (~torch.tensor([s.finished for s in samples])).double()
+        return texts, parts, rewards
+
+    def _weigh_prompts(self, step: StepBatches) -> None:
+        """Active sampling's pass (recipes/online/active.py): K scored completions of every prompt with the
+        starting policy, this process taking every world-th prompt; the variances summed over processes."""
+        started = time.perf_counter()
+        k = self.config.active_sampling_samples or self.config.num_generations
+        mine = list(range(self.accelerator.process_index, len(self.prompts), self.accelerator.num_processes))
+        variances = [0.0] * len(self.prompts)
+        # One call for all of this process's prompts: the sampler batches them, and under a sharded policy
+        # agrees with the other processes on how many batches to decode (models/sampling.py).
+        seeds = [completion_seed(self.config.seed, -1, i, j) for i in mine for j in range(k)]
+        samples = self._generate_group([self.prompts[i].ids for i in mine], k, seeds)
+        if mine:
+            _, _, rewards = self._score([self.prompts[i] for i in mine for _ in range(k)], samples, 0, 0)
+            for n, i in enumerate(mine):
+                variances[i] = variance(rewards[n * k:(n + 1) * k].tolist())
+        variances = reduce_sums(self.accelerator, variances)
+        self.prompt_weights = contested_weights(variances)
+        flat = sum(v == 0 for v in variances) / len(variances)
+        step.sums.update({"active_sampling/zero_variance_prompts": (flat, 1.0),
+                          "time/active_sampling": (time.perf_counter() - started, 1.0)})
 
     def _micro_batches(self, count: int, state: TrainerState) -> list[list[int]]:
         """Completion indices per micro-batch. With several micro-batches, a seeded shuffle mixes the
