@@ -37,7 +37,7 @@ def test_demo_outputs_load_and_are_what_dpo_reads(demo):
     AutoModelForCausalLM.from_pretrained(demo / "sft" / "final")
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(demo / "sft" / "final"), demo / "dpo" / "final")
     prompts = read_jsonl(demo / "corpus" / "heldout_prompts.jsonl")
-    assert prompts and all(set(p) == {"prompt"} for p in prompts)
+    assert prompts and all(set(p) == {"prompt", "reference"} and p["reference"] for p in prompts)
     pairs = read_jsonl(demo / "feedback" / "pairs.jsonl")
     assert pairs and {"prompt", "chosen", "rejected", "chosen_score", "rejected_score", "chosen_principles",
                       "chosen_sampling", "generator", "scorer"} <= set(pairs[0])
@@ -64,6 +64,24 @@ def test_ppo_against_the_toxicity_classifier_lowers_held_out_toxicity(demo):
     assert classifier.config.id2label == {0: "not_toxic", 1: "toxic"}
     rows = read_jsonl(demo / "ppo" / "metrics.jsonl")
     assert rows and {"step", "loss", "objective/kl", "ppo/returns/mean"} <= set(rows[0])
+
+
+def test_the_demo_runs_the_safety_suites_and_checks_answers_against_references(demo, capsys):
+    """Both evaluations run every safety suite on the SFT and the aligned model, in both languages, and
+    check the answers against the corpus's helpful answers; the demo prints them."""
+    safety = json.loads((demo / "summary.json").read_text(encoding="utf-8"))["safety"]
+    for evaluation in ("dpo", "ppo"):
+        for side in ("before", "after"):
+            suites = safety[evaluation][side]["suites"]
+            assert set(suites) == {"toxicity", "bias", "jailbreak", "over_refusal"}
+            assert set(suites["jailbreak"]) == {"vi", "en"} and suites["jailbreak"]["vi"]["prompts"] == 8 * 6
+            assert set(safety[evaluation][side]["correctness"]) >= {"vi", "en", "all"}
+    eval_rows = read_jsonl(demo / "eval_dpo" / "samples.jsonl")
+    assert {r["suite"] for r in eval_rows if r.get("suite")} == {"bias", "jailbreak", "over_refusal"}
+    from vietnamese_ai.demo.run import safety_table
+
+    table = safety_table(safety)
+    assert "jailbreak vi: attack_success_rate" in table and "against the references: token_f1" in table
 
 
 def test_the_demo_is_a_pipeline_whose_second_run_skips_every_stage(demo, capsys):

@@ -48,7 +48,7 @@ from vietnamese_ai.recipes.common import quiet_transformers
 DEMO = os.path.join(os.path.dirname(__file__), "demo.yaml")
 FAST = ["base.max_steps=250", "sft.num_train_epochs=6", "candidates.num_samples=2", "reward.num_train_epochs=1",
         "dpo.num_train_epochs=4", "corpus.args={classifier_corpora: 1}", "ppo.max_steps=48", "eval_dpo.samples=2",
-        "eval_ppo.samples=2"]   # --fast: a few steps of each stage (for tests)
+        "eval_ppo.samples=2", "eval_dpo.suite_limit=8", "eval_ppo.suite_limit=8"]   # --fast: a few steps of each stage (for tests)
 
 
 def table(summary: dict) -> str:
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ppo = compare(os.path.join(out, "eval_ppo"))
     summary["pairs"] = sum(1 for _ in open(pipeline.stage("feedback").output("output"), encoding="utf-8"))
     summary["ppo"] = detox_summary(ppo, pipeline.stage("classifier").directory)
+    summary["safety"] = {"dpo": safety_of(os.path.join(out, "eval_dpo")), "ppo": safety_of(os.path.join(out, "eval_ppo"))}
     summary["seconds"] = round(time.perf_counter() - started, 1)
     summary["stages"] = {r["stage"]: {"action": r["action"], "seconds": r["seconds"]} for r in rows}
     with atomic_file(os.path.join(out, "summary.json")) as f:
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nprompt: {example['prompt']}\n  before: {example['before'][:100]!r}\n  after:  {example['after'][:100]!r}")
     print()
     print(ppo_table(summary["ppo"]))
+    print()
+    print(safety_table(summary["safety"]))
     print(f"\ndemo finished in {time.perf_counter() - started:.0f}s; summary in {os.path.join(out, 'summary.json')}")
     print(f"report: {os.path.abspath(page)}")
     return 0
@@ -117,6 +120,39 @@ def compare(directory: str) -> dict[str, Any]:
     flat = before_after(report, rows)
     flat["settings"], flat["models"] = report["settings"], dict(zip(("before", "after"), report["model_paths"].values()))
     return flat
+
+
+def safety_of(directory: str) -> dict[str, Any]:
+    """One evaluation's safety suites and correctness, before (the SFT model) and after."""
+    with open(os.path.join(directory, "eval.json"), encoding="utf-8") as f:
+        models = list(json.load(f)["models"].values())
+    return {side: {"suites": m.get("suites", {}), "correctness": m.get("correctness", {})}
+            for side, m in zip(("before", "after"), models)}
+
+
+SAFETY_ROWS = [("toxicity", "toxic_rate"), ("bias", "accuracy_ambiguous"), ("bias", "bias_ambiguous"),
+               ("bias", "bias_disambiguated"), ("jailbreak", "attack_success_rate"),
+               ("over_refusal", "over_refusal_rate")]
+
+
+def safety_table(safety: dict[str, Any]) -> str:
+    """The safety suites and the correctness against references, before and after, for each aligned model
+    (each pair from its own evaluation: the same seeds and the same toxicity measure on both sides)."""
+    dpo, ppo = safety["dpo"], safety["ppo"]
+    lines = [f"{'safety (lower is better but accuracy)':<42}{'SFT':>8}{'DPO':>8}{'SFT':>8}{'PPO':>8}"]
+    for suite, metric in SAFETY_ROWS:
+        for language in ("vi", "en"):
+            values = [e[side]["suites"].get(suite, {}).get(language, {}).get(metric) for e in (dpo, ppo)
+                      for side in ("before", "after")]
+            if any(v is not None for v in values):
+                cells = "".join(f"{v:>8.3f}" if v is not None else f"{'-':>8}" for v in values)
+                lines.append(f"{f'{suite} {language}: {metric}':<42}{cells}")
+    for metric in ("exact_match", "contains", "token_f1"):
+        values = [e[side]["correctness"].get("all", {}).get(metric) for e in (dpo, ppo) for side in ("before", "after")]
+        if any(v is not None for v in values):
+            cells = "".join(f"{v:>8.3f}" if v is not None else f"{'-':>8}" for v in values)
+            lines.append(f"{f'against the references: {metric}':<42}{cells}")
+    return "\n".join(lines)
 
 
 def detox_summary(ppo: dict[str, Any], classifier: str) -> dict[str, Any]:

@@ -30,7 +30,9 @@ def corpus(output_dir: str, classifier_corpora: int = 3) -> dict[str, Any]:
     write_jsonl(os.path.join(output_dir, "pretrain.jsonl"), [{"text": d} for d in documents])
     write_jsonl(os.path.join(output_dir, "sft.jsonl"), chats)
     write_jsonl(os.path.join(output_dir, "train_prompts.jsonl"), [_chat_prompt(qa.prompt) for qa in train_qa])
-    write_jsonl(os.path.join(output_dir, "heldout_prompts.jsonl"), [_chat_prompt(qa.prompt) for qa in heldout_qa])
+    # The corpus's helpful answer is each held-out prompt's reference: evaluate checks answers against it.
+    write_jsonl(os.path.join(output_dir, "heldout_prompts.jsonl"),
+                [{**_chat_prompt(qa.prompt), "reference": qa.answer} for qa in heldout_qa])
     # The tokenizer is trained on the documents and the user turns, so that every prompt is in vocabulary.
     write_jsonl(os.path.join(output_dir, "tokenizer_texts.jsonl"),
                 [{"text": t} for t in documents + [c["prompt"][0]["content"] for c in chats]])

@@ -155,3 +155,118 @@ def wins_figure(evaluation: Evaluation) -> go.Figure | None:
     fig.update_layout(barmode="stack", xaxis=dict(title="% of answers", range=[0, 100]))
     return _layout(fig, f"{evaluation.name}: win / tie / loss against {evaluation.report.get('baseline')}",
                    160 + 60 * len(pairs))
+
+
+# ---- safety suites (eval.json models.<name>.suites.<suite>.<language>) ------------------------------
+
+def suite_languages(evaluation: Evaluation, suite: str) -> list[str]:
+    """The languages any model was measured in on `suite`, in the file's order."""
+    seen: dict[str, None] = {}
+    for m in evaluation.report["models"].values():
+        seen.update(dict.fromkeys((m.get("suites") or {}).get(suite) or {}))
+    return list(seen)
+
+
+def _whiskers(values: list[float | None], intervals: list[list[float] | None]) -> dict | None:
+    """Asymmetric error bars from [low, high] intervals (none where a value or interval is missing).
+
+    >>> _whiskers([0.5, 0.2], [[0.25, 0.75], None])["array"], _whiskers([0.5], [None])
+    ([0.25, 0], None)
+    """
+    if not any(intervals):
+        return None
+    plus, minus = [], []
+    for value, ci in zip(values, intervals):
+        has = value is not None and ci is not None
+        plus.append(ci[1] - value if has else 0)
+        minus.append(value - ci[0] if has else 0)
+    return dict(type="data", symmetric=False, array=plus, arrayminus=minus, thickness=1.2, width=3)
+
+
+def suite_bars(evaluation: Evaluation, suite: str, group: str, key: str, title: str, axis: str,
+               percent: bool) -> go.Figure | None:
+    """Before/after bars of one number per category (or jailbreak template), one panel per language.
+
+    `group` is the breakdown in eval.json (`categories`, `templates`), `key` the number in each entry
+    (`rate`, `bias_ambiguous`); an entry's `ci95` becomes whiskers. None when no model has the breakdown.
+    """
+    models = evaluation.report["models"]
+    languages = [lang for lang in suite_languages(evaluation, suite)
+                 if any(((m.get("suites") or {}).get(suite, {}).get(lang) or {}).get(group) for m in models.values())]
+    if not languages:
+        return None
+    colors, scale = model_colors(list(models)), 100 if percent else 1
+    cols = min(2, len(languages))
+    rows = math.ceil(len(languages) / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"language: {lang}" for lang in languages],
+                        horizontal_spacing=0.08, vertical_spacing=0.5 / rows)
+    for i, lang in enumerate(languages):
+        parts = {name: ((m.get("suites") or {}).get(suite, {}).get(lang) or {}).get(group) or {} for name, m in models.items()}
+        names = list(dict.fromkeys(g for part in parts.values() for g in part))
+        for name, part in parts.items():
+            values = [part.get(g, {}).get(key) for g in names]
+            values = [None if v is None else scale * v for v in values]
+            intervals = [[scale * c for c in part[g]["ci95"]] if "ci95" in part.get(g, {}) else None for g in names]
+            fig.add_trace(go.Bar(name=name, x=[g.replace("_", " ") for g in names], y=values, marker_color=colors[name],
+                                 error_y=_whiskers(values, intervals), legendgroup=name, showlegend=i == 0,
+                                 hovertemplate=f"{name}: %{{y:.3g}}<extra></extra>"),
+                          row=i // cols + 1, col=i % cols + 1)
+        fig.update_yaxes(title_text=axis, row=i // cols + 1, col=i % cols + 1,
+                         range=[0, 104] if percent else [-1.04, 1.04])
+    fig.update_layout(barmode="group")
+    return _layout(fig, f"{evaluation.name}: {title}", 120 + 300 * rows)
+
+
+def tradeoff_figure(evaluation: Evaluation) -> go.Figure | None:
+    """Over-refusal (x) against refusal of jailbreaks, 1 - attack success rate (y): a point per model and
+    language, with both 95% intervals. Refusing everything puts a model top right, refusing nothing
+    bottom left; the good corner is top left."""
+    models = evaluation.report["models"]
+    colors = model_colors(list(models))
+    fig, symbols = go.Figure(), ("circle", "square", "diamond", "triangle-up")
+    languages = [lang for lang in suite_languages(evaluation, "jailbreak") if lang in suite_languages(evaluation, "over_refusal")]
+    for j, lang in enumerate(languages):
+        for name, m in models.items():
+            suites = m.get("suites") or {}
+            jail, over = suites.get("jailbreak", {}).get(lang), suites.get("over_refusal", {}).get(lang)
+            if not isinstance((jail or {}).get("attack_success_rate"), (int, float)) or \
+                    not isinstance((over or {}).get("over_refusal_rate"), (int, float)):
+                continue
+            x, y = 100 * over["over_refusal_rate"], 100 * (1 - jail["attack_success_rate"])
+            x_ci = [100 * c for c in over["ci95"]] if "ci95" in over else None
+            y_ci = [100 * (1 - c) for c in reversed(jail["ci95"])] if "ci95" in jail else None
+            fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", name=f"{name} ({lang})",
+                                     marker=dict(size=11, color=colors[name], symbol=symbols[j % len(symbols)]),
+                                     error_x=_whiskers([x], [x_ci]), error_y=_whiskers([y], [y_ci]),
+                                     hovertemplate=f"{name} {lang}: over-refusal %{{x:.1f}}%, "
+                                                   f"refuses jailbreaks %{{y:.1f}}%<extra></extra>"))
+    if not fig.data:
+        return None
+    for x, y, text in ((0, 100, "ideal"), (100, 100, "refuses everything"), (0, 0, "refuses nothing")):
+        fig.add_annotation(x=x, y=y, text=text, showarrow=False, font=dict(color="#6b7280"),
+                           xanchor="left" if x == 0 else "right", yanchor="top" if y == 100 else "bottom")
+    fig.update_layout(xaxis=dict(title="over-refusal: safe prompts refused (%)", range=[-3, 103]),
+                      yaxis=dict(title="jailbreaks refused = 1 − attack success (%)", range=[-3, 103]))
+    return _layout(fig, f"{evaluation.name}: the refusal trade-off (top left is best)", 460)
+
+
+def judged_figure(evaluation: Evaluation) -> go.Figure | None:
+    """Judged win rate and length-controlled win rate of each model against the baseline, with their
+    95% intervals; 50% is a draw."""
+    judged = {pair: p["judged"] for pair, p in (evaluation.report.get("pairs") or {}).items()
+              if isinstance(p, dict) and isinstance(p.get("judged"), dict)}
+    if not judged:
+        return None
+    labels = [pair.replace("_vs_", " vs ") for pair in judged]
+    fig = go.Figure()
+    for key, ci, title, color in (("win_rate", "ci95", "judged win rate", "#1f77b4"),
+                                  ("lc_win_rate", "lc_ci95", "length-controlled win rate", "#9467bd")):
+        values = [100 * j[key] if isinstance(j.get(key), (int, float)) else None for j in judged.values()]
+        intervals = [[100 * c for c in j[ci]] if j.get(ci) else None for j in judged.values()]
+        fig.add_trace(go.Bar(name=title, y=labels, x=values, orientation="h", marker_color=color,
+                             error_x=_whiskers(values, intervals),
+                             hovertemplate=f"{title}: %{{x:.1f}}%<extra></extra>"))
+    fig.add_vline(x=50, line_dash="dash", line_color="#6b7280")
+    fig.update_layout(barmode="group", xaxis=dict(title="% of prompts won (ties count half)", range=[0, 100]))
+    return _layout(fig, f"{evaluation.name}: judged win rate against {evaluation.report.get('baseline')}",
+                   180 + 90 * len(judged))

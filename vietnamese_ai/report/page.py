@@ -1,22 +1,24 @@
 """The report page: one self-contained HTML file (plotly.js inlined, no request leaves the page).
 
 Order of the page: what was compared and the headline numbers; per evaluation its table, figures
-and a samples table sorted by the largest change; per training run its curves and resolved config;
-versions and the time each stage took. Every text that came from a run file is escaped, and JSON
+and a samples table sorted by the largest change, then its safety and correctness section when
+eval.json has one (safety.py); per training run its curves and resolved config; versions and the
+time each stage took. Every text that came from a run file is escaped, and JSON
 put inside <script> cannot close the tag.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import time
 from typing import Any
 
 from vietnamese_ai.report.figures import model_colors, principles_figure, toxicity_figure, training_figure, wins_figure
+from vietnamese_ai.report.markup import SAMPLE_ROWS
+from vietnamese_ai.report.markup import escape as _e
+from vietnamese_ai.report.markup import script_json as _script_json
 from vietnamese_ai.report.runs import Evaluation, RunFiles, TrainingRun
-
-SAMPLE_ROWS = 5000   # rows of a samples table embedded in the page (the file itself keeps them all)
+from vietnamese_ai.report.safety import SUITE_ROWS_SCRIPT, Safety
 
 STYLE = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
@@ -69,15 +71,6 @@ function renderSamples(id){
 """
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _script_json(value: Any) -> str:
-    """JSON that is safe inside <script>: no '</' can end the element early."""
-    return json.dumps(value, ensure_ascii=False).replace("</", "<\\/").replace("<!--", "<\\!--")
-
-
 def _num(value: Any, digits: int = 3, pct: bool = False) -> str:
     if not isinstance(value, (int, float)):
         return "–"
@@ -101,6 +94,7 @@ class Page:
     def __init__(self) -> None:
         self.figures: list[tuple[str, str]] = []   # (div id, figure JSON)
         self.tables: list[str] = []
+        self.safety = Safety(self.figure)   # the safety and correctness section (safety.py)
 
     def figure(self, fig: Any) -> str:
         if fig is None:
@@ -206,7 +200,7 @@ class Page:
         return (f"<section id='eval-{_e(ev.name)}'><h2>Evaluation: {_e(ev.name)}</h2>"
                 f"<p class='muted'>{_e(ev.path)}{' — ' + about if about else ''}</p><ul class='headline'>{self.headline(ev)}</ul>"
                 f"{self.model_table(ev)}{self.figure(principles_figure(ev))}{self.figure(toxicity_figure(ev))}"
-                f"{self.figure(wins_figure(ev))}{self.samples_table(ev)}</section>")
+                f"{self.figure(wins_figure(ev))}{self.samples_table(ev)}</section>{self.safety.section(ev)}")
 
     # ---- training ---------------------------------------------------------------------------
     def training(self, run: TrainingRun) -> str:
@@ -261,9 +255,10 @@ def render(found: RunFiles, title: str, plotly_js: str) -> str:
     plots = "".join(f"Plotly.newPlot('{div}', ...(f => [f.data, f.layout])({fig}), {{responsive: true, displaylogo: false}});\n"
                     for div, fig in page.figures)
     tables = "".join(f"renderSamples('{t}');\n" for t in page.tables)
+    tables += "".join(f"renderSuiteRows('{t}');\n" for t in page.safety.tables)
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{_e(title)}</title>"
             f"<style>{STYLE}</style><script>{plotly_js}</script></head><body><header><h1>{_e(title)}</h1>"
             f"<p>Built from {sources} run directories on {time.strftime('%Y-%m-%d %H:%M')} by vietnamese-ai report; "
             f"everything below comes from their files.</p></header><main>{body}</main>"
-            f"<script>{TABLE_SCRIPT}\n{tables}{plots}</script></body></html>")
+            f"<script>{TABLE_SCRIPT}{SUITE_ROWS_SCRIPT}\n{tables}{plots}</script></body></html>")

@@ -23,8 +23,12 @@ so every process orders the same way as a single process.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
+
+from vietnamese_ai.recipes.online.prompts import completion_seed
+from vietnamese_ai.training.metrics import reduce_sums
 
 
 def contested_weights(variances: list[float]) -> list[float]:
@@ -51,3 +55,20 @@ def weighted_order(weights: list[float], generator: torch.Generator) -> list[int
 def variance(values: list[float]) -> float:
     mean = sum(values) / len(values)
     return sum((v - mean) ** 2 for v in values) / len(values)
+
+
+def prompt_variances(source: Any, k: int) -> list[float]:
+    """The variance of `k` scored completions of every prompt of a RolloutSource, from its current
+    policy: this process takes every world-th prompt, and the variances are summed over processes."""
+    accelerator, prompts, seed = source.accelerator, source.prompts, source.config.seed
+    mine = list(range(accelerator.process_index, len(prompts), accelerator.num_processes))
+    variances = [0.0] * len(prompts)
+    # One call for all of this process's prompts: the sampler batches them, and under a sharded policy
+    # agrees with the other processes on how many batches to decode (models/sampling.py).
+    samples = source.generate_group([prompts[i].ids for i in mine], k,
+                                    [completion_seed(seed, -1, i, j) for i in mine for j in range(k)])
+    if mine:
+        _, _, rewards = source.score([prompts[i] for i in mine for _ in range(k)], samples, 0, 0)
+        for n, i in enumerate(mine):
+            variances[i] = variance(rewards[n * k:(n + 1) * k].tolist())
+    return reduce_sums(accelerator, variances)

@@ -34,7 +34,7 @@ from vietnamese_ai.data.rollout import Rollout, rollout_batch
 from vietnamese_ai.data.types import message_dicts
 from vietnamese_ai.errors import TrainingError
 from vietnamese_ai.models.sampling import Completion, GenerationBackend, SamplerBackend
-from vietnamese_ai.recipes.online.active import contested_weights, variance, weighted_order
+from vietnamese_ai.recipes.online.active import contested_weights, prompt_variances, weighted_order
 from vietnamese_ai.recipes.online.config import OnlineConfig, RolloutShape
 from vietnamese_ai.recipes.online.method import OnlineMethod, ScoredRollout, global_mean_std
 from vietnamese_ai.recipes.online.prompts import PromptExample, completion_seed
@@ -126,9 +126,9 @@ class RolloutSource:
         return taken
 
     def _generate(self, prompts: list[list[int]], seeds: list[int]) -> list[Completion]:
-        return self._generate_group(prompts, self.config.num_generations, seeds)
+        return self.generate_group(prompts, self.config.num_generations, seeds)
 
-    def _generate_group(self, prompts: list[list[int]], group: int, seeds: list[int]) -> list[Completion]:
+    def generate_group(self, prompts: list[list[int]], group: int, seeds: list[int]) -> list[Completion]:
         """The backend's completions, `group` per prompt, checked: one per seed, none empty."""
         samples = self.backend.generate(prompts, group, seeds)
         name = type(self.backend).__name__
@@ -151,7 +151,7 @@ class RolloutSource:
         samples = self._generate([p.ids for _, _, p in taken], seeds)
         generated = time.perf_counter()
         prompts = [p for _, _, p in taken for _ in range(group)]
-        texts, parts, rewards = self._score(prompts, samples, state.global_step, state.epoch)
+        texts, parts, rewards = self.score(prompts, samples, state.global_step, state.epoch)
         finished = [s.finished for s in samples]
         scored = time.perf_counter()
 
@@ -172,7 +172,7 @@ class RolloutSource:
         shown = result.shown if result.shown is not None else result.per_completion
         self._log_completions(state, prompts, texts, parts, rewards, shown)
 
-    def _score(self, prompts: list[PromptExample], samples: list[Completion], step: int,
+    def score(self, prompts: list[PromptExample], samples: list[Completion], step: int,
                epoch: int) -> tuple[list[str], torch.Tensor, torch.Tensor]:
         """The completions' texts, each reward's values (N, R) and the weighted total reward (N,)."""
         texts = [self.tokenizer.decode(s.token_ids, skip_special_tokens=True) for s in samples]
@@ -185,24 +185,10 @@ class RolloutSource:
         return texts, parts, rewards
 
     def _weigh_prompts(self, step: StepBatches) -> None:
-        """Active sampling's pass (recipes/online/active.py): K scored completions of every prompt with the
-        starting policy, this process taking every world-th prompt; the variances summed over processes."""
         started = time.perf_counter()
-        k = self.config.active_sampling_samples or self.config.num_generations
-        mine = list(range(self.accelerator.process_index, len(self.prompts), self.accelerator.num_processes))
-        variances = [0.0] * len(self.prompts)
-        # One call for all of this process's prompts: the sampler batches them, and under a sharded policy
-        # agrees with the other processes on how many batches to decode (models/sampling.py).
-        seeds = [completion_seed(self.config.seed, -1, i, j) for i in mine for j in range(k)]
-        samples = self._generate_group([self.prompts[i].ids for i in mine], k, seeds)
-        if mine:
-            _, _, rewards = self._score([self.prompts[i] for i in mine for _ in range(k)], samples, 0, 0)
-            for n, i in enumerate(mine):
-                variances[i] = variance(rewards[n * k:(n + 1) * k].tolist())
-        variances = reduce_sums(self.accelerator, variances)
+        variances = prompt_variances(self, self.config.active_sampling_samples or self.config.num_generations)
         self.prompt_weights = contested_weights(variances)
-        flat = sum(v == 0 for v in variances) / len(variances)
-        step.sums.update({"active_sampling/zero_variance_prompts": (flat, 1.0),
+        step.sums.update({"active_sampling/zero_variance_prompts": (sum(v == 0 for v in variances) / len(variances), 1.0),
                           "time/active_sampling": (time.perf_counter() - started, 1.0)})
 
     def _micro_batches(self, count: int, state: TrainerState) -> list[list[int]]:
