@@ -22,11 +22,18 @@ def _assistant(text: str) -> list[dict[str, str]]:
 
 def select_pairs(prompts: Mapping[int, PromptOrMessages] | list[PromptOrMessages], candidates: list[Candidate], scores: list[Score],
                  min_margin: float, generator: str, scorer: str) -> list[dict[str, Any]]:
-    """One (best, worst) row per prompt whose candidates differ by at least min_margin."""
+    """One (best, worst) row per prompt whose candidates differ by at least min_margin, by prompt index."""
+    return list(pairs_by_prompt(prompts, candidates, scores, min_margin, generator, scorer).values())
+
+
+def pairs_by_prompt(prompts: Mapping[int, PromptOrMessages] | list[PromptOrMessages], candidates: list[Candidate],
+                    scores: list[Score], min_margin: float, generator: str, scorer: str) -> dict[int, dict[str, Any]]:
+    """select_pairs keyed by prompt index (in increasing order), for a choice among prompts
+    (feedback/active.py)."""
     by_prompt: dict[int, list[int]] = {}
     for k, c in enumerate(candidates):
         by_prompt.setdefault(c.prompt_index, []).append(k)
-    rows = []
+    rows: dict[int, dict[str, Any]] = {}
     for index in sorted(by_prompt):
         group = by_prompt[index]
         best = max(group, key=lambda k: scores[k].value)   # the first of equals, deterministically
@@ -34,14 +41,14 @@ def select_pairs(prompts: Mapping[int, PromptOrMessages] | list[PromptOrMessages
         gap = scores[best].value - scores[worst].value
         if gap < min_margin or candidates[best].text.strip() == candidates[worst].text.strip():
             continue
-        rows.append({
+        rows[index] = {
             "prompt": message_dicts(prompts[index]),
             "chosen": _assistant(candidates[best].text), "rejected": _assistant(candidates[worst].text),
             "chosen_score": scores[best].value, "rejected_score": scores[worst].value, "score_gap": gap,
             "chosen_principles": scores[best].principles, "rejected_principles": scores[worst].principles,
             "chosen_sampling": candidates[best].sampling, "rejected_sampling": candidates[worst].sampling,
             "generator": generator, "scorer": scorer,
-        })
+        }
     return rows
 
 

@@ -77,6 +77,8 @@ class LabelConfig(Config):
     scorer: str = Field("constitution", description="constitution[:FILE.yaml], reward_model:PATH, classifier:MODEL:LABEL[:logit], judge:MODEL, or the weighted sum a@w+b@v of several (a@0.7+b@0.3; see docs/feedback.md).")
     constitution: str | None = Field(None, description="Constitution YAML for 'constitution' and 'judge' scorers (default: built-in).")
     min_margin: float = Field(0.1, ge=0, description="Keep a pair only if best - worst >= min_margin.")
+    active_sampling: Literal["none", "variance", "disagreement"] = Field("none", description="Rank prompts by how contested their candidates are: 'variance' of the overall scores, or 'disagreement' of the scorer's components (principles or weighted parts) over candidate pairs; most contested first, each row records its value as 'contested' (docs/feedback.md#active-sampling).")
+    label_budget: int | None = Field(None, ge=1, description="Keep this many pairs: those of the most contested prompts (active_sampling), or the first by prompt index (none); null: all.")
 
     @field_validator("scorer")
     @classmethod
@@ -179,8 +181,9 @@ def run_generate(config: GenerateConfig) -> FeedbackResult:
 
 
 def run_label(config: LabelConfig) -> FeedbackResult:
+    from vietnamese_ai.feedback.active import budget_order, check_disagreement, contestedness
     from vietnamese_ai.feedback.generate import Candidate
-    from vietnamese_ai.feedback.pairs import select_pairs, unpaired_rows
+    from vietnamese_ai.feedback.pairs import pairs_by_prompt, unpaired_rows
     from vietnamese_ai.feedback.registry import build_scorer
 
     unpaired = beside(config.output, config.unpaired_output, "unpaired")
@@ -203,18 +206,36 @@ def run_label(config: LabelConfig) -> FeedbackResult:
         candidates.append(Candidate(index, require_string(record, "response", allow_empty=True), *read_sampling(record)))
         generators.add(str(record.data.get("generator", "unknown")))
     scorer = build_scorer(config.scorer, config.constitution)
+    components = check_disagreement(scorer) if config.active_sampling == "disagreement" else []
     scores = scorer.score([prompts[c.prompt_index] for c in candidates], [c.text for c in candidates])
     if config.scores_output:
         write_jsonl(config.scores_output, [{**r.data, "score": s.value, "principles": s.principles, "reasoning": s.reasoning}
                                            for r, s in zip(records, scores)])
-    pairs = select_pairs(prompts, candidates, scores, config.min_margin, ",".join(sorted(generators)), scorer.name)
-    if not pairs:
+    by_prompt = pairs_by_prompt(prompts, candidates, scores, config.min_margin, ",".join(sorted(generators)), scorer.name)
+    if not by_prompt:
         raise UserError(f"feedback label: 0 pairs from {len(candidates)} candidates: {no_pairs_reason(candidates, scores, config.min_margin)}")
+    contested = None
+    if config.active_sampling != "none":
+        contested = contestedness([c.prompt_index for c in candidates], scores, config.active_sampling, components)
+    pairs = [by_prompt[index] if contested is None else {**by_prompt[index], "contested": contested[index]}
+             for index in budget_order(list(by_prompt), contested, config.label_budget)]
     write_jsonl(config.output, pairs)
     if unpaired:
         write_jsonl(unpaired, unpaired_rows(pairs))
     return FeedbackResult(f"{len(pairs)} pairs from {len(candidates)} candidates for {len(prompts)} prompts "
-                          f"(min_margin {config.min_margin}, scorer {scorer.name}); written to {config.output}")
+                          f"(min_margin {config.min_margin}, scorer {scorer.name}{budget_note(config, len(by_prompt))}); "
+                          f"written to {config.output}")
+
+
+def budget_note(config: LabelConfig, available: int) -> str:
+    """What active sampling and the label budget did, for the summary line."""
+    if config.active_sampling == "none":
+        chosen = "the first by prompt index"
+    else:
+        chosen = f"the most contested by {config.active_sampling}"
+    if config.label_budget is None:
+        return "" if config.active_sampling == "none" else f"; ordered {chosen}, none dropped"
+    return f"; label_budget {config.label_budget} kept {min(available, config.label_budget)} of {available}: {chosen}"
 
 
 def no_pairs_reason(candidates: list[Any], scores: list[Any], min_margin: float) -> str:
