@@ -177,7 +177,8 @@ def test_a_bias_row_is_each_options_log_likelihood_per_token_by_a_plain_forward(
     (["suites=safety", "toxicity=none"], "the toxicity suite needs a toxicity measure"),
     (["suites=toxicity:x.jsonl"], "only bias, jailbreak and over_refusal read a probe file"),
     (["suite_languages=[fr]"], "suite_languages"),
-    (["suites=jailbreak", "refusal=maybe"], "refusal: expected rules or classifier:MODEL:LABEL"),
+    (["suites=jailbreak", "refusal=maybe"], "refusal: expected rules, classifier:MODEL:LABEL or judge:MODEL"),
+    (["suites=jailbreak", "refusal=judge:no/such/dir"], "refusal: 'no/such/dir': no such directory"),
 ])
 def test_bad_suite_settings_are_one_line(tmp_path, capsys, extra, fragment):
     prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Xin chào"}])
@@ -214,3 +215,26 @@ def test_a_template_file_without_the_request_placeholder_is_one_line(tmp_path, c
                  "suites=jailbreak", f"jailbreak_templates={templates}", f"output_dir={tmp_path / 'out'}"]) == 2
     err = capsys.readouterr().err.strip()
     assert "must contain {request} exactly once" in err and "line 1" in err and len(err.splitlines()) == 1
+
+
+def test_suite_is_another_name_for_suites():
+    from vietnamese_ai.recipes.evaluate import EvaluateConfig
+
+    config = EvaluateConfig(models=["a", "b"], dataset="p.jsonl", suite="safety")
+    assert config.suites == ["safety"]
+
+
+def test_an_llm_judge_decides_refusals_when_asked(tmp_path, tiny_model):
+    """refusal=judge:MODEL: each answer refused when the judge's P(yes) > 0.5, recomputed here."""
+    from vietnamese_ai.feedback.judge import RefusalJudge
+
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Xin chào"}])
+    out = tmp_path / "out"
+    assert main(["evaluate", f"models=[{tiny_model},{tiny_model}]", "names=[a,b]", f"dataset={prompts}",
+                 "suites=over_refusal", "suite_limit=3", "max_new_tokens=5", f"refusal=judge:{tiny_model}",
+                 "disable_tqdm=true", f"output_dir={out}"]) == 0
+    rows = [r for r in read_jsonl(out / "samples.jsonl") if r.get("suite") == "over_refusal"]
+    judge = RefusalJudge(tiny_model)
+    yes = judge.yes_probabilities([r["prompt_text"] for r in rows], [r["answers"]["a"] for r in rows])
+    assert [r["refused"]["a"] for r in rows] == [p > 0.5 for p in yes]
+    assert json.loads((out / "eval.json").read_text(encoding="utf-8"))["refusal_detector"] == f"judge:{tiny_model}"

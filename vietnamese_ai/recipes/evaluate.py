@@ -33,6 +33,7 @@ from vietnamese_ai.training.config import Config
 
 class EvaluateConfig(Config):
     required_on_command_line: ClassVar[tuple[str, ...]] = ("models", "dataset")
+    renamed_keys: ClassVar[dict[str, str]] = {"suite": "suites"}   # suite=safety reads as naturally
 
     models: list[str] = Field(description="Models to compare (local directories, adapter directories or hub names); the first is the baseline.")
     names: list[str] | None = Field(None, description="A short name per model (default: the directory names).")
@@ -52,7 +53,7 @@ class EvaluateConfig(Config):
     suites: list[str] = Field(default_factory=list, description="Safety suites: toxicity, bias, jailbreak, over_refusal, or safety for all four; NAME:FILE replaces a suite's built-in probes with yours (docs/evaluation.md#safety-suites).")
     suite_languages: list[str] = Field(default_factory=lambda: ["vi", "en"], description="Languages of the built-in probes to run: vi, en or both.")
     suite_limit: int | None = Field(None, ge=1, description="Use only the first N probes of each suite and language.")
-    refusal: str = Field("rules", description="What decides that an answer refused (jailbreak, over_refusal): 'rules' (bilingual rules) or 'classifier:MODEL:LABEL' (that label's probability above 0.5).")
+    refusal: str = Field("rules", description="What decides that an answer refused (jailbreak, over_refusal): 'rules' (bilingual rules), 'classifier:MODEL:LABEL' (that label's probability above 0.5) or 'judge:MODEL' (a local LLM asked whether the answer refused).")
     jailbreak_templates: str | None = Field(None, description="A JSONL file of attack templates (name, template with {request}) instead of the built-in ones.")
     output_dir: str = Field("runs/eval", description="Where eval.json and samples.jsonl go.")
     trust_remote_code: bool = Field(False, description="Allow model code from the hub to run.")
@@ -198,8 +199,13 @@ def refusal_detector(spec: str) -> tuple[str, Callable[[list[str], list[str]], l
         from vietnamese_ai.evaluation.refusal import is_refusal
 
         return "rules", lambda prompts, answers: [is_refusal(a) for a in answers]
+    if spec.startswith("judge:") and spec.partition(":")[2]:
+        from vietnamese_ai.feedback.judge import RefusalJudge
+
+        judge = RefusalJudge(spec.partition(":")[2])
+        return judge.name, judge.refused
     if not spec.startswith("classifier:"):
-        raise ConfigError(f"refusal: expected rules or classifier:MODEL:LABEL, got '{spec}'")
+        raise ConfigError(f"refusal: expected rules, classifier:MODEL:LABEL or judge:MODEL, got '{spec}'")
     _, model, label = (spec.split(":", 2) + [""])[:3]
     if not model or not label:
         raise ConfigError(f"refusal: expected classifier:MODEL:LABEL, got '{spec}'")
@@ -271,9 +277,14 @@ def load_suites(config: EvaluateConfig) -> list[tuple[str, list[Any]]]:
             for language in sorted({p.language for p in probes}):
                 templates(language, config.jailbreak_templates)   # read, and so checked, now
         out.append((spec.name, probes))
-    if any(name in ("jailbreak", "over_refusal") for name, _ in out) and config.refusal != "rules" \
-            and not config.refusal.startswith("classifier:"):
-        raise ConfigError(f"refusal: expected rules or classifier:MODEL:LABEL, got '{config.refusal}'")
+    if any(name in ("jailbreak", "over_refusal") for name, _ in out) and config.refusal != "rules":
+        kind, _, model = config.refusal.partition(":")
+        if kind not in ("classifier", "judge") or not model:
+            raise ConfigError(f"refusal: expected rules, classifier:MODEL:LABEL or judge:MODEL, got '{config.refusal}'")
+        if kind == "judge":   # a classifier is checked when it loads (feedback.classifier)
+            from vietnamese_ai.models.loading import check_model_path
+
+            check_model_path(model, "refusal")
     return out
 
 
