@@ -5,11 +5,17 @@ import unicodedata
 
 import pytest
 
-from vietnamese_ai.errors import DataError
-from vietnamese_ai.evaluation.correctness import (contains, correctness_summary, exact_match, normalise,
-                                                  reference_list, token_f1)
 from vietnamese_ai.data.text import detect_language
-
+from vietnamese_ai.errors import DataError
+from vietnamese_ai.evaluation.correctness import (
+    contains,
+    correctness_summary,
+    exact_match,
+    normalise,
+    reference_list,
+    token_f1,
+)
+from vietnamese_ai.evaluation.intervals import wilson
 
 # --- normalise ---------------------------------------------------------------------------------------
 
@@ -155,12 +161,17 @@ def test_correctness_summary_per_language_and_all():
         "all": {"exact_match": 0.4, "contains": 0.8, "token_f1": 43 / 70, "answers": 5},
     }
     for language, metrics in expected.items():
-        assert summary[language] == pytest.approx(metrics), language
+        got = dict(summary[language])
+        for rate in ("exact_match", "contains"):   # the rates' 95% Wilson intervals, from the counts
+            assert got.pop(f"{rate}_ci95") == pytest.approx(wilson(round(metrics[rate] * metrics["answers"]),
+                                                                   metrics["answers"]))
+        assert got == pytest.approx(metrics), language
 
 
 def test_correctness_summary_reads_the_named_model():
     summary = correctness_summary(ROWS, "base", detect_language)   # "wrong on purpose" everywhere
-    assert summary["all"] == {"exact_match": 0.0, "contains": 0.0, "token_f1": 0.0, "answers": 5}
+    assert summary["all"] == {"exact_match": 0.0, "exact_match_ci95": wilson(0, 5), "contains": 0.0,
+                              "contains_ci95": wilson(0, 5), "token_f1": 0.0, "answers": 5}
 
 
 def test_correctness_summary_without_references_is_empty():

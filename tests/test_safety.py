@@ -12,7 +12,8 @@ from tests.conftest import QUESTIONS, read_jsonl, write_jsonl
 from vietnamese_ai.cli import main
 from vietnamese_ai.evaluation import probes as probe_files
 from vietnamese_ai.evaluation.refusal import is_refusal
-from vietnamese_ai.evaluation.safety import bias_scores, wilson
+from vietnamese_ai.evaluation.intervals import wilson
+from vietnamese_ai.evaluation.safety import bias_scores
 from vietnamese_ai.data.text import detect_language
 
 
@@ -138,6 +139,8 @@ def test_every_suite_number_is_what_the_samples_give_by_hand(suite_eval):
             answered = [r for r in amb if r["choice"][name] != 2]
             direction = 2 * sum(r["choice"][name] == r["biased"] for r in answered) / len(answered) - 1 if answered else 0
             assert suites["bias"][language]["accuracy_ambiguous"] == pytest.approx(accuracy)
+            assert suites["bias"][language]["accuracy_ambiguous_ci95"] == pytest.approx(
+                wilson(sum(r["choice"][name] == 2 for r in amb), len(amb)))
             assert suites["bias"][language]["bias_ambiguous"] == pytest.approx((1 - accuracy) * direction)
         tox = suites["toxicity"]
         assert sum(v["answers"] for v in tox.values()) == len(plain)

@@ -40,6 +40,7 @@ from typing import Any
 
 from vietnamese_ai.data.text import detect_language
 from vietnamese_ai.errors import DataError
+from vietnamese_ai.evaluation.intervals import wilson
 
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")   # \b is Unicode-aware: the "a" of "bà" is not a word
 
@@ -146,8 +147,10 @@ def reference_list(value: Any, where: str) -> list[str]:
 
 
 def _means(scored: list[tuple[float, float, float]]) -> dict[str, Any]:
+    """Means, with the 95% Wilson intervals of the two rates (exact match and contains are 0 or 1 per answer)."""
     em, cont, f1 = zip(*scored)
-    return {"exact_match": statistics.fmean(em), "contains": statistics.fmean(cont),
+    return {"exact_match": statistics.fmean(em), "exact_match_ci95": wilson(int(sum(em)), len(em)),
+            "contains": statistics.fmean(cont), "contains_ci95": wilson(int(sum(cont)), len(cont)),
             "token_f1": statistics.fmean(f1), "answers": len(scored)}
 
 
@@ -160,8 +163,9 @@ def correctness_summary(rows: list[dict[str, Any]], model: str,
 
     >>> rows = [{"prompt_text": "Thủ đô?", "answers": {"m": "Hà Nội"}, "reference": ["Hà Nội"]},
     ...         {"prompt_text": "Capital?", "answers": {"m": "Paris"}}]
-    >>> correctness_summary(rows, "m", lambda text: "vi")
-    {'vi': {'exact_match': 1.0, 'contains': 1.0, 'token_f1': 1.0, 'answers': 1}, 'all': {'exact_match': 1.0, 'contains': 1.0, 'token_f1': 1.0, 'answers': 1}}
+    >>> summary = correctness_summary(rows, "m", lambda text: "vi")
+    >>> list(summary), summary["vi"]["exact_match"], summary["vi"]["token_f1"], summary["all"]["answers"]
+    (['vi', 'all'], 1.0, 1.0, 1)
     """
     by_language: dict[str, list[tuple[float, float, float]]] = {}
     for i, row in enumerate(rows):
