@@ -25,6 +25,10 @@ Commands:
                      vietnamese-ai report RUN_DIR... --output report.html
   pipeline run       Stages in order from one YAML file, resumable by stage:
                      vietnamese-ai pipeline run PIPELINE.yaml [--dry-run] [--from STAGE] [--only STAGE]
+  chat               Talk to a model (a full model or a LoRA adapter directory):
+                     vietnamese-ai chat MODEL [--system TEXT] [--prompt TEXT] [--temperature T] ...
+  export             A merged, self-contained model with a model card, optionally pushed to the hub:
+                     vietnamese-ai export RUN_OR_MODEL --output DIR [--push-to-hub REPO]
 
 `vietnamese-ai <command> --help` lists every option of a command: its type, its default (or
 REQUIRED) and what it does. Options come from the YAML file first, then key=value pairs (values are
@@ -202,6 +206,15 @@ def run_pipeline_command(argv: list[str]) -> int:
     return 0
 
 
+def _lazy(module: str) -> Any:
+    """A command whose module is imported only when it runs: its `run_command(argv) -> exit code`."""
+    def run(argv: list[str]) -> int:
+        import importlib
+
+        return importlib.import_module(module).run_command(argv)
+    return run
+
+
 def _dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE.format(commands=_commands()))
@@ -219,7 +232,8 @@ def _dispatch(argv: list[str]) -> int:
                   file=sys.stdout if rest else sys.stderr)
             return 0 if rest else 2
         command, rest = f"feedback {rest[0]}", rest[1:]
-    special = {"report": run_report, "pipeline": run_pipeline_command}
+    special = {"report": run_report, "pipeline": run_pipeline_command, "chat": _lazy("vietnamese_ai.recipes.chat"),
+               "export": _lazy("vietnamese_ai.recipes.export")}
     if command not in METHODS and command not in special:
         from vietnamese_ai.training.config import closest
 
