@@ -1,6 +1,7 @@
 """YAML pipelines on the tiny model: a stage that is done and unchanged is skipped; changing a stage
-re-runs it and everything after it, nothing before; a stage killed mid-run resumes from its own
-checkpoint; bad pipeline files fail in one line before anything runs."""
+re-runs it and the stages that use it, nothing else, and the plan says which key or file changed; a
+stage killed mid-run resumes from its own checkpoint; bad pipeline files fail in one line before
+anything runs."""
 
 import json
 import os
@@ -334,3 +335,61 @@ def test_a_python_stage_module_beside_the_pipeline_file_needs_no_pythonpath_and_
     assert _plan(capsys, str(path)) == {"prep": "run"}
     assert main(["pipeline", "run", str(path)]) == 0
     assert (tmp_path / "run" / "prep" / "out.txt").read_text() == "20"
+
+
+def test_stages_form_a_graph_a_change_reruns_only_what_uses_it_and_the_plan_says_what_changed(
+        tmp_path, capsys, tiny_model, sft_file):
+    """dpo and orpo both use sft, not each other: changing dpo's beta re-runs dpo alone, and the plan
+    names the key and its two values; a changed input file and a changed stage it uses are named too."""
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": f"Câu {i}?", "chosen": " Vâng.", "rejected": " Không."}
+                                                   for i in range(4)])
+
+    def pipeline(beta):
+        text = f"""
+output_dir: {tmp_path / 'run'}
+stages:
+  sft: {{model_name_or_path: {tiny_model}, dataset: {sft_file}, max_steps: 1, save_steps: 0,
+        per_device_train_batch_size: 4, disable_tqdm: true}}
+  dpo: {{model_name_or_path: '${{sft.final}}', dataset: {pairs}, beta: {beta}, max_steps: 1, save_steps: 0,
+        per_device_train_batch_size: 4, disable_tqdm: true}}
+  orpo: {{model_name_or_path: '${{sft.final}}', dataset: {pairs}, max_steps: 1, save_steps: 0,
+         per_device_train_batch_size: 4, disable_tqdm: true}}
+"""
+        path = tmp_path / "pipeline.yaml"
+        path.write_text(text, encoding="utf-8")
+        return str(path)
+
+    path = pipeline(0.1)
+    assert main(["pipeline", "run", path]) == 0
+    capsys.readouterr()
+    assert main(["pipeline", "run", pipeline(0.2), "--dry-run"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.strip().splitlines()}
+    assert lines["sft"].split()[2] == "skip" and lines["orpo"].split()[2] == "skip"
+    assert lines["dpo"].split()[2] == "run" and "key 'beta' changed: 0.1 -> 0.2" in lines["dpo"]
+    with open(pairs, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"prompt": "Mới?", "chosen": " Có.", "rejected": " Không."}, ensure_ascii=False) + "\n")
+    assert main(["pipeline", "run", pipeline(0.1), "--dry-run"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.strip().splitlines()}
+    assert f"input '{pairs}' changed" in lines["dpo"] and f"input '{pairs}' changed" in lines["orpo"]
+    assert lines["sft"].split()[2] == "skip"
+    with open(sft_file, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"prompt": "Một câu mới?", "completion": " Vâng."}, ensure_ascii=False) + "\n")
+    assert main(["pipeline", "run", pipeline(0.1), "--dry-run"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.strip().splitlines()}
+    assert "stage 'sft', which it uses, changed" in lines["dpo"] and lines["sft"].split()[2] == "run"
+
+
+def test_the_dry_run_flags_an_input_that_does_not_exist_and_a_run_ends_with_the_report_path(
+        tmp_path, capsys, tiny_model, sft_file):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(f"""
+output_dir: {tmp_path / 'run'}
+stages:
+  sft: {{model_name_or_path: {tiny_model}, dataset: data/not_here.jsonl, max_steps: 1, disable_tqdm: true}}
+""", encoding="utf-8")
+    assert main(["pipeline", "run", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "input 'data/not_here.jsonl' does not exist, and no earlier stage makes it" in out
+    pipeline = _pipeline(tmp_path, tiny_model, sft_file)
+    assert main(["pipeline", "run", pipeline]) == 0
+    assert f"report: {tmp_path / 'run' / 'report' / 'report.html'}" in capsys.readouterr().out

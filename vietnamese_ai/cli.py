@@ -198,12 +198,30 @@ def run_pipeline_command(argv: list[str]) -> int:
     if args.dry_run:
         for step in plan(pipeline, args.start, args.only):
             print(f"{step.stage.name:<16} {step.stage.command:<18} {step.action:<7} {step.reason}")
+            for path in step.missing or []:
+                print(f"{'':<16} {'':<18} {'':<7} input '{path}' does not exist, and no earlier stage makes it")
         return 0
     rows = run_pipeline(pipeline, args.start, args.only, log=logging.getLogger("vietnamese_ai").info)
+    print_results(pipeline, rows)
     ran = sum(r["action"] != "skip" for r in rows)
     logging.getLogger("vietnamese_ai").info("pipeline done: %d stages run, %d skipped; state in %s", ran,
                                             len(rows) - ran, os.path.join(pipeline.output_dir, "pipeline_state.json"))
     return 0
+
+
+def print_results(pipeline: Any, rows: list[dict[str, Any]]) -> None:
+    """At the end of a pipeline run: each evaluation's table, and where the report is."""
+    import json
+
+    for row in rows:
+        stage = pipeline.stage(row["stage"])
+        if stage.command == "evaluate" and os.path.isfile(stage.output("eval")):
+            from vietnamese_ai.recipes.evaluate import EvaluateResult
+
+            with open(stage.output("eval"), encoding="utf-8") as f:
+                print(f"\n{stage.name}:\n{EvaluateResult(stage.directory, json.load(f)).summary()}")
+        elif stage.command == "report" and os.path.isfile(stage.output("output")):
+            print(f"\nreport: {os.path.abspath(stage.output('output'))}")
 
 
 def _lazy(module: str) -> Any:

@@ -2,11 +2,15 @@
 
 Each stage gets a content hash when it is planned: its command, its resolved keys, a fingerprint of
 every local file or directory it reads from outside the pipeline (content for files; names, sizes
-and modification times for directories), and the hash of the stage before it. The hash chain is
-what makes a change re-run its stage and everything after it, and nothing before it.
+and modification times for directories), and the hashes of the stages it refers to (`${stage.x}`).
+The stages form a graph of references, not a chain: a change re-runs its stage and the stages that
+use it, directly or through others, and nothing else (changing `dpo.beta` leaves an `orpo` stage
+that never refers to `dpo` done). A stage that reads another's output must refer to it with
+`${...}`, not by a literal path into the pipeline's folder.
 
-`pipeline_state.json` (next to the resolved `pipeline.yaml`) records, per stage, its hash and
-whether it is running or done. A stage is then
+`pipeline_state.json` (next to the resolved `pipeline.yaml`) records, per stage, its hash, what the
+hash was made of (its keys, its inputs' fingerprints, the hashes of the stages it uses: so a plan can
+say which key or file changed) and whether it is running or done. A stage is then
 
 - skipped when it is done with the same hash and its output is still there;
 - resumed when it was cut off with the same hash (a training stage continues from its newest
@@ -40,8 +44,10 @@ class Step:
     stage: Stage
     action: str        # run | resume | skip
     reason: str
-    hash: str          # chained: covers this stage and every stage before it
+    hash: str          # covers this stage and every stage it uses, directly or not
     own: str           # this stage alone
+    made_of: dict[str, Any] | None = None   # what the hash covers, kept in the state
+    missing: list[str] | None = None         # local inputs that do not exist and no earlier stage makes
 
 
 def _fingerprint(path: str) -> str:
@@ -90,14 +96,38 @@ def _code(stage: Stage) -> dict[str, str]:
     return {path: _fingerprint(path)} if path and os.path.isfile(path) else {}
 
 
-def stage_hash(stage: Stage, previous: str, pipeline_dir: str) -> tuple[str, str]:
-    """(the stage's own hash, the chained hash that also covers every stage before it)."""
+def stage_hash(stage: Stage, used: dict[str, str], pipeline_dir: str) -> tuple[str, str, dict[str, Any]]:
+    """(the stage's own hash, the hash that also covers the stages it uses, and what they were made of).
+    `used` maps each stage it refers to onto that stage's hash."""
     key = {"command": stage.command, "values": stage.values, "inputs": _inputs(stage.values, pipeline_dir)}
     code = _code(stage)
-    if code:   # only python stages carry it, so that other stages keep the hashes earlier runs recorded
+    if code:   # only python stages carry it
         key["code"] = code
     own = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
-    return own, hashlib.sha256(f"{previous}:{own}".encode()).hexdigest()
+    uses = {name: used[name] for name in sorted(stage.needs)}
+    whole = hashlib.sha256(json.dumps({"own": own, "uses": uses}, sort_keys=True).encode()).hexdigest()
+    made_of = json.loads(json.dumps({**key, "uses": uses}, default=str))
+    return own, whole, made_of
+
+
+def what_changed(before: dict[str, Any] | None, now: dict[str, Any]) -> str:
+    """In words, the first difference between what a stage's recorded hash and its new one are made of."""
+    if not before:
+        return "its keys or inputs changed"
+    for name in sorted(set(now.get("uses", {})) | set(before.get("uses", {}))):
+        if now.get("uses", {}).get(name) != before.get("uses", {}).get(name):
+            return f"stage '{name}', which it uses, changed"
+    old, new = before.get("values", {}), now.get("values", {})
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            shown = lambda v: "(unset)" if v is None else json.dumps(v, ensure_ascii=False)[:60]  # noqa: E731
+            return f"key '{key}' changed: {shown(old.get(key))} -> {shown(new.get(key))}"
+    for path in sorted(set(now.get("inputs", {})) | set(before.get("inputs", {}))):
+        if now.get("inputs", {}).get(path) != before.get("inputs", {}).get(path):
+            return f"input '{path}' changed"
+    if now.get("code") != before.get("code"):
+        return "its function's code changed"
+    return "its command changed" if now.get("command") != before.get("command") else "its keys or inputs changed"
 
 
 def read_state(pipeline: Pipeline) -> dict[str, Any]:
@@ -124,10 +154,10 @@ def plan(pipeline: Pipeline, start: str | None = None, only: str | None = None) 
         if name is not None:
             pipeline.stage(name)   # an unknown name is an error listing the stages
     state = read_state(pipeline)
-    steps, previous, forced, done_names = [], "", False, set()
+    steps, hashes, forced, done_names = [], {}, False, set()
     for stage in pipeline.stages:
-        own, chained = stage_hash(stage, previous, pipeline.output_dir)
-        previous = chained
+        own, chained, made_of = stage_hash(stage, hashes, pipeline.output_dir)
+        hashes[stage.name] = chained
         record = state.get(stage.name, {})
         forced = forced or stage.name == start
         done = record.get("status") == "done" and record.get("hash") == chained and _output_exists(stage)
@@ -146,18 +176,41 @@ def plan(pipeline: Pipeline, start: str | None = None, only: str | None = None) 
             steps.append(Step(stage, "resume", "it was interrupted", chained, own))
         elif not record:
             steps.append(Step(stage, "run", "never run", chained, own))
-        elif record.get("own") == own and record.get("hash") != chained:
-            steps.append(Step(stage, "run", "an earlier stage changed", chained, own))
         elif record.get("hash") != chained:
-            steps.append(Step(stage, "run", "its keys or inputs changed", chained, own))
+            steps.append(Step(stage, "run", what_changed(record.get("made_of"), made_of), chained, own))
         else:
             steps.append(Step(stage, "run", "its output is missing", chained, own))
+        steps[-1].made_of = made_of
+        steps[-1].missing = missing_inputs(stage.values, [s.directory for s in pipeline.stages[:len(steps) - 1]])
     if only is not None:   # the one stage's inputs must exist
         missing = [n for n in pipeline.stage(only).needs if n not in done_names]
         if missing:
             raise ConfigError(f"--only {only}: it needs stage '{missing[0]}', which has not completed with its current "
                               f"keys; run the pipeline up to it first")
     return steps
+
+
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".yaml", ".yml", ".txt", ".py", ".safetensors")
+
+
+def missing_inputs(value: Any, earlier: list[str]) -> list[str]:
+    """Local paths a stage's keys name that do not exist and that no earlier stage's folder holds:
+    a value that is plainly a local path (absolute, ./ or ../, two folders deep) or names a data file,
+    never a hub name ("org/name") or a spec ("python:rewards.py:fn")."""
+    if isinstance(value, list):
+        return [m for v in value for m in missing_inputs(v, earlier)]
+    if isinstance(value, dict):
+        return [m for v in value.values() for m in missing_inputs(v, earlier)]
+    if not isinstance(value, str) or not value or ":" in value or "\n" in value or os.path.exists(value):
+        return []
+    from vietnamese_ai.models.loading import plainly_local
+
+    if not (plainly_local(value) or value.lower().endswith(DATA_SUFFIXES)):
+        return []
+    real = os.path.realpath(value)
+    if any((real + os.sep).startswith(os.path.realpath(folder) + os.sep) for folder in earlier):
+        return []
+    return [value]
 
 
 def _output_exists(stage: Stage) -> bool:
@@ -252,7 +305,7 @@ def _run_planned(pipeline: Pipeline, start: str | None, only: str | None, log: A
             log(f"[pipeline] {stage.name}: skipped ({step.reason})")
             continue
         log(f"[pipeline] {stage.name} ({stage.command}): {step.action}, {step.reason}")
-        state[stage.name] = {"status": "running", "hash": step.hash, "own": step.own,
+        state[stage.name] = {"status": "running", "hash": step.hash, "own": step.own, "made_of": step.made_of,
                              "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         write_state(pipeline, state)
         started = time.perf_counter()
