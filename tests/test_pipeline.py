@@ -50,6 +50,7 @@ def _state(tmp_path):
 
 
 def _plan(capsys, path, *flags):
+    capsys.readouterr()   # what an earlier run printed (its evaluation tables, the report's path)
     assert main(["pipeline", "run", path, "--dry-run", *flags]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     return {line.split()[0]: line.split()[2] for line in lines}
