@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from vietnamese_ai.errors import UserError
+from vietnamese_ai.errors import OneLineParser, UserError
 from vietnamese_ai.estimate import TRAINING_METHODS
 from vietnamese_ai.recipes.commands import METHODS   # command -> (module, config class, run function, description)
 
@@ -136,15 +136,8 @@ def _positive(text: str, key: str) -> int:
     return value
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse, with its usage errors as one UserError line instead of usage text and exit."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
-
-
 def run_report(argv: list[str]) -> int:
-    parser = _OneLineParser(prog="vietnamese-ai report",
+    parser = OneLineParser(prog="vietnamese-ai report",
                                      description="One self-contained HTML page from run directories (their metrics.jsonl, "
                                                  "config.yaml, run.json, eval.json, samples.jsonl, summary.json); no "
                                                  "model is loaded and the page needs no network.")
@@ -172,7 +165,7 @@ def run_report(argv: list[str]) -> int:
 
 
 def run_pipeline_command(argv: list[str]) -> int:
-    parser = _OneLineParser(prog="vietnamese-ai pipeline run",
+    parser = OneLineParser(prog="vietnamese-ai pipeline run",
                             description="Run a pipeline file's stages in order; a stage that is done and unchanged is "
                                         "skipped, an interrupted one resumes (docs/pipelines.md).")
     parser.add_argument("file", metavar="PIPELINE.yaml")

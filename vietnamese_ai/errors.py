@@ -8,6 +8,7 @@ needs their traceback, without this package's frames.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import traceback
 
@@ -67,3 +68,11 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int, message: str = ""):
         super().__init__(message)
         self.signum, self.message = signum, message
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse for the commands that take flags (report, chat, export): a usage mistake is one
+    UserError line naming the command, instead of usage text and an exit."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")

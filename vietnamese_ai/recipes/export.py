@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from vietnamese_ai.errors import UserError
+from vietnamese_ai.errors import OneLineParser, UserError
 from vietnamese_ai.files import atomic_directory, check_writable_directory, load_yaml, yaml_problem
 from vietnamese_ai.models.loading import LOAD_ERRORS, TOKENIZER_FILES, adapter_base, check_safetensors, not_a_causal_lm
 from vietnamese_ai.recipes.evaluate import HEADLINES
@@ -385,15 +385,8 @@ def push(output: str, repo: str, private: bool, token: str) -> None:
         raise UserError(f"export: pushing to '{repo}' failed ({detail}); the export is in '{output}'") from None
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse, with its usage errors as one UserError line instead of usage text and exit."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="vietnamese-ai export",
+    parser = OneLineParser(prog="vietnamese-ai export",
                             description="A merged, self-contained model with a model card (README.md), optionally "
                                         "pushed to the Hugging Face hub (docs/chat_and_export.md).")
     parser.add_argument("source", metavar="RUN_OR_MODEL", help="a run directory (with final/) or a model/adapter directory")
