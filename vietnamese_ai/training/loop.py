@@ -71,6 +71,7 @@ from vietnamese_ai.training.rundir import apply_current_optimisation, compare_se
 from vietnamese_ai.training.runinfo import write_run_info
 from vietnamese_ai.training.signals import StopSignals
 from vietnamese_ai.training.sources import DatasetSource, StepSource
+from vietnamese_ai.training.trackers import Trackers
 
 log = logging.getLogger("vietnamese_ai")
 
@@ -385,13 +386,13 @@ def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequen
     `source` produces (online methods); writes the run files into config.output_dir, which it holds
     (files.hold_directory: the main process, from before the start-up sweep to the end, however the
     run ends) so that a second run cannot sweep or overwrite this one's files."""
-    with hold_directory(config.output_dir, "output_dir", active=process_state().is_main_process):
-        return _train(model, tokenizer, config, train_data, collate, loss_fn, eval_data, eval_loss_fn, source)
+    with hold_directory(config.output_dir, "output_dir", active=process_state().is_main_process), Trackers() as trackers:
+        return _train(model, tokenizer, config, train_data, collate, loss_fn, eval_data, eval_loss_fn, source, trackers)
 
 
 def _train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequence[Any] | None, collate: Collate | None,
            loss_fn: LossFn, eval_data: Sequence[Any] | None, eval_loss_fn: LossFn | None,
-           source: StepSource | None) -> TrainResult:
+           source: StepSource | None, trackers: Trackers) -> TrainResult:
     source = source or DatasetSource(train_data, collate, config.per_device_train_batch_size,
                                      config.gradient_accumulation_steps, config.seed)
     accelerator = make_accelerator(config)
@@ -433,6 +434,7 @@ def _train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Seque
     peak = flops.peak_flops(accelerator.device, config.peak_flops) if accelerator.is_main_process else None
     metrics = MetricsLog(os.path.join(out, "metrics.jsonl"), state.global_step if resume_from else None,
                          accelerator.is_main_process)
+    trackers.start(config, accelerator.is_main_process, state.global_step if resume_from else None)
     window = Window(state.log_window if accelerator.is_main_process else None)
     last_saved = state.global_step if resume_from else None
 
@@ -482,6 +484,7 @@ def _train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Seque
                             _write_metrics(metrics, record)
                             state.tokens_seen += tokens
                             window = Window()
+                        trackers.log(record)   # the same line, to report_to's trackers (none by default)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{learning_rate:.2e}",
                                     tok_s=f"{record['tokens_per_second']:.0f}")
                 if config.save_steps and step % config.save_steps == 0 and step < total_steps:
