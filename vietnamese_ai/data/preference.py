@@ -17,6 +17,7 @@ from vietnamese_ai.data.loading import Record
 from vietnamese_ai.data.records import finite_number, prompt_or_messages
 from vietnamese_ai.data.tokenize import _cut_prompt_left, encode, split_chat_completion, with_eos
 from vietnamese_ai.data.types import (
+    Conversation,
     PreferencePair,
     PromptOrMessages,
     TokenizedPair,
@@ -64,11 +65,62 @@ def to_pair(record: Record) -> PreferencePair:
         raise DataError.at(record.where, "rejected", "is identical to 'chosen'")
     if "prompt" in record.data:
         prompt = prompt_or_messages(record, "prompt", allow_empty=True)
-        if isinstance(prompt, list) != isinstance(chosen, list):
+        if isinstance(prompt, str) and isinstance(chosen, list):
+            prompt, chosen, rejected = prompt_in_conversations(record, prompt, chosen, rejected)  # type: ignore[arg-type]
+        elif isinstance(prompt, list) != isinstance(chosen, list):
             raise DataError.at(record.where, "prompt", "prompt and responses must all be strings or all be message lists")
     else:
         prompt, chosen, rejected = split_shared_prefix(chosen, rejected)
     return PreferencePair(prompt, chosen, rejected, finite_number(record, "margin", required=False))
+
+
+def _asks(conversation: Conversation, prompt: str) -> bool:
+    """Whether a conversation's first user turn is the prompt (surrounding whitespace aside)."""
+    first_user = next((m.content for m in conversation if m.role == "user"), None)
+    return first_user is not None and first_user.strip() == prompt.strip()
+
+
+def prompt_in_conversations(record: Record, prompt: str, chosen: Conversation,
+                            rejected: Conversation) -> tuple[Conversation, Conversation, Conversation]:
+    """The UltraFeedback-binarized shape (HuggingFaceH4/ultrafeedback_binarized, the Zephyr DPO data): a
+    prompt string, and chosen/rejected as whole conversations that repeat it as their first user turn.
+    The prompt becomes the conversations' shared prefix and the responses what follows it: the
+    canonical pair TRL's `maybe_extract_prompt` builds. A prompt that is instead the last shared user turn
+    (multi-turn data that keeps only the latest question as `prompt`) is accepted too.
+
+    >>> from vietnamese_ai.data.types import Message
+    >>> u, a, b = Message("user", "Hỏi?"), Message("assistant", "Đúng."), Message("assistant", "Sai.")
+    >>> prompt_in_conversations(Record("record 1", {}), "Hỏi?", [u, a], [u, b]) == ([u], [a], [b])
+    True
+    """
+    shared, chosen_rest, rejected_rest = split_shared_prefix(chosen, rejected)
+    last_shared_asks = bool(shared) and shared[-1].role == "user" and prompt.strip() in shared[-1].content
+    for field, conversation in (("chosen", chosen), ("rejected", rejected)):
+        if not (_asks(conversation, prompt) or last_shared_asks):
+            raise DataError.at(record.where, field, "its first user turn is not the prompt")
+    if not any(m.role == "user" for m in shared):
+        raise DataError.at(record.where, "rejected", "the conversations in 'chosen' and 'rejected' do not share "
+                                                     "the prompt's turn")
+    return shared, chosen_rest, rejected_rest  # type: ignore[return-value]
+
+
+def prompt_in_conversation(record: Record, prompt: str, completion: Conversation) -> tuple[Conversation, Conversation]:
+    """One conversation that repeats the prompt string as its first user turn (the unpaired form of the
+    UltraFeedback shape): the prompt becomes every message before the final assistant turns.
+
+    >>> from vietnamese_ai.data.types import Message
+    >>> u, a = Message("user", "Hỏi?"), Message("assistant", "Đáp.")
+    >>> prompt_in_conversation(Record("record 1", {}), "Hỏi?", [u, a]) == ([u], [a])
+    True
+    """
+    cut = len(completion)
+    while cut > 0 and completion[cut - 1].role == "assistant":
+        cut -= 1
+    head = completion[:cut]
+    last_asks = bool(head) and head[-1].role == "user" and prompt.strip() in head[-1].content
+    if not (_asks(completion, prompt) or last_asks):
+        raise DataError.at(record.where, "completion", "its first user turn is not the prompt")
+    return head, completion[cut:]
 
 
 def to_unpaired(record: Record) -> list[UnpairedExample]:
@@ -77,6 +129,10 @@ def to_unpaired(record: Record) -> list[UnpairedExample]:
         return pair_to_unpaired(to_pair(record))
     completion = _response(record, "completion")
     prompt = prompt_or_messages(record, "prompt", allow_empty=True)
+    if isinstance(prompt, str) and isinstance(completion, list):
+        prompt, completion = prompt_in_conversation(record, prompt, completion)
+    elif isinstance(prompt, list) != isinstance(completion, list):
+        raise DataError.at(record.where, "prompt", "prompt and completion must both be strings or both be message lists")
     label = record.data.get("label")
     if not isinstance(label, bool):
         raise DataError.at(record.where, "label", "missing" if label is None else f"expected true or false, got {label!r}")

@@ -5,6 +5,7 @@ The first bad record stops the run with one line: where it is, which field, what
 
 from __future__ import annotations
 
+import difflib
 import math
 from typing import Any
 
@@ -21,6 +22,10 @@ from vietnamese_ai.data.types import (
     TokenizedExample,
 )
 from vietnamese_ai.errors import DataError
+
+# Every record field a method reads; `columns` (config) may rename a dataset's own names to these.
+FIELDS = ("text", "messages", "prompt", "completion", "response", "instruction", "input", "output", "input_ids",
+          "labels", "chosen", "rejected", "label", "margin", "score", "reference")
 
 SFT_KINDS = ("'text'", "'messages'", "'prompt' + 'completion'", "'prompt' + 'response'", "'instruction' + 'output'", "'input_ids' + 'labels'")
 
@@ -163,3 +168,46 @@ def to_sft_example(record: Record) -> SFTExample:
 
 def to_sft_examples(records: list[Record]) -> list[SFTExample]:
     return [to_sft_example(r) for r in records]
+
+
+def check_columns(columns: dict[str, str]) -> dict[str, str]:
+    """A `columns` mapping (dataset name -> canonical name), or ValueError naming the first bad entry.
+
+    >>> check_columns({"question": "prompt", "good": "chosen"})
+    {'question': 'prompt', 'good': 'chosen'}
+    >>> check_columns({"question": "promt"})
+    Traceback (most recent call last):
+    ValueError: 'question' -> 'promt': 'promt' is not a field any method reads; did you mean 'prompt'?
+    """
+    targets: dict[str, str] = {}
+    for source, target in columns.items():
+        if target not in FIELDS:
+            near = difflib.get_close_matches(target, FIELDS, n=1)
+            hint = f"did you mean '{near[0]}'?" if near else f"expected one of {', '.join(FIELDS)}"
+            raise ValueError(f"'{source}' -> '{target}': '{target}' is not a field any method reads; {hint}")
+        if target in targets:
+            raise ValueError(f"'{targets[target]}' and '{source}' both map to '{target}'")
+        targets[target] = source
+    return columns
+
+
+def rename_columns(records: list[Record], columns: dict[str, str] | None) -> list[Record]:
+    """Records with their fields renamed by `columns` (dataset name -> canonical name), before any
+    validation. A record without a mapped column, or one that has the target name as well, is a
+    one-line DataError; other fields pass through unchanged.
+
+    >>> rename_columns([Record("record 1", {"question": "Hỏi?", "id": 7})], {"question": "prompt"})[0].data
+    {'prompt': 'Hỏi?', 'id': 7}
+    """
+    if not columns:
+        return records
+    renamed = []
+    for record in records:
+        for source, target in columns.items():
+            if source not in record.data:
+                raise DataError.at(record.where, source, f"missing (the columns setting maps it to '{target}')")
+            if target in record.data and target not in columns:
+                raise DataError.at(record.where, target, f"given as well as '{source}', which the columns setting "
+                                                         f"maps to it; drop one")
+        renamed.append(Record(record.where, {columns.get(k, k): v for k, v in record.data.items()}))
+    return renamed

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import torch
 
 from vietnamese_ai.data.loading import Record, load_records
+from vietnamese_ai.data.records import rename_columns
 from vietnamese_ai.errors import ConfigError
 from vietnamese_ai.files import atomic_file, storage_error
 from vietnamese_ai.data.layout import attention_pair_cost
@@ -133,15 +134,18 @@ def prepare_trainable(config: TrainingConfig, model: Any, task_type: str = "CAUS
 
 
 def read_split(config: TrainingConfig, which: str, records: Any = None) -> list[Record] | None:
-    """Records for 'train' or 'eval': given in memory, or read from config.dataset / config.eval_dataset."""
+    """Records for 'train' or 'eval': given in memory, or read from config.dataset / config.eval_dataset,
+    with their fields renamed by config.columns."""
     if records is not None:
-        return load_records(records, name=f"{which} data")
+        return rename_columns(load_records(records, name=f"{which} data"), config.columns)
     if which == "train":
         if not config.dataset:
             raise ConfigError("dataset: required (a .jsonl/.json/.csv/.parquet file or a hub dataset name)")
-        return load_records(config.dataset, config.dataset_split, subset=config.dataset_subset)
+        return rename_columns(load_records(config.dataset, config.dataset_split, subset=config.dataset_subset),
+                              config.columns)
     if config.eval_dataset:
-        return load_records(config.eval_dataset, config.eval_split, subset=config.dataset_subset)
+        return rename_columns(load_records(config.eval_dataset, config.eval_split, subset=config.dataset_subset),
+                              config.columns)
     return None
 
 

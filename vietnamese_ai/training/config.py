@@ -17,8 +17,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vietnamese_ai.data.loading import read_yaml
+from vietnamese_ai.data.records import check_columns
 from vietnamese_ai.errors import ConfigError
 from vietnamese_ai.files import DuplicateKey, load_yaml
+from vietnamese_ai.training.trackers import check_report_to
 
 C = TypeVar("C", bound=BaseModel)
 ATTENTION_KERNELS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
@@ -140,6 +142,7 @@ class TrainingConfig(Config):
     dataset_subset: str | None = Field(None, description="Config (subset) name of a hub dataset.")
     eval_dataset: str | None = Field(None, description="Held-out data for evaluation (file or hub name).")
     eval_split: str = Field("test", description="Split to read from a hub evaluation dataset.")
+    columns: dict[str, str] | None = Field(None, description="Rename the dataset's fields to the ones the method reads before validation, in dataset and eval_dataset, e.g. {question: prompt, good: chosen, bad: rejected}.")
     max_length: int | None = Field(1024, ge=2, description="Longest tokenised sequence; longer prompts are cut from the left.")
     # Optimisation
     learning_rate: float = Field(2e-5, ge=0, description="Peak learning rate (AdamW).")
@@ -168,6 +171,8 @@ class TrainingConfig(Config):
     eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (always once at the end when eval data is given).")
     disable_tqdm: bool = Field(False, description="Hide the progress bar.")
     peak_flops: float | None = Field(None, gt=0, description="Peak FLOP/s of one device, for the logged mfu; unset: the GPU's bf16 peak from a table (measured for a card not in it), or this CPU's measured fp32 matmul rate.")
+    report_to: str | list[str] = Field("none", description="Experiment trackers that also get every metrics.jsonl line: none, or one or a list of tensorboard (output_dir/runs/<run_name>), wandb, mlflow, trackio (their own settings from their environment variables, e.g. WANDB_MODE=offline).")
+    run_name: str | None = Field(None, description="The run's name in the trackers; unset: the output_dir's name.")
 
     @field_validator("max_steps")
     @classmethod
@@ -175,6 +180,16 @@ class TrainingConfig(Config):
         if value == 0:
             raise ValueError("0 steps would train nothing; give a positive number, or -1 to use num_train_epochs")
         return value
+
+    @field_validator("columns")
+    @classmethod
+    def _known_columns(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return None if value is None else check_columns(value)
+
+    @field_validator("report_to")
+    @classmethod
+    def _known_trackers(cls, value: str | list[str]) -> str | list[str]:
+        return check_report_to(value)
 
     @field_validator("attn_implementation")
     @classmethod
