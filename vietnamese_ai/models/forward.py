@@ -123,3 +123,18 @@ def ordered_token_logps(model: Any, batch: PackedBatch) -> torch.Tensor:
     return batch_target_logps(model, batch)[0][canonical_order(batch).to(batch.targets.device)]
 
 
+
+
+def cache_argument(model: Any) -> str:
+    """The name under which `model`'s forward takes a KV cache: `cache` in transformers 5.x, where
+    `past_key_values` is deprecated (and warns), `past_key_values` in models that still use it."""
+    import inspect
+
+    forward = type(base_model(model)).forward
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
+def returned_cache(output: Any) -> Any:
+    """The KV cache a forward returned, under either name (`cache`, or the older `past_key_values`)."""
+    cache = output.get("cache") if hasattr(output, "get") else None
+    return cache if cache is not None else getattr(output, "past_key_values", None)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from vietnamese_ai.data.rollout import CachedPromptBatch
-from vietnamese_ai.models.forward import unwrap
+from vietnamese_ai.models.forward import cache_argument, returned_cache, unwrap
 
 
 def cached_prompt_logits(model: Any, batch: CachedPromptBatch,
@@ -39,7 +39,7 @@ def cached_prompt_logits(model: Any, batch: CachedPromptBatch,
     positions = (batch.prompt_mask.cumsum(-1) - 1).clamp(min=0)
     first = unwrap(model)(input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask, position_ids=positions,
                           use_cache=True, logits_to_keep=1)
-    cache = first.past_key_values
+    cache = returned_cache(first)
     if cache is None:
         raise RuntimeError("the model returned no cache in training (gradient checkpointing turns it off)")
     cache.batch_select_indices(batch.owner)
@@ -50,7 +50,7 @@ def cached_prompt_logits(model: Any, batch: CachedPromptBatch,
                  attention_mask=torch.cat([batch.prompt_mask.index_select(0, batch.owner), batch.completion_mask], -1),
                  position_ids=batch.prompt_mask.sum(-1).index_select(0, batch.owner)[:, None]
                  + torch.arange(width, device=lengths.device)[None, :],
-                 past_key_values=cache, use_cache=True, logits_to_keep=keep).logits
+                 use_cache=True, logits_to_keep=keep, **{cache_argument(model): cache}).logits
     rest = rest.reshape(-1, rest.shape[-1])
     # Completion g's targets are predicted by: the last prompt position, then its own positions 0 .. len-2.
     count = int(lengths.shape[0])

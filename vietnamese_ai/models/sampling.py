@@ -45,7 +45,7 @@ from typing import Any, Protocol
 
 import torch
 
-from vietnamese_ai.models.forward import base_model, unwrap
+from vietnamese_ai.models.forward import base_model, cache_argument, returned_cache, unwrap
 from vietnamese_ai.models.generation import left_pad
 from vietnamese_ai.models.reference import evaluation_mode
 
@@ -229,7 +229,7 @@ def _decode_loop(model: Any, prompts: list[list[int]], group: int, uniforms: tor
     if _forward_takes(kind, "logits_to_keep"):
         extra["logits_to_keep"] = 1
     out = model(input_ids=input_ids, attention_mask=mask, use_cache=True, **extra)
-    cache = out.past_key_values
+    cache = returned_cache(out)
     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
         raise NotImplementedError("the model returned no cache that can be repeated per completion")
     if group > 1:
@@ -239,6 +239,7 @@ def _decode_loop(model: Any, prompts: list[list[int]], group: int, uniforms: tor
     mask = mask.repeat_interleave(group, dim=0)
     position = positions[:, -1].repeat_interleave(group, dim=0)
     rows = logits.shape[0]
+    cache_key = cache_argument(model)
     tokens = torch.full((rows, max_new_tokens), pad, dtype=torch.long, device=device)
     finished = torch.zeros(rows, dtype=torch.bool, device=device)
     for t in range(max_new_tokens):
@@ -254,7 +255,7 @@ def _decode_loop(model: Any, prompts: list[list[int]], group: int, uniforms: tor
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
         position = position + 1
         step = {"position_ids": position[:, None]} if "position_ids" in extra else {}
-        logits = model(input_ids=chosen[:, None], attention_mask=mask, past_key_values=cache, use_cache=True,
+        logits = model(input_ids=chosen[:, None], attention_mask=mask, use_cache=True, **{cache_key: cache},
                        **step).logits[:, -1]
     return tokens
 
