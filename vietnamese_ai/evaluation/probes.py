@@ -19,7 +19,6 @@ BBQ, XSTest or any jailbreak collection.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,31 +80,28 @@ def _read_lines(path: str, kind: str, language: str | None) -> list[Probe]:
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such probe file")
     probes = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}: line {number}"
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(data, dict):
-                raise DataError(f"{where}: expected a JSON object")
-            fields = dict(FIELDS[kind])
-            if language is None and kind != "templates":
-                fields["language"] = str
-            for name, kind_of in fields.items():
-                value = data.get(name)
-                if value is None:
-                    raise DataError(f"{where}: field '{name}': missing")
-                if not isinstance(value, kind_of) or isinstance(value, bool) or (kind_of is str and not value.strip()):
-                    raise DataError(f"{where}: field '{name}': expected a non-empty {kind_of.__name__}, got {value!r}")
-            _check_probe(kind, data, where)
-            probes.append(Probe(kind, language or data["language"], data))
+    for record in _jsonl_records(path):
+        fields = dict(FIELDS[kind])
+        if language is None and kind != "templates":
+            fields["language"] = str
+        for name, kind_of in fields.items():
+            value = record.data.get(name)
+            if value is None:
+                raise DataError(f"{record.where}: field '{name}': missing")
+            if not isinstance(value, kind_of) or isinstance(value, bool) or (kind_of is str and not value.strip()):
+                raise DataError(f"{record.where}: field '{name}': expected a non-empty {kind_of.__name__}, got {value!r}")
+        _check_probe(kind, record.data, record.where)
+        probes.append(Probe(kind, language or record.data["language"], record.data))
     if not probes:
         raise DataError(f"{path}: no probes (the file is empty)")
     return probes
+
+
+def _jsonl_records(path: str) -> list[Any]:
+    """The file's records as data.loading reads JSONL (UTF-8 checked, each line named), or none."""
+    from vietnamese_ai.data.loading import load_records
+
+    return [] if os.path.getsize(path) == 0 else load_records(path)   # a file of blank lines: "file is empty"
 
 
 def _check_probe(kind: str, data: dict[str, Any], where: str) -> None:

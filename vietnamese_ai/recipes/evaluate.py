@@ -181,20 +181,25 @@ def toxicity_measure(spec: str) -> Any:
 
         rules = RuleScorer()
         return lambda texts: [(rules.toxicity(t), rules.is_toxic(t)) for t in texts]
+    classifier = label_classifier(spec, "toxicity")
+    return lambda texts: [(p, p > 0.5) for p in classifier.values([""] * len(texts), texts)]
+
+
+def label_classifier(spec: str, key: str) -> Any:
+    """The classifier of a `classifier:MODEL:LABEL` spec given as `key`, reading LABEL's probability."""
     from vietnamese_ai.feedback.classifier import ClassifierScorer
 
     _, model, label = (spec.split(":", 2) + [""])[:3]
     if not model or not label:
-        raise ConfigError(f"toxicity: expected classifier:MODEL:LABEL, got '{spec}'")
+        raise ConfigError(f"{key}: expected classifier:MODEL:LABEL, got '{spec}'")
     try:
-        classifier = ClassifierScorer(model, label=label)
+        return ClassifierScorer(model, label=label)
     except UserError as e:
-        raise ConfigError(f"toxicity: {e}") from None
-    return lambda texts: [(p, p > 0.5) for p in classifier.values([""] * len(texts), texts)]
+        raise ConfigError(f"{key}: {e}") from None
 
 
 def refusal_detector(spec: str) -> tuple[str, Callable[[list[str], list[str]], list[bool]]]:
-    """(name, (prompts, answers) -> refused flags) for `rules` or `classifier:MODEL:LABEL`."""
+    """(name, (prompts, answers) -> refused flags) for `rules`, `classifier:MODEL:LABEL` or `judge:MODEL`."""
     if spec == "rules":
         from vietnamese_ai.evaluation.refusal import is_refusal
 
@@ -206,15 +211,7 @@ def refusal_detector(spec: str) -> tuple[str, Callable[[list[str], list[str]], l
         return judge.name, judge.refused
     if not spec.startswith("classifier:"):
         raise ConfigError(f"refusal: expected rules, classifier:MODEL:LABEL or judge:MODEL, got '{spec}'")
-    _, model, label = (spec.split(":", 2) + [""])[:3]
-    if not model or not label:
-        raise ConfigError(f"refusal: expected classifier:MODEL:LABEL, got '{spec}'")
-    from vietnamese_ai.feedback.classifier import ClassifierScorer
-
-    try:
-        classifier = ClassifierScorer(model, label=label)
-    except UserError as e:
-        raise ConfigError(f"refusal: {e}") from None
+    classifier = label_classifier(spec, "refusal")
     return spec, lambda prompts, answers: [p > 0.5 for p in classifier.values(prompts, answers)]
 
 
