@@ -23,7 +23,7 @@ ALLOWED = {
     "losses": set(),
     "data": {"errors", "files"},
     "models": {"errors", "files", "data", "losses"},
-    "training": {"errors", "files", "data", "losses", "models"},
+    "training": {"errors", "files", "metric_names", "data", "losses", "models"},
     "scoring": {"errors", "files", "data", "losses", "models"},
     # feedback and evaluation meet only through the Scorer interface: neither imports the other
     "feedback": {"errors", "files", "data", "losses", "models", "scoring"},

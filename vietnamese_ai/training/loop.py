@@ -108,9 +108,30 @@ class TrainResult:
         return [r[key] for r in self.history if key in r]
 
     def summary(self) -> str:
+        """One short line: the last logged loss and the method's own headline metrics (every metric of
+        every logged step is in metrics.jsonl)."""
         last = next((r for r in reversed(self.history) if "loss" in r), {})
-        values = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float))
-        return f"done: {self.global_step} steps; {values}; model saved to {self.final_dir}"
+        shown = {k: v for k, v in last.items() if isinstance(v, float) and headline(k)}
+        values = ", ".join(f"{k}={v:.4g}" for k, v in list(shown.items())[:SUMMARY_METRICS])
+        more = len(shown) - SUMMARY_METRICS
+        values += f" (+{more} more)" if more > 0 else ""
+        return f"done: {self.global_step} steps; {values}; model saved to {self.final_dir}; every metric in metrics.jsonl"
+
+
+SUMMARY_METRICS = 8
+# Bookkeeping a user reads in metrics.jsonl or the report, not in the one line a run ends with.
+NOT_HEADLINES = ("time/", "completions/", "clip_ratio/", "sampling/", "active_sampling/")
+NOT_HEADLINE_KEYS = {"epoch", "learning_rate", "grad_norm", "tokens_per_second", "mfu", "reward_std",
+                     "frac_reward_zero_std", "step"}
+
+
+def headline(key: str) -> bool:
+    """Whether the done line shows `key`: not bookkeeping, and not PPO's second name for a statistic
+    it also logs under ours (metric_names.PPO_RECIPE_NAMES)."""
+    from vietnamese_ai.metric_names import PPO_RECIPE_NAMES
+
+    return key not in NOT_HEADLINE_KEYS and key not in PPO_RECIPE_NAMES and not key.startswith(NOT_HEADLINES) \
+        and not key.endswith("/std")
 
 
 def mixed_precision(config: TrainingConfig) -> str:
