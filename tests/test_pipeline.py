@@ -394,3 +394,20 @@ stages:
     pipeline = _pipeline(tmp_path, tiny_model, sft_file)
     assert main(["pipeline", "run", pipeline]) == 0
     assert f"report: {tmp_path / 'run' / 'report' / 'report.html'}" in capsys.readouterr().out
+
+
+def test_stage_banners_count_the_stages_and_estimate_the_time_left_from_the_last_run(tmp_path, tiny_model, sft_file):
+    from vietnamese_ai.pipeline import load_pipeline, run_pipeline
+
+    path = _pipeline(tmp_path, tiny_model, sft_file)
+    first: list[str] = []
+    run_pipeline(load_pipeline(path), log=first.append)
+    banners = [line for line in first if ": run, " in line]
+    assert [b.split(":")[0] for b in banners] == ["[pipeline] stage 1/3", "[pipeline] stage 2/3", "[pipeline] stage 3/3"]
+    assert "left" not in banners[0]   # never run: nothing to estimate from
+    state = _state(tmp_path)
+    second: list[str] = []
+    run_pipeline(load_pipeline(path), start="sft", log=second.append)
+    banner = next(line for line in second if line.startswith("[pipeline] stage 1/3"))
+    expected = sum(state[name]["seconds"] for name in ("sft", "dpo", "report"))
+    assert banner.endswith(f"about {expected:.0f}s left") or banner.endswith(f"about {expected / 60:.0f} min left")

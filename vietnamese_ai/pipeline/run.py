@@ -213,6 +213,18 @@ def missing_inputs(value: Any, earlier: list[str]) -> list[str]:
     return [value]
 
 
+def eta(remaining: list[Step], state: dict[str, Any], elapsed: float) -> str:
+    """'; 35s so far, about 2 min left': the stages still to run, timed by what each took when it last
+    ran (pipeline_state.json); nothing when a stage still to run has never finished."""
+    todo = [s for s in remaining if s.action != "skip"]
+    known = [state.get(s.stage.name, {}).get("seconds") for s in todo]
+    if not todo or any(k is None for k in known):
+        return f"; {elapsed:.0f}s so far" if elapsed >= 1 else ""
+    left = sum(known)
+    return f"; {elapsed:.0f}s so far, about {left / 60:.0f} min left" if left >= 90 else \
+        f"; {elapsed:.0f}s so far, about {left:.0f}s left"
+
+
 def _output_exists(stage: Stage) -> bool:
     """The file or directory a command writes last (so its presence means the command finished)."""
     key = "final" if stage.command in TRAINING else "eval" if stage.command == "evaluate" else stage.target_key
@@ -295,7 +307,8 @@ def _run_planned(pipeline: Pipeline, start: str | None, only: str | None, log: A
     save_resolved(pipeline)
     state = read_state(pipeline)
     rows = []
-    for step in steps:
+    began = time.perf_counter()
+    for number, step in enumerate(steps, start=1):
         stage = step.stage
         row = {"stage": stage.name, "command": stage.command, "action": step.action, "reason": step.reason,
                "outputs": stage_outputs(stage)}
@@ -304,7 +317,8 @@ def _run_planned(pipeline: Pipeline, start: str | None, only: str | None, log: A
             rows.append(row)
             log(f"[pipeline] {stage.name}: skipped ({step.reason})")
             continue
-        log(f"[pipeline] {stage.name} ({stage.command}): {step.action}, {step.reason}")
+        log(f"[pipeline] stage {number}/{len(steps)}: {stage.name} ({stage.command}): {step.action}, {step.reason}"
+            f"{eta(steps[number - 1:], state, time.perf_counter() - began)}")
         state[stage.name] = {"status": "running", "hash": step.hash, "own": step.own, "made_of": step.made_of,
                              "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         write_state(pipeline, state)
