@@ -169,7 +169,7 @@ class TrainingConfig(Config):
     save_steps: int = Field(500, ge=0, description="Save a checkpoint every N steps (0: only at the end).")
     save_total_limit: int | None = Field(None, ge=1, description="Keep only the newest N checkpoints.")
     eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (always once at the end when eval data is given).")
-    disable_tqdm: bool = Field(False, description="Hide the progress bar.")
+    disable_tqdm: bool = Field(False, description="Hide the progress: a bar on a terminal, otherwise a line every ten seconds (step, pace, time left, loss).")
     peak_flops: float | None = Field(None, gt=0, description="Peak FLOP/s of one device, for the logged mfu; unset: the GPU's bf16 peak from a table (measured for a card not in it), or this CPU's measured fp32 matmul rate.")
     report_to: str | list[str] = Field("none", description="Experiment trackers that also get every metrics.jsonl line: none, or one or a list of tensorboard (output_dir/runs/<run_name>), wandb, mlflow, trackio (their own settings from their environment variables, e.g. WANDB_MODE=offline).")
     run_name: str | None = Field(None, description="The run's name in the trackers; unset: the output_dir's name.")

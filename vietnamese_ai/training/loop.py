@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from vietnamese_ai.data.layout import PackedBatch
 from vietnamese_ai.errors import ConfigError, Interrupted, TrainingError
@@ -68,6 +67,7 @@ from vietnamese_ai.training.distributed import (
 from vietnamese_ai.training.metrics import MetricsLog, Window, reduce_sums
 from vietnamese_ai.training.optim import build_optimizer, build_scheduler
 from vietnamese_ai.training.rundir import apply_current_optimisation, compare_settings, prepare_output_dir, run_settings
+from vietnamese_ai.training.progress import progress
 from vietnamese_ai.training.runinfo import write_run_info
 from vietnamese_ai.training.signals import StopSignals
 from vietnamese_ai.training.sources import DatasetSource, StepSource
@@ -459,8 +459,8 @@ def _train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Seque
     window = Window(state.log_window if accelerator.is_main_process else None)
     last_saved = state.global_step if resume_from else None
 
-    bar = tqdm(total=total_steps, initial=state.global_step, disable=config.disable_tqdm or not accelerator.is_main_process,
-               desc=os.path.basename(os.path.normpath(out)) or "train", dynamic_ncols=True)
+    bar = progress(total_steps, state.global_step, os.path.basename(os.path.normpath(out)) or "train",
+                   disable=config.disable_tqdm or not accelerator.is_main_process)
     start: _StepStart | None = None
     with StopSignals() as signals:
         try:

@@ -1,0 +1,66 @@
+"""Progress a user can see: tqdm's bar on a terminal, and a plain line every few seconds otherwise.
+
+A bar redrawn with carriage returns is one endless line in a log file or a CI job's output, so when
+stderr is not a terminal the loop prints instead, at most every `every` seconds (and at the end):
+
+    [sft] step 40/120 (33%), 0.45 s/step, about 36s left; loss=0.8123 lr=1.00e-03
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+
+class LineProgress:
+    """tqdm's update / set_postfix / close, as a line every `every` seconds."""
+
+    def __init__(self, total: int, initial: int = 0, desc: str = "train", every: float = 10.0, stream: Any = None,
+                 clock: Any = time.monotonic):
+        self.total, self.n, self.desc, self.every = total, initial, desc, every
+        self.stream, self.clock = stream or sys.stderr, clock
+        self.started, self.first, self.last_printed = clock(), initial, clock()
+        self.postfix = ""
+
+    def set_postfix(self, **values: Any) -> None:
+        self.postfix = " ".join(f"{k}={v}" for k, v in values.items())
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self.clock() - self.last_printed >= self.every:
+            self.print()
+
+    def line(self) -> str:
+        done = self.n - self.first
+        per_step = (self.clock() - self.started) / done if done else 0.0
+        left = per_step * max(self.total - self.n, 0)
+        share = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
+        timing = f", {per_step:.2f} s/step, about {left:.0f}s left" if done else ""
+        return f"[{self.desc}] step {self.n}/{self.total}{share}{timing}" + (f"; {self.postfix}" if self.postfix else "")
+
+    def print(self) -> None:
+        print(self.line(), file=self.stream, flush=True)
+        self.last_printed = self.clock()
+
+    def close(self) -> None:
+        if self.n > self.first and self.last_printed < self.clock():
+            self.print()
+        self.first = self.n   # a second close prints nothing
+
+
+class _Off:
+    def update(self, n: int = 1) -> None: ...
+    def set_postfix(self, **values: Any) -> None: ...
+    def close(self) -> None: ...
+
+
+def progress(total: int, initial: int, desc: str, disable: bool) -> Any:
+    """tqdm on a terminal, LineProgress otherwise, nothing when disabled."""
+    if disable:
+        return _Off()
+    if sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True)
+    return LineProgress(total, initial, desc)
