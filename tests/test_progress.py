@@ -34,3 +34,13 @@ def test_disabled_progress_prints_nothing(capsys):
     bar = progress(5, 0, "x", disable=True)
     bar.update(1), bar.set_postfix(loss=1), bar.close()
     assert capsys.readouterr() == ("", "")
+
+
+def test_a_run_of_a_few_seconds_stays_silent():
+    clock, out = Clock(), io.StringIO()
+    bar = LineProgress(total=3, desc="sft", stream=out, clock=clock)
+    for _ in range(3):
+        clock.now += 1.0
+        bar.update(1)
+    bar.close()
+    assert out.getvalue() == ""

@@ -22,6 +22,7 @@ class LineProgress:
         self.stream, self.clock = stream or sys.stderr, clock
         self.started, self.first, self.last_printed = clock(), initial, clock()
         self.postfix = ""
+        self.printed, self.printed_at = False, initial
 
     def set_postfix(self, **values: Any) -> None:
         self.postfix = " ".join(f"{k}={v}" for k, v in values.items())
@@ -41,12 +42,14 @@ class LineProgress:
 
     def print(self) -> None:
         print(self.line(), file=self.stream, flush=True)
-        self.last_printed = self.clock()
+        self.last_printed, self.printed, self.printed_at = self.clock(), True, self.n
 
     def close(self) -> None:
-        if self.n > self.first and self.last_printed < self.clock():
+        # A run long enough to have printed a line ends with one (where it stopped); a run of a few
+        # seconds stays silent, as a bar that finished at once would be.
+        if self.printed and self.n > self.printed_at:
             self.print()
-        self.first = self.n   # a second close prints nothing
+        self.printed = False   # a second close prints nothing
 
 
 class _Off:
