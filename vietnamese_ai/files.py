@@ -31,6 +31,7 @@ import errno
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import sys
@@ -347,3 +348,18 @@ def hold_directory(path: str, key: str, active: bool = True) -> Iterator[None]:
         _held[real][1] -= 1
         if _held[real][1] == 0:
             _release(path, _held.pop(real)[0])
+
+
+# A config key naming one of these holds a secret: it never goes into a model card or a tracker. `token`
+# and `auth` as whole words only, so that tokenizer_name_or_path and max_new_tokens are not secrets.
+SECRET_KEY = re.compile(r"(^|[_\-.])(token|auth)($|[_\-.])|secret|password|passwd|credential|api_?key|access_?key",
+                        re.IGNORECASE)
+
+
+def names_a_secret(key: Any) -> bool:
+    """Whether a config key names a secret (SECRET_KEY).
+
+    >>> [names_a_secret(k) for k in ("hub_token", "HF_API_KEY", "client_secret", "max_new_tokens", "tokenizer")]
+    [True, True, True, False, False]
+    """
+    return bool(SECRET_KEY.search(str(key)))

@@ -27,7 +27,8 @@ from typing import Any
 import yaml
 
 from vietnamese_ai.errors import OneLineParser, UserError
-from vietnamese_ai.files import atomic_directory, check_writable_directory, load_yaml, yaml_problem
+from vietnamese_ai.data.text import VIETNAMESE_LETTERS
+from vietnamese_ai.files import atomic_directory, check_writable_directory, load_yaml, names_a_secret, yaml_problem
 from vietnamese_ai.models.loading import LOAD_ERRORS, TOKENIZER_FILES, adapter_base, check_safetensors, not_a_causal_lm
 from vietnamese_ai.recipes.evaluate import HEADLINES
 
@@ -35,10 +36,6 @@ log = logging.getLogger("vietnamese_ai")
 
 RUN_FILES = ("config.yaml", "run.json", "metrics.jsonl")
 MODEL_FILES = ("config.json", "adapter_config.json")
-# A config key naming one of these is a secret: left out of the card. `token` as a whole word only, so
-# that tokenizer_name_or_path and max_new_tokens stay.
-SECRET_KEY = re.compile(r"(^|[_\-.])(token|auth)($|[_\-.])|secret|password|passwd|credential|api_?key|access_?key",
-                        re.IGNORECASE)
 # The settings the card shows first, when the run has them (the full config follows, secrets left out).
 KEY_SETTINGS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                 "gradient_accumulation_steps", "lr_scheduler_type", "warmup_ratio", "weight_decay", "max_length",
@@ -47,7 +44,7 @@ KEY_SETTINGS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_tr
 DATA_KEYS = ("dataset", "eval_dataset", "prompts")
 # Logged by every method: the card lists the method's own metrics beside the loss, not these.
 GENERIC_METRICS = {"step", "epoch", "learning_rate", "tokens_per_second", "mfu", "grad_norm"}
-VIETNAMESE = re.compile(r"[ăâđêôơưĂÂĐÊÔƠƯàảãáạằẳẵắặầẩẫấậèẻẽéẹềểễếệìỉĩíịòỏõóọồổỗốộờởỡớợùủũúụừửữứựỳỷỹýỵ]")
+VIETNAMESE = re.compile(f"[{''.join(sorted(VIETNAMESE_LETTERS))}]", re.IGNORECASE)
 ENGLISH = re.compile(r"\b(the|is|are|and|you|what|how|of|to|in|it|this|that)\b", re.IGNORECASE)
 NO_TOKEN = "export: --push-to-hub needs HF_TOKEN in the environment"
 
@@ -271,7 +268,7 @@ def without_secrets(value: Any) -> Any:
     {'max_new_tokens': 8, 'judge': {'model': 'm'}}
     """
     if isinstance(value, dict):
-        return {k: without_secrets(v) for k, v in value.items() if not SECRET_KEY.search(str(k))}
+        return {k: without_secrets(v) for k, v in value.items() if not names_a_secret(k)}
     if isinstance(value, list):
         return [without_secrets(v) for v in value]
     return value

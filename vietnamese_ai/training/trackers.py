@@ -22,10 +22,9 @@ import importlib.util
 import json
 import logging
 import os
-import re
 from typing import Any
 
-from vietnamese_ai.files import atomic_file
+from vietnamese_ai.files import atomic_file, names_a_secret
 
 log = logging.getLogger("vietnamese_ai")
 
@@ -33,7 +32,6 @@ log = logging.getLogger("vietnamese_ai")
 KNOWN = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio"}
 PROJECT = "vietnamese-ai"   # the W&B project (WANDB_PROJECT wins), MLflow experiment (MLFLOW_EXPERIMENT_NAME wins), trackio project
 STATE_FILE = "trackers.json"
-SECRET = re.compile(r"(^|_)(token|secret|password|passwd|api_key|apikey)($|_)", re.IGNORECASE)
 
 
 def requested(report_to: str | list[str]) -> list[str]:
@@ -70,7 +68,7 @@ def flat_config(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     for key, value in values.items():
-        if SECRET.search(str(key)):
+        if names_a_secret(key):
             continue
         name = f"{prefix}{key}"
         if isinstance(value, dict):
