@@ -71,6 +71,19 @@ def own_random_stream(seed: int, device: torch.device):
 
 
 @torch.no_grad()
+def generate_ids(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int, pad: int,
+                 eos: int | None, temperature: float, top_p: float, top_k: int, seed: int,
+                 streamer: Any = None) -> torch.Tensor:
+    """One `generate` call, greedy when temperature == 0, drawing from its own stream seeded by `seed`
+    (the call `sample` makes per batch and `vietnamese-ai chat` per answer, with a streamer)."""
+    sampling = temperature > 0
+    with own_random_stream(seed, input_ids.device):
+        return model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                              do_sample=sampling, pad_token_id=pad, eos_token_id=eos, streamer=streamer,
+                              **({"temperature": temperature, "top_p": top_p, "top_k": top_k} if sampling else {}))
+
+
+@torch.no_grad()
 def sample(model: Any, tokenizer: Any, prompts: list[str | Conversation], max_new_tokens: int = 64,
            temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, batch_size: int = 32,
            seed: int = 0, progress: bool = False, stats: list[GenerationStats] | None = None) -> list[Sample]:
@@ -91,13 +104,8 @@ def sample(model: Any, tokenizer: Any, prompts: list[str | Conversation], max_ne
         for b in tqdm(range(0, len(order), batch_size), desc="generate", disable=not progress, leave=False):
             index = order[b:b + batch_size]
             input_ids, attention_mask = left_pad([encoded[i] for i in index], pad)
-            sampling = temperature > 0
-            with own_random_stream(seed + b, device):
-                output = model.generate(
-                    input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                    max_new_tokens=max_new_tokens, do_sample=sampling, pad_token_id=pad, eos_token_id=eos,
-                    **({"temperature": temperature, "top_p": top_p, "top_k": top_k} if sampling else {}),
-                )
+            output = generate_ids(model, input_ids.to(device), attention_mask.to(device), max_new_tokens, pad, eos,
+                                  temperature, top_p, top_k, seed + b)
             for row, i in enumerate(index):
                 tokens = output[row, input_ids.shape[1]:].tolist()
                 finished = eos in tokens

@@ -24,7 +24,7 @@ import torch
 from vietnamese_ai.data.tokenize import prompt_ids
 from vietnamese_ai.data.types import Conversation, Message
 from vietnamese_ai.errors import OneLineParser, UserError
-from vietnamese_ai.models.generation import own_random_stream
+from vietnamese_ai.models.generation import generate_ids
 from vietnamese_ai.models.loading import (
     ADAPTER_CONFIG,
     DTYPES,
@@ -88,14 +88,11 @@ def answer(model: Any, tokenizer: Any, messages: Conversation, sampling: Samplin
     ids = torch.tensor([prompt_ids(tokenizer, messages)], device=device)
     eos = tokenizer.eos_token_id
     streamer = SuffixPrinter(tokenizer, write)
-    sampled = sampling.temperature > 0
-    # The same call as models.generation.sample makes for one prompt, so that answers agree with it.
-    with evaluation_mode(model), own_random_stream(seed, device):
-        model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=sampling.max_new_tokens,
-                       do_sample=sampled, pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None
-                       else eos, eos_token_id=eos, streamer=streamer,
-                       **({"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k}
-                          if sampled else {}))
+    # The call models.generation.sample makes for each batch, so that answers agree with it.
+    with evaluation_mode(model):
+        generate_ids(model, ids, torch.ones_like(ids), sampling.max_new_tokens,
+                     tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos, eos, sampling.temperature,
+                     sampling.top_p, sampling.top_k, seed, streamer=streamer)
     return streamer.text
 
 
