@@ -198,19 +198,26 @@ def label_classifier(spec: str, key: str) -> Any:
         raise ConfigError(f"{key}: {e}") from None
 
 
+def refusal_kind(spec: str) -> tuple[str, str]:
+    """('rules' | 'classifier' | 'judge', what follows the colon) of a `refusal` spec, or its one-line error."""
+    kind, _, rest = spec.partition(":")
+    if spec == "rules" or (kind in ("classifier", "judge") and rest):
+        return kind, rest
+    raise ConfigError(f"refusal: expected rules, classifier:MODEL:LABEL or judge:MODEL, got '{spec}'")
+
+
 def refusal_detector(spec: str) -> tuple[str, Callable[[list[str], list[str]], list[bool]]]:
     """(name, (prompts, answers) -> refused flags) for `rules`, `classifier:MODEL:LABEL` or `judge:MODEL`."""
-    if spec == "rules":
+    kind, model = refusal_kind(spec)
+    if kind == "rules":
         from vietnamese_ai.evaluation.refusal import is_refusal
 
         return "rules", lambda prompts, answers: [is_refusal(a) for a in answers]
-    if spec.startswith("judge:") and spec.partition(":")[2]:
+    if kind == "judge":
         from vietnamese_ai.feedback.judge import RefusalJudge
 
-        judge = RefusalJudge(spec.partition(":")[2])
+        judge = RefusalJudge(model)
         return judge.name, judge.refused
-    if not spec.startswith("classifier:"):
-        raise ConfigError(f"refusal: expected rules, classifier:MODEL:LABEL or judge:MODEL, got '{spec}'")
     classifier = label_classifier(spec, "refusal")
     return spec, lambda prompts, answers: [p > 0.5 for p in classifier.values(prompts, answers)]
 
@@ -274,10 +281,8 @@ def load_suites(config: EvaluateConfig) -> list[tuple[str, list[Any]]]:
             for language in sorted({p.language for p in probes}):
                 templates(language, config.jailbreak_templates)   # read, and so checked, now
         out.append((spec.name, probes))
-    if any(name in ("jailbreak", "over_refusal") for name, _ in out) and config.refusal != "rules":
-        kind, _, model = config.refusal.partition(":")
-        if kind not in ("classifier", "judge") or not model:
-            raise ConfigError(f"refusal: expected rules, classifier:MODEL:LABEL or judge:MODEL, got '{config.refusal}'")
+    if any(name in ("jailbreak", "over_refusal") for name, _ in out):
+        kind, model = refusal_kind(config.refusal)
         if kind == "judge":   # a classifier is checked when it loads (feedback.classifier)
             from vietnamese_ai.models.loading import check_model_path
 
@@ -301,7 +306,7 @@ def _evaluate(config: EvaluateConfig, prompts: list[Any], references: list[list[
             row["reference"] = references[i // config.samples]
     check_correctness(rows, report)
     if config.judge is not None:
-        judged_comparisons(config, models, tokenizer, rows, report)
+        judged_comparisons(config, models, [p for p in prompts for _ in range(config.samples)], rows, report)
     rows += run_suites(config, models, tokenizer, suites, rows, report)
     report["settings"] = {**config.model_dump(mode="json"), "scorer_name": scorer.name, "prompts": len(prompts)}
     report["model_paths"] = dict(zip(config.model_names(), config.models))
@@ -314,6 +319,7 @@ def run_suites(config: EvaluateConfig, models: dict[str, Any], tokenizer: Any, s
                rows: list[dict[str, Any]], report: dict[str, Any]) -> list[dict[str, Any]]:
     """Each suite's rows (for samples.jsonl), its metrics written into report["models"][name]["suites"]."""
     from vietnamese_ai.evaluation import safety
+
     detect = None
     suite_rows: list[dict[str, Any]] = []
     for name, probes in suites:
@@ -345,7 +351,7 @@ def check_correctness(rows: list[dict[str, Any]], report: dict[str, Any]) -> Non
             m["correctness"] = summary
 
 
-def build_judge(spec: str, constitution: str | None, tokenizer: Any) -> Any:
+def build_judge(spec: str, constitution: str | None) -> Any:
     """A PairwiseJudge for 'pairwise:MODEL', else the scorer the spec names."""
     if spec.startswith("pairwise:"):
         from vietnamese_ai.feedback.judge import PairwiseJudge
@@ -356,18 +362,16 @@ def build_judge(spec: str, constitution: str | None, tokenizer: Any) -> Any:
     return build_scorer(spec, constitution, key="judge")
 
 
-def judged_comparisons(config: EvaluateConfig, models: dict[str, Any], tokenizer: Any, rows: list[dict[str, Any]],
+def judged_comparisons(config: EvaluateConfig, models: dict[str, Any], prompts: list[Any], rows: list[dict[str, Any]],
                        report: dict[str, Any]) -> None:
     """Each later model against the baseline, answer k against answer k, by the judge: a verdict per row
-    (rows[...]["judged"][pair]), and the pair's win rate and length-controlled win rate."""
-    from vietnamese_ai.data.types import Message
+    (rows[...]["judged"][pair]), and the pair's win rate and length-controlled win rate. `prompts` are
+    the rows' prompts, one per row."""
     from vietnamese_ai.evaluation.pairwise import judge_verdicts, length_controlled, win_rate
 
-    judge = build_judge(config.judge, config.constitution, tokenizer)
+    judge = build_judge(config.judge, config.constitution)
     names = list(models)
     baseline = names[0]
-    prompts = [r["prompt"] for r in rows]
-    prompts = [p if isinstance(p, str) else [Message(m["role"], m["content"]) for m in p] for p in prompts]
     for name in names[1:]:
         pair = f"{name}_vs_{baseline}"
         answers = [r["answers"][name] for r in rows]

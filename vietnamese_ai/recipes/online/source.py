@@ -125,9 +125,6 @@ class RolloutSource:
         state.micro_index += needed
         return taken
 
-    def _generate(self, prompts: list[list[int]], seeds: list[int]) -> list[Completion]:
-        return self.generate_group(prompts, self.config.num_generations, seeds)
-
     def generate_group(self, prompts: list[list[int]], group: int, seeds: list[int]) -> list[Completion]:
         """The backend's completions, `group` per prompt, checked: one per seed, none empty."""
         samples = self.backend.generate(prompts, group, seeds)
@@ -148,7 +145,7 @@ class RolloutSource:
         taken = self._take_prompts(state)
         seeds = [completion_seed(config.seed, epoch, position, j) for epoch, position, _ in taken for j in range(group)]
         started = time.perf_counter()
-        samples = self._generate([p.ids for _, _, p in taken], seeds)
+        samples = self.generate_group([p.ids for _, _, p in taken], group, seeds)
         generated = time.perf_counter()
         prompts = [p for _, _, p in taken for _ in range(group)]
         texts, parts, rewards = self.score(prompts, samples, state.global_step, state.epoch)
