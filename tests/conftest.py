@@ -173,3 +173,24 @@ def check_killed_checkpoint_write_resumes(tmp_path, phase):
     b = load_file(tmp_path / "killed" / "final" / "model.safetensors")
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def online_worker_pair(tmp_path, port, model, prompts, reward, *extra, **env):
+    """tests/online_worker.py under torchrun with 2 processes (accumulation 1) into tmp_path/ddp, and alone
+    (accumulation 2) into tmp_path/single: the result line each printed. Skips where gloo is missing."""
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(here), OMP_NUM_THREADS="1", **env)
+    worker = os.path.join(here, "online_worker.py")
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          str(port), worker, model, prompts, reward, str(tmp_path / "ddp"), "1", *extra],
+                         capture_output=True, text=True, env=env, timeout=300)
+    if ddp.returncode != 0 and "gloo" in ddp.stderr.lower() and "not available" in ddp.stderr.lower():
+        pytest.skip("torch.distributed gloo backend not available")
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = subprocess.run([sys.executable, worker, model, prompts, reward, str(tmp_path / "single"), "2", *extra],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    return tuple(json.loads(run.stdout.strip().splitlines()[-1]) for run in (ddp, single))

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from tests.conftest import REWARDS, read_jsonl  # noqa: F401  (REWARDS: the even_tokens reward used below)
+from tests.conftest import REWARDS, online_worker_pair, read_jsonl  # noqa: F401  (REWARDS: the even_tokens reward used below)
 from vietnamese_ai.recipes.grpo import GRPOConfig, run_grpo
 from vietnamese_ai.recipes.online.active import contested_weights, variance, weighted_order
 
@@ -85,23 +85,8 @@ def test_a_run_with_active_sampling_resumed_from_a_checkpoint_equals_the_uninter
 def test_two_processes_weigh_and_order_the_prompts_as_one_process_does(tmp_path, tiny_model, prompts_file, rewards_file):
     """Each process scores every other prompt in the active-sampling pass and the variances are summed:
     two processes train as one process with doubled accumulation."""
-    import subprocess
-    import sys
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(here), OMP_NUM_THREADS="1", ACTIVE_SAMPLING="variance")
-    worker = os.path.join(here, "online_worker.py")
-    reward = f"python:{rewards_file}:even_tokens"
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          "29547", worker, tiny_model, prompts_file, reward, str(tmp_path / "ddp"), "1"],
-                         capture_output=True, text=True, env=env, timeout=300)
-    if ddp.returncode != 0 and "gloo" in ddp.stderr.lower() and "not available" in ddp.stderr.lower():
-        pytest.skip("torch.distributed gloo backend not available")
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
-    single = subprocess.run([sys.executable, worker, tiny_model, prompts_file, reward, str(tmp_path / "single"), "2"],
-                            capture_output=True, text=True, env=env, timeout=300)
-    assert single.returncode == 0, single.stderr[-3000:]
-    a, b = json.loads(ddp.stdout.strip().splitlines()[-1]), json.loads(single.stdout.strip().splitlines()[-1])
+    a, b = online_worker_pair(tmp_path, 29547, tiny_model, prompts_file, f"python:{rewards_file}:even_tokens",
+                              ACTIVE_SAMPLING="variance")
     assert a["reward"] == pytest.approx(b["reward"], abs=1e-6) and a["loss"] == pytest.approx(b["loss"], abs=1e-5)
     ma, mb = (read_jsonl(os.path.join(tmp_path, d, "metrics.jsonl")) for d in ("ddp", "single"))
     assert ma[0]["active_sampling/zero_variance_prompts"] == mb[0]["active_sampling/zero_variance_prompts"]

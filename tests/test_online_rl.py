@@ -1,15 +1,12 @@
 """The online-RL engine and GRPO/RLOO on a tiny model: layouts, ratios, rewards, learning, resuming,
 and bad input."""
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from tests.conftest import QUESTIONS, read_jsonl, write_jsonl
+from tests.conftest import QUESTIONS, online_worker_pair, read_jsonl, write_jsonl
 from vietnamese_ai.cli import main
 from vietnamese_ai.data.rollout import Rollout, rollout_batch
 from vietnamese_ai.data.tokenize import prompt_ids
@@ -237,20 +234,7 @@ def test_an_online_run_resumed_from_the_middle_of_a_rollout_equals_the_uninterru
 
 
 def test_two_processes_equal_one_with_doubled_accumulation(tmp_path, tiny_model, prompts_file, rewards_file):
-    here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(here), OMP_NUM_THREADS="1")
-    worker = os.path.join(here, "online_worker.py")
-    reward = f"python:{rewards_file}:even_tokens"
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          "29541", worker, tiny_model, prompts_file, reward, str(tmp_path / "ddp"), "1"],
-                         capture_output=True, text=True, env=env, timeout=300)
-    if ddp.returncode != 0 and "gloo" in ddp.stderr.lower() and "not available" in ddp.stderr.lower():
-        pytest.skip("torch.distributed gloo backend not available")
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
-    single = subprocess.run([sys.executable, worker, tiny_model, prompts_file, reward, str(tmp_path / "single"), "2"],
-                            capture_output=True, text=True, env=env, timeout=300)
-    assert single.returncode == 0, single.stderr[-3000:]
-    a, b = json.loads(ddp.stdout.strip().splitlines()[-1]), json.loads(single.stdout.strip().splitlines()[-1])
+    a, b = online_worker_pair(tmp_path, 29541, tiny_model, prompts_file, f"python:{rewards_file}:even_tokens")
     assert a["reward"] == pytest.approx(b["reward"], abs=1e-6)
     assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
     from safetensors.torch import load_file

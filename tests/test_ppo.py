@@ -275,26 +275,12 @@ def test_two_processes_with_a_value_model_equal_one_with_doubled_accumulation(tm
                                                                               rewards_file, seeded_reward_model):
     """The value model runs outside the data-parallel wrapper's forward; its gradients must still be
     averaged over processes, like the policy's."""
-    import json
-    import subprocess
-    import sys
-
     from safetensors.torch import load_file
 
-    here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(here), OMP_NUM_THREADS="1")
-    worker = os.path.join(here, "online_worker.py")
-    reward = f"python:{rewards_file}:even_tokens"
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          "29542", worker, tiny_model, prompts_file, reward, str(tmp_path / "ddp"), "1",
-                          seeded_reward_model], capture_output=True, text=True, env=env, timeout=300)
-    if ddp.returncode != 0 and "gloo" in ddp.stderr.lower() and "not available" in ddp.stderr.lower():
-        pytest.skip("torch.distributed gloo backend not available")
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
-    single = subprocess.run([sys.executable, worker, tiny_model, prompts_file, reward, str(tmp_path / "single"), "2",
-                             seeded_reward_model], capture_output=True, text=True, env=env, timeout=300)
-    assert single.returncode == 0, single.stderr[-3000:]
-    a, b = json.loads(ddp.stdout.strip().splitlines()[-1]), json.loads(single.stdout.strip().splitlines()[-1])
+    from tests.conftest import online_worker_pair
+
+    a, b = online_worker_pair(tmp_path, 29542, tiny_model, prompts_file, f"python:{rewards_file}:even_tokens",
+                              seeded_reward_model)
     assert a["reward"] == pytest.approx(b["reward"], abs=1e-6)
     assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
     for name in ("model.safetensors", "value_model/model.safetensors"):
