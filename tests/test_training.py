@@ -120,6 +120,31 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, tiny_dropout_model, sft_
     assert info["seconds"] > 0 and {"torch", "transformers", "python"} <= set(info["versions"])
 
 
+def test_epoch_strategies_evaluate_and_save_at_epoch_ends(tmp_path, tiny_model, sft_file):
+    # 12 examples, batch 4: 3 steps per epoch; 3 epochs = 9 steps. Checkpoints after epochs 1 and 2
+    # (final/ holds epoch 3); evaluations after each of the three.
+    config = _config(tmp_path, "epochs", tiny_model, sft_file, per_device_train_batch_size=4, num_train_epochs=3,
+                     eval_dataset=sft_file, logging_steps=100, eval_strategy="epoch", save_strategy="epoch")
+    result = run_sft(config)
+    assert [os.path.basename(p) for p in checkpoint_dirs(result.output_dir)] == ["step-000003", "step-000006"]
+    rows = read_jsonl(os.path.join(result.output_dir, "metrics.jsonl"))
+    assert [r["step"] for r in rows if "eval/loss" in r] == [3, 6, 9]
+    assert [r["epoch"] for r in rows if "eval/loss" in r] == [1.0, 2.0, 3.0]
+    # 'no' never evaluates, even with eval data, and saves nothing before final/
+    off = run_sft(_config(tmp_path, "off", tiny_model, sft_file, per_device_train_batch_size=4, max_steps=4,
+                          eval_dataset=sft_file, eval_strategy="no", save_strategy="no"))
+    assert not any("eval/loss" in r for r in read_jsonl(os.path.join(off.output_dir, "metrics.jsonl")))
+    assert checkpoint_dirs(off.output_dir) == [] and os.path.isdir(off.final_dir)
+
+
+def test_a_steps_key_under_another_strategy_is_refused():
+    with pytest.raises(ConfigError, match="eval_steps: applies only to eval_strategy=steps"):
+        SFTConfig(eval_strategy="epoch", eval_steps=5)
+    with pytest.raises(ConfigError, match="save_steps: applies only to save_strategy=steps"):
+        SFTConfig(save_strategy="no", save_steps=5)
+    assert SFTConfig(evaluation_strategy="epoch").eval_strategy == "epoch"   # transformers' earlier name
+
+
 def test_existing_checkpoints_are_not_silently_reused_or_overwritten(tmp_path, tiny_model, sft_file):
     config = _config(tmp_path, "run", tiny_model, sft_file, max_steps=2, save_steps=1, per_device_train_batch_size=4)
     run_sft(config)

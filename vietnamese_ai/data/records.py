@@ -24,10 +24,10 @@ from vietnamese_ai.data.types import (
 from vietnamese_ai.errors import DataError
 
 # Every record field a method reads; `columns` (config) may rename a dataset's own names to these.
-FIELDS = ("text", "messages", "prompt", "completion", "response", "instruction", "input", "output", "input_ids",
+FIELDS = ("text", "messages", "conversations", "system", "prompt", "completion", "response", "instruction", "input", "output", "input_ids",
           "labels", "chosen", "rejected", "label", "margin", "score", "reference")
 
-SFT_KINDS = ("'text'", "'messages'", "'prompt' + 'completion'", "'prompt' + 'response'", "'instruction' + 'output'", "'input_ids' + 'labels'")
+SFT_KINDS = ("'text'", "'messages'", "'conversations' (ShareGPT)", "'prompt' + 'completion'", "'prompt' + 'response'", "'instruction' + 'output'", "'input_ids' + 'labels'")
 
 
 def _type_name(value: Any) -> str:
@@ -76,6 +76,41 @@ def parse_messages(record: Record, field: str, value: Any) -> Conversation:
         if not isinstance(content, str):
             raise DataError.at(record.where, f"{name}.content", f"expected a string, got {_type_name(content)}")
         messages.append(Message(role, content))
+    return messages
+
+
+# ShareGPT's speaker names (the shape of many SFT sets: OpenHermes, SlimOrca, LLaMA-Factory's sharegpt
+# format) for the roles they stand for.
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+
+
+def sharegpt_messages(record: Record) -> Conversation:
+    """A ShareGPT record, `{"conversations": [{"from": "human", "value": ...}, {"from": "gpt", ...}],
+    "system"?: ...}`, as messages; an optional top-level system prompt comes first.
+
+    >>> from vietnamese_ai.data.loading import Record
+    >>> sharegpt_messages(Record("r", {"system": "Be brief.", "conversations": [{"from": "human", "value": "Hi"},
+    ...                                 {"from": "gpt", "value": "Hello"}]}))[0]
+    Message(role='system', content='Be brief.')
+    """
+    value = record.data["conversations"]
+    if not isinstance(value, list) or not value:
+        raise DataError.at(record.where, "conversations", f"expected a non-empty list of turns, got {_type_name(value)}"
+                           if not isinstance(value, list) else "is an empty list of turns")
+    messages = []
+    system = record.data.get("system")
+    if system is not None:
+        messages.append(Message("system", require_string(record, "system")))
+    for i, turn in enumerate(value):
+        name = f"conversations[{i}]"
+        if not isinstance(turn, dict):
+            raise DataError.at(record.where, name, f"expected an object with 'from' and 'value', got {_type_name(turn)}")
+        speaker, content = turn.get("from"), turn.get("value")
+        if speaker not in SHAREGPT_ROLES:
+            raise DataError.at(record.where, f"{name}.from", f"expected one of {', '.join(SHAREGPT_ROLES)}, got {speaker!r}")
+        if not isinstance(content, str):
+            raise DataError.at(record.where, f"{name}.value", f"expected a string, got {_type_name(content)}")
+        messages.append(Message(SHAREGPT_ROLES[speaker], content))
     return messages
 
 
@@ -141,6 +176,8 @@ def to_sft_example(record: Record) -> SFTExample:
         return to_tokenized(record)
     if "messages" in data:
         return ChatExample(parse_messages(record, "messages", data["messages"]))
+    if "conversations" in data:
+        return ChatExample(sharegpt_messages(record))
     if "prompt" in data and "response" in data and "completion" not in data:
         # The scored-answer shape of `feedback generate` and `score`: a response string is the
         # assistant's turn when the prompt is a conversation.

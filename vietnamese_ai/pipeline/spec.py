@@ -42,6 +42,7 @@ OUTPUTS: dict[str, dict[str, str]] = {
     **{c: {"output_dir": "", "final": "final", "metrics": "metrics.jsonl"} for c in TRAINING},
     "evaluate": {"output_dir": "", "eval": "eval.json", "samples": "samples.jsonl"},
     "score": {"output": "scores.jsonl"},
+    "feedback prompts": {"output": "prompts.jsonl"},
     "feedback generate": {"output": "candidates.jsonl"},
     "feedback label": {"output": "pairs.jsonl", "unpaired": "pairs_unpaired.jsonl"},
     "feedback critique": {"output": "revisions.jsonl", "pairs": "revisions_pairs.jsonl"},
@@ -247,7 +248,7 @@ def apply_overrides(path: str, data: dict[str, Any], overrides: list[str]) -> di
         values = stages[stage] or {}
         command = str(values.get("command", stage))
         cls = command_config(command) if command in _commands() else None
-        text = cls is not None and text_only(cls, name) and value is not None   # output_dir=2024 stays text
+        text = cls is not None and text_only(cls, name, value) and value is not None   # output_dir=2024 stays text
         stages[stage] = {**values, name: raw if text else value}
     return data
 

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import torch
 
 from vietnamese_ai.data.loading import Record, load_records
+from vietnamese_ai.data.mixture import read_sources
 from vietnamese_ai.data.records import rename_columns
 from vietnamese_ai.errors import ConfigError
 from vietnamese_ai.files import atomic_file, storage_error
@@ -134,18 +135,23 @@ def prepare_trainable(config: TrainingConfig, model: Any, task_type: str = "CAUS
 
 
 def read_split(config: TrainingConfig, which: str, records: Any = None) -> list[Record] | None:
-    """Records for 'train' or 'eval': given in memory, or read from config.dataset / config.eval_dataset,
-    with their fields renamed by config.columns."""
+    """Records for 'train' or 'eval': given in memory, or read from config.dataset / config.eval_dataset
+    (one source, or several mixed by weight: data/mixture.py), with their fields renamed by
+    config.columns (and dataset_text_field, where the method has it)."""
+    columns = dict(config.columns or {})
+    text_field = getattr(config, "dataset_text_field", None)
+    if text_field and text_field != "text":
+        if "text" in columns.values():
+            raise ConfigError(f"dataset_text_field: '{text_field}' and columns both name the 'text' field; give one")
+        columns[text_field] = "text"
     if records is not None:
-        return rename_columns(load_records(records, name=f"{which} data"), config.columns)
+        return rename_columns(load_records(records, name=f"{which} data"), columns or None)
     if which == "train":
         if not config.dataset:
             raise ConfigError("dataset: required (a .jsonl/.json/.csv/.parquet file or a hub dataset name)")
-        return rename_columns(load_records(config.dataset, config.dataset_split, subset=config.dataset_subset),
-                              config.columns)
+        return read_sources(config.dataset, config.dataset_split, config.dataset_subset, columns or None, config.seed)
     if config.eval_dataset:
-        return rename_columns(load_records(config.eval_dataset, config.eval_split, subset=config.dataset_subset),
-                              config.columns)
+        return read_sources(config.eval_dataset, config.eval_split, config.dataset_subset, columns or None, config.seed)
     return None
 
 

@@ -25,10 +25,11 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator, model_validator
 
 from vietnamese_ai.data.loading import load_records
+from vietnamese_ai.data.records import rename_columns
 from vietnamese_ai.evaluation.correctness import reference_list
 from vietnamese_ai.errors import ConfigError, UserError
 from vietnamese_ai.files import atomic_file, check_not_held, check_writable_directory, hold_directory
-from vietnamese_ai.training.config import Config
+from vietnamese_ai.training.config import Columns, Config
 
 
 class EvaluateConfig(Config):
@@ -38,6 +39,7 @@ class EvaluateConfig(Config):
     models: list[str] = Field(description="Models to compare (local directories, adapter directories or hub names); the first is the baseline.")
     names: list[str] | None = Field(None, description="A short name per model (default: the directory names).")
     dataset: str = Field(description="Held-out prompts: records with a 'prompt' (a string or messages).")
+    columns: Columns = Field(None, description="Rename the prompt records' fields to the ones read here, e.g. {question: prompt, answer: reference}.")
     scorer: str = Field("constitution", description="What scores answers: constitution[:FILE], reward_model:PATH, classifier:MODEL:LABEL[:logit], judge:MODEL, or the weighted sum a@w+b@v of several (see docs/feedback.md).")
     constitution: str | None = Field(None, description="Constitution YAML for 'constitution' and 'judge' (default: built-in).")
     toxicity: str = Field("rules", description="Toxicity measure: 'rules' (the constitution's lexicons), 'classifier:MODEL:LABEL' (that label's probability; toxic above 0.5), or 'none'.")
@@ -250,7 +252,7 @@ def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
     quiet_transformers()
     check_writable_directory(config.output_dir, "output_dir")
     check_not_held(config.output_dir, "output_dir")
-    records = load_records(config.dataset)[: config.max_prompts]
+    records = rename_columns(load_records(config.dataset), config.columns)[: config.max_prompts]
     prompts = [read_prompt(r) for r in records]   # each record checked before any model loads
     references = [reference_list(r.data["reference"], r.where) if r.data.get("reference") is not None else None
                   for r in records]

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from vietnamese_ai.errors import OneLineParser, UserError
+from vietnamese_ai.data.mixture import Source as DataSource, parse_sources
 from vietnamese_ai.data.text import VIETNAMESE_LETTERS
 from vietnamese_ai.files import atomic_directory, check_writable_directory, load_yaml, names_a_secret, yaml_problem
 from vietnamese_ai.models.loading import LOAD_ERRORS, TOKENIZER_FILES, adapter_base, check_safetensors, not_a_causal_lm
@@ -274,6 +275,14 @@ def without_secrets(value: Any) -> Any:
     return value
 
 
+def data_sources(value: Any) -> list[DataSource]:
+    """The files or hub names a data key of a run's config names: one, or a weighted mixture's."""
+    try:
+        return parse_sources(value)
+    except ValueError:   # absent, or not a data key in this config
+        return []
+
+
 def data_languages(files: list[str], limit: int = 200) -> list[str]:
     """vi and/or en, from the first `limit` lines of the local data files (nothing when none is readable)."""
     text = []
@@ -310,7 +319,8 @@ def model_card(source: Source, title: str, dtype: str, evaluations: list[tuple[s
     config = without_secrets(source.config)
     method = source.info.get("method") or ("lora" if source.base else "fine-tuned")
     base = source.base or config.get("model_name_or_path")
-    data = [str(config[k]) for k in DATA_KEYS if isinstance(config.get(k), str)]
+    named = [(k, data_sources(config.get(k))) for k in DATA_KEYS]
+    data = [source.path for _, sources in named for source in sources]
     meta: dict[str, Any] = {"library_name": "transformers"}
     if base:
         meta["base_model"] = str(base)
@@ -332,7 +342,8 @@ def model_card(source: Source, title: str, dtype: str, evaluations: list[tuple[s
         lines += ["## Training", "", "| setting | value |", "|---|---|"]
         lines += [f"| {k} | {_value(v)} |" for k, v in settings] + [""]
     if data:
-        lines += ["## Data", ""] + [f"- {k}: `{config[k]}`" for k in DATA_KEYS if isinstance(config.get(k), str)] + [""]
+        lines += ["## Data", ""] + [f"- {k}: " + ", ".join(f"`{s.path}`" + (f" (weight {s.weight:g})" if s.weight != 1 else "")
+                                                       for s in sources) for k, sources in named if sources] + [""]
     if source.info or source.last_metrics:
         lines += ["## Results", ""]
         if "steps" in source.info:

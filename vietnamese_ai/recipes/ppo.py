@@ -72,7 +72,7 @@ RENAMED = {"ppo_epochs": "num_ppo_epochs", "init_kl_coef": "kl_coef", "adap_kl_c
 
 
 class PPOConfig(OnlineConfig):
-    renamed_keys: ClassVar[dict[str, str]] = RENAMED
+    renamed_keys: ClassVar[dict[str, str]] = {**OnlineConfig.renamed_keys, **RENAMED}
     output_dir: str = Field("runs/ppo", description="Directory for config.yaml, metrics.jsonl, completions.jsonl, checkpoints/ and final/.")
     learning_rate: float = Field(3e-6, ge=0, description="Peak learning rate (AdamW), for the policy and its value head.")
     num_generations: int = Field(1, ge=1, le=1, description="Completions sampled per prompt: always 1 (the value head or value model is PPO's baseline; several completions per prompt are GRPO's and RLOO's).")

@@ -14,12 +14,12 @@ from typing import Literal
 from pydantic import Field
 
 from vietnamese_ai.data.loading import Record, load_records
-from vietnamese_ai.data.records import prompt_or_messages, require_string
+from vietnamese_ai.data.records import prompt_or_messages, rename_columns, require_string
 from vietnamese_ai.data.types import PromptOrMessages
 from vietnamese_ai.errors import ConfigError, DataError
 from vietnamese_ai.files import check_writable_file
 from vietnamese_ai.recipes.common import quiet_transformers, write_jsonl
-from vietnamese_ai.training.config import Config
+from vietnamese_ai.training.config import Columns, Config
 
 
 class ScoreConfig(Config):
@@ -27,6 +27,7 @@ class ScoreConfig(Config):
     dataset: str = Field(description="Records to score: prompt + response (or completion), or text.")
     dataset_split: str = Field("train", description="Split to read from a hub dataset.")
     dataset_subset: str | None = Field(None, description="Config (subset) name of a hub dataset.")
+    columns: Columns = Field(None, description="Rename the records' fields to the ones read here, e.g. {question: prompt, answer: response}.")
     output: str = Field("scores.jsonl", description="Where to write the records with their scores (JSONL).")
     batch_size: int = Field(32, ge=1, description="Records per forward pass.")
     max_length: int | None = Field(None, ge=2, description="Cut longer inputs from the left (the reward is read at the end).")
@@ -68,7 +69,8 @@ def run_score(config: ScoreConfig) -> ScoreResult:
         raise ConfigError(f"normalize: '{config.model_name_or_path}' has no {STATS_FILE} (written by `vietnamese-ai "
                           f"reward` next to the model it trains); score without normalize=true")
     quiet_transformers()
-    records = load_records(config.dataset, config.dataset_split, subset=config.dataset_subset)
+    records = rename_columns(load_records(config.dataset, config.dataset_split, subset=config.dataset_subset),
+                             config.columns)
     pairs = [prompt_and_response(r) for r in records]
     scorer = RewardModelScorer(config.model_name_or_path, batch_size=config.batch_size, normalize=config.normalize,
                                max_length=config.max_length, progress=not config.disable_tqdm)

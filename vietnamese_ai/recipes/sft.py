@@ -38,6 +38,7 @@ log = logging.getLogger("vietnamese_ai")
 
 class SFTConfig(TrainingConfig):
     output_dir: str = Field("runs/sft", description="Directory for config.yaml, metrics.jsonl, checkpoints/ and final/.")
+    dataset_text_field: str | None = Field(None, description="The field that holds a language-modelling record's text, when it is not 'text' (the same as columns={FIELD: text}).")
     packing: bool = Field(True, description="Pack several sequences per row without padding (switched off automatically if this model cannot pack exactly).")
     completion_only_loss: bool = Field(True, description="Prompt-completion data: take the loss on completion tokens only.")
     assistant_only_loss: bool = Field(False, description="Conversations ('messages'): take the loss on assistant turns only.")

@@ -11,12 +11,13 @@ import difflib
 import enum
 import importlib.util
 import typing
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vietnamese_ai.data.loading import read_yaml
+from vietnamese_ai.data.mixture import parse_sources
 from vietnamese_ai.data.records import check_columns
 from vietnamese_ai.errors import ConfigError
 from vietnamese_ai.files import DuplicateKey, load_yaml
@@ -112,6 +113,22 @@ def invalid(error: ValidationError) -> InvalidValue:
     return InvalidValue(key, f"{message} (got {_shown(first.get('input'))})")
 
 
+def _columns(value: dict[str, str] | None) -> dict[str, str] | None:
+    return None if value is None else check_columns(value)
+
+
+def _datasets(value: Any) -> Any:
+    if value is not None:
+        parse_sources(value)
+    return value
+
+
+# A field mapping (dataset name -> the name a method reads), checked where it is given.
+Columns = Annotated[dict[str, str] | None, AfterValidator(_columns)]
+# One data source, or several mixed by weight (data/mixture.py).
+Datasets = Annotated[str | list[str | dict[str, Any]] | None, AfterValidator(_datasets)]
+
+
 class TrainingConfig(Config):
     """Keys shared by every training method."""
 
@@ -120,6 +137,8 @@ class TrainingConfig(Config):
     # Keys naming a causal LM: a reward model or classifier given there is refused before anything loads
     # (recipes.common.check_local_paths). The reward recipe starts from either, so it names none.
     causal_lm_keys: ClassVar[tuple[str, ...]] = ("model_name_or_path", "ref_model_name_or_path")
+    # transformers' earlier name of eval_strategy
+    renamed_keys: ClassVar[dict[str, str]] = {"evaluation_strategy": "eval_strategy"}
 
     # Model
     model_name_or_path: str | None = Field(None, description="Hugging Face hub name or local directory of the starting model.")
@@ -137,12 +156,12 @@ class TrainingConfig(Config):
     load_in_4bit: bool = Field(False, description="QLoRA: load the base model in 4-bit NF4 (needs bitsandbytes and CUDA).")
     merge_lora: bool = Field(False, description="Merge the adapters into the base weights when saving final/.")
     # Data
-    dataset: str | None = Field(None, description="Training data: a .jsonl/.json/.csv/.parquet file, or a hub dataset name.")
+    dataset: Datasets = Field(None, description="Training data: a .jsonl/.json/.csv/.parquet file or a hub dataset name, or a list of them mixed by weight, each a name or {path, weight, split, subset, columns}: a weight of 2 takes every record twice, 0.5 a seeded half (README, Data).")
     dataset_split: str = Field("train", description="Split to read from a hub dataset.")
     dataset_subset: str | None = Field(None, description="Config (subset) name of a hub dataset.")
-    eval_dataset: str | None = Field(None, description="Held-out data for evaluation (file or hub name).")
+    eval_dataset: Datasets = Field(None, description="Held-out data for evaluation: a file or hub name, or a list like dataset's.")
     eval_split: str = Field("test", description="Split to read from a hub evaluation dataset.")
-    columns: dict[str, str] | None = Field(None, description="Rename the dataset's fields to the ones the method reads before validation, in dataset and eval_dataset, e.g. {question: prompt, good: chosen, bad: rejected}.")
+    columns: Columns = Field(None, description="Rename the dataset's fields to the ones the method reads before validation, in dataset and eval_dataset, e.g. {question: prompt, good: chosen, bad: rejected}.")
     max_length: int | None = Field(1024, ge=2, description="Longest tokenised sequence; longer prompts are cut from the left.")
     # Optimisation
     learning_rate: float = Field(2e-5, ge=0, description="Peak learning rate (AdamW).")
@@ -166,9 +185,11 @@ class TrainingConfig(Config):
     overwrite_output_dir: bool = Field(False, description="Start afresh even if output_dir holds checkpoints.")
     resume_from_checkpoint: str | None = Field(None, description="'latest' or a checkpoint directory to resume from.")
     logging_steps: int = Field(10, ge=1, description="Write a metrics.jsonl line every N optimizer steps.")
-    save_steps: int = Field(500, ge=0, description="Save a checkpoint every N steps (0: only at the end).")
+    save_strategy: Literal["steps", "epoch", "no"] = Field("steps", description="When to save a checkpoint: every save_steps steps, at the end of every epoch, or never ('no': a stopped run keeps nothing but what final/ holds at the end).")
+    save_steps: int = Field(500, ge=0, description="With save_strategy=steps: save a checkpoint every N steps (0: none, like save_strategy=no).")
     save_total_limit: int | None = Field(None, ge=1, description="Keep only the newest N checkpoints.")
-    eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (always once at the end when eval data is given).")
+    eval_strategy: Literal["steps", "epoch", "no"] = Field("steps", description="When to evaluate on eval_dataset: every eval_steps steps, at the end of every epoch, or never; 'steps' and 'epoch' also evaluate once at the end of training.")
+    eval_steps: int | None = Field(None, ge=1, description="With eval_strategy=steps: evaluate every N steps (unset: only once at the end).")
     disable_tqdm: bool = Field(False, description="Hide the progress: a bar on a terminal, otherwise a line every ten seconds (step, pace, time left, loss).")
     peak_flops: float | None = Field(None, gt=0, description="Peak FLOP/s of one device, for the logged mfu; unset: the GPU's bf16 peak from a table (measured for a card not in it), or this CPU's measured fp32 matmul rate.")
     report_to: str | list[str] = Field("none", description="Experiment trackers that also get every metrics.jsonl line: none, or one or a list of tensorboard (output_dir/runs/<run_name>), wandb, mlflow, trackio (their own settings from their environment variables, e.g. WANDB_MODE=offline).")
@@ -181,10 +202,18 @@ class TrainingConfig(Config):
             raise ValueError("0 steps would train nothing; give a positive number, or -1 to use num_train_epochs")
         return value
 
-    @field_validator("columns")
-    @classmethod
-    def _known_columns(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        return None if value is None else check_columns(value)
+    @model_validator(mode="after")
+    def _strategy_keys(self) -> "TrainingConfig":
+        # A key that only means something under another strategy would be silently ignored.
+        for strategy, steps in (("save_strategy", "save_steps"), ("eval_strategy", "eval_steps")):
+            if getattr(self, strategy) != "steps" and steps in self.model_fields_set and getattr(self, steps):
+                raise ValueError(f"{steps}: applies only to {strategy}=steps (got {strategy}={getattr(self, strategy)}); "
+                                 f"drop one of them")
+        return self
+
+    def checkpoints_on(self) -> bool:
+        """Whether the run saves checkpoints (and so whether a stopped run saves its last step)."""
+        return self.save_strategy == "epoch" or (self.save_strategy == "steps" and self.save_steps > 0)
 
     @field_validator("report_to")
     @classmethod
@@ -226,15 +255,18 @@ def parse_override(item: str) -> tuple[str, Any, str]:
     return key.strip(), value, raw
 
 
-def text_only(cls: type[BaseModel], key: str) -> bool:
-    """Whether a key holds text and nothing else (str or str | None): its command-line value is taken
-    as written, so output_dir=2024 or output_dir=010 names that directory."""
+def text_only(cls: type[BaseModel], key: str, value: Any = None) -> bool:
+    """Whether a key's command-line value is text to take as written: the key holds text and nothing
+    else (str or str | None), or text or a list (dataset, report_to) and the value is no list or
+    mapping. So output_dir=2024 or dataset=010 name that directory or file."""
     field = cls.model_fields.get(key)
     if field is None:
         return False
     if typing.get_origin(field.annotation) in (list, tuple, dict):   # list[str] is a list, not text
         return False
     allowed = set(typing.get_args(field.annotation)) or {field.annotation}
+    if str in allowed and value is not None and not isinstance(value, (list, dict)):
+        return True
     return str in allowed and allowed <= {str, type(None)}
 
 
@@ -271,7 +303,7 @@ def load_config(cls: type[C], config_file: str | None = None, overrides: list[st
             values[str(key)], sources[str(key)] = value, config_file
     for item in overrides or []:
         key, value, raw = parse_override(item)
-        values[key], sources[key] = (raw if text_only(cls, key) and value is not None else value), "command line"
+        values[key], sources[key] = (raw if text_only(cls, key, value) and value is not None else value), "command line"
     return config_from_values(cls, values, sources)
 
 

@@ -11,7 +11,7 @@ Data order: a seeded permutation per epoch; the position in it is part of the ch
 resumed run sees exactly the batches an uninterrupted run would have seen.
 
 Stopping: a NaN/inf loss or gradient stops before the weights change; Ctrl-C or SIGTERM stops at
-once, but never inside the optimizer update, and (with save_steps > 0) checkpoints the last completed
+once, but never inside the optimizer update, and (when checkpoints are on) checkpoints the last completed
 step; a full disk is one line naming the checkpoint that is still intact. What the output directory
 may hold when a run starts is decided in training/rundir.py.
 """
@@ -400,6 +400,24 @@ def total_optimizer_steps(config: TrainingConfig, steps_per_epoch: int) -> int:
     return config.max_steps if config.max_steps > 0 else math.ceil(config.num_train_epochs * steps_per_epoch)
 
 
+def due(strategy: str, every: int | None, step: int, steps_per_epoch: int, total_steps: int, at_end: bool) -> bool:
+    """Whether an evaluation or a checkpoint falls on `step` under eval_strategy / save_strategy.
+    The last step is evaluated (`at_end`), and never checkpointed: final/ holds it.
+
+    >>> [s for s in range(1, 8) if due("epoch", None, s, 3, 7, at_end=False)]
+    [3, 6]
+    >>> [s for s in range(1, 8) if due("steps", 2, s, 3, 7, at_end=True)]
+    [2, 4, 6, 7]
+    """
+    if strategy == "no":
+        return False
+    if step == total_steps:
+        return at_end
+    if strategy == "epoch":
+        return step % steps_per_epoch == 0
+    return bool(every) and step % every == 0
+
+
 def train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Sequence[Any] | None, collate: Collate | None,
           loss_fn: LossFn, eval_data: Sequence[Any] | None = None, eval_loss_fn: LossFn | None = None,
           source: StepSource | None = None) -> TrainResult:
@@ -493,7 +511,8 @@ def _train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Seque
                 step = state.global_step
                 bar.update(1)
 
-                do_eval = bool(eval_data) and ((config.eval_steps and step % config.eval_steps == 0) or step == total_steps)
+                do_eval = bool(eval_data) and due(config.eval_strategy, config.eval_steps, step, steps_per_epoch,
+                                                  total_steps, at_end=True)
                 if step % config.logging_steps == 0 or step == total_steps or do_eval:
                     with signals.critical(hard=False):  # the step's line is written before a checkpoint can be
                         record, tokens = _log_record(window, accelerator, step, step / steps_per_epoch,
@@ -508,7 +527,7 @@ def _train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Seque
                         trackers.log(record)   # the same line, to report_to's trackers (none by default)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{learning_rate:.2e}",
                                     tok_s=f"{record['tokens_per_second']:.0f}")
-                if config.save_steps and step % config.save_steps == 0 and step < total_steps:
+                if due(config.save_strategy, config.save_steps, step, steps_per_epoch, total_steps, at_end=False):
                     # A signal during the save waits for it: the run then stops on a whole checkpoint,
                     # rather than on a half-written one and a second save.
                     with signals.critical():
@@ -552,8 +571,8 @@ def _interrupted(stop: Interrupted, accelerator: Any, config: TrainingConfig, st
     else:
         randomness, source_state = None, None
     step = state.global_step
-    if not config.save_steps:
-        kept = "checkpoints are off (save_steps=0), nothing was saved"
+    if not config.checkpoints_on():
+        kept = "checkpoints are off (save_strategy=no or save_steps=0), nothing was saved"
     elif accelerator.num_processes > 1:
         # Saving needs every process, and some may already be gone: keep the periodic checkpoints.
         newest = checkpoint_dirs(config.output_dir)
@@ -564,5 +583,5 @@ def _interrupted(stop: Interrupted, accelerator: Any, config: TrainingConfig, st
         kept = f"step {step} is checkpointed in {checkpoint_dirs(config.output_dir)[-1]}"
     else:
         kept = f"step {step} was checkpointed in {save(state, window, randomness, source_state)}"
-    resume = "; resume with resume_from_checkpoint=latest" if config.save_steps and step else ""
+    resume = "; resume with resume_from_checkpoint=latest" if config.checkpoints_on() and step else ""
     return Interrupted(stop.signum, f"{name} at step {step}; {kept}{resume}")

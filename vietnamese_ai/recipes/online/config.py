@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from vietnamese_ai.errors import ConfigError
-from vietnamese_ai.training.config import TrainingConfig
+from vietnamese_ai.training.config import Datasets, TrainingConfig
 from vietnamese_ai.training.loop import total_optimizer_steps
 
 log = logging.getLogger("vietnamese_ai")
@@ -22,7 +22,7 @@ class OnlineConfig(TrainingConfig):
 
     required_on_command_line: ClassVar[tuple[str, ...]] = ("model_name_or_path", "dataset", "reward")
 
-    dataset: str | None = Field(None, description="Prompts: a file or hub data set whose records have a 'prompt' (a string, used as it is, or messages, rendered with the chat template); other fields reach Python reward functions.")
+    dataset: Datasets = Field(None, description="Prompts: a file or hub data set (or a list of them mixed by weight, as for training) whose records have a 'prompt' (a string, used as it is, or messages, rendered with the chat template); other fields reach Python reward functions.")
     learning_rate: float = Field(1e-6, ge=0, description="Peak learning rate (AdamW).")
     per_device_train_batch_size: int = Field(8, ge=1, description="Completions (not prompts) per micro-batch on each device.")
     reward: str | list[str] | None = Field(None, description="What scores completions: scorer strings (constitution[:FILE], reward_model:PATH, classifier:MODEL:LABEL[:logit], judge:MODEL) or python:FILE.py:FUNCTION; several as a list, or as a@w+b@v: the weighted sum w*a + v*b (any finite weights, one at least not 0).")
