@@ -2,7 +2,8 @@
 
     generate   sample candidates from a model: N per prompt over temperatures and top-p values
     label      score candidates with any scorer; keep (best, worst) pairs whose gap >= min_margin;
-               write preference rows that `vietnamese-ai dpo` reads as they are, and KTO rows
+               write preference rows that `vietnamese-ai dpo` reads as they are, KTO rows, and each
+               prompt's best candidate as a best-of-N SFT row (rejection sampling) for `vietnamese-ai sft`
     critique   critique -> revision with a constitution: SFT rows (prompt -> revision) and pairs
                preferring the revision, each only when the constitution's rules score the revision
                higher than the original
@@ -16,15 +17,16 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from vietnamese_ai.data.loading import Record, load_records
-from vietnamese_ai.data.records import parse_messages, require_string
+from vietnamese_ai.data.records import parse_messages, rename_columns, require_string
 from vietnamese_ai.data.types import Message, PromptOrMessages, message_dicts
 from vietnamese_ai.errors import DataError, UserError
+from vietnamese_ai.feedback.pairs import BestOfN, best_rows, candidates_by_prompt, pairs_by_prompt, unpaired_rows
 from vietnamese_ai.files import check_writable_file
 from vietnamese_ai.recipes.common import quiet_transformers, write_jsonl
-from vietnamese_ai.training.config import Config
+from vietnamese_ai.training.config import Columns, Config
 
 log = logging.getLogger("vietnamese_ai")
 
@@ -37,6 +39,7 @@ class GenerateConfig(Config):
     model_name_or_path: str = Field(description="The model that writes the candidates.")
     prompts: str = Field(description="A file (or hub data set) of records with a 'prompt' field: a string or messages.")
     prompts_split: str = Field("train", description="Split to read from a hub data set.")
+    columns: Columns = Field(None, description="Rename the prompt records' fields to the ones read here, e.g. {question: prompt}.")
     output: str = Field("candidates.jsonl", description="Where to write the candidates (JSONL).")
     temperatures: list[float] = Field([0.7, 1.0], min_length=1, description="Sampling temperatures (each > 0); one pass over all prompts per temperature, top-p and sample.")
     top_p: list[float] = Field([1.0], min_length=1, description="Nucleus sampling values, each in (0, 1].")
@@ -79,6 +82,9 @@ class LabelConfig(Config):
     min_margin: float = Field(0.1, ge=0, description="Keep a pair only if best - worst >= min_margin.")
     active_sampling: Literal["none", "variance", "disagreement"] = Field("none", description="Rank prompts by how contested their candidates are: 'variance' of the overall scores, or 'disagreement' of the scorer's components (principles or weighted parts) over candidate pairs; most contested first, each row records its value as 'contested' (docs/feedback.md#active-sampling).")
     label_budget: int | None = Field(None, ge=1, description="Keep this many pairs: those of the most contested prompts (active_sampling), or the first by prompt index (none); null: all.")
+    sft_output: str | None = Field("auto", description="Best-of-N SFT rows for `vietnamese-ai sft`: each prompt's highest-scored candidate (the first of equals; none when it is blank) as prompt -> completion, by prompt index, whatever label_budget keeps of the pairs; 'auto': next to output, named after it (pairs.jsonl -> pairs_sft.jsonl); null: none. A path named here (not 'auto') makes 0 pairs a warning (the pair files are written empty) instead of an error.")
+    sft_min_score: float | None = Field(None, description="Keep a prompt's best candidate as an SFT row only when its score is >= this (in the scorer's units: 0 to 1 for the constitution's rules); null: no threshold.")
+    sft_require_margin: bool = Field(False, description="Keep a prompt's best candidate as an SFT row only when the prompt has two or more candidates and best - worst >= min_margin, the pairs' test of a score gap.")
 
     @field_validator("scorer")
     @classmethod
@@ -88,11 +94,27 @@ class LabelConfig(Config):
         weighted_parts(value)   # a malformed a@w+b@v is refused with the config (a pipeline: before its first stage)
         return value
 
+    @model_validator(mode="after")
+    def _check_sft(self) -> "LabelConfig":
+        if self.sft_output is None and (self.sft_min_score is not None or self.sft_require_margin):
+            raise ValueError("sft_min_score and sft_require_margin filter the best-of-N SFT rows, but sft_output is "
+                             "null; name an sft_output (or 'auto'), or drop the filter")
+        sft = beside(self.output, self.sft_output, "sft")
+        if sft:
+            # Written last, the SFT file would silently replace the pairs (or the KTO rows, or the scores).
+            others = {"output": self.output, "unpaired_output": beside(self.output, self.unpaired_output, "unpaired"),
+                      "scores_output": self.scores_output}
+            for key, path in others.items():
+                if path and os.path.abspath(path) == os.path.abspath(sft):
+                    raise ValueError(f"sft_output and {key} are the same file ({path}); give each its own path")
+        return self
+
 
 class CritiqueConfig(Config):
     model_name_or_path: str = Field(description="The model that critiques and revises its answers.")
     dataset: str = Field(description="Records with 'prompt' and 'response' (or 'completion').")
     dataset_split: str = Field("train", description="Split to read from a hub data set.")
+    columns: Columns = Field(None, description="Rename the records' fields to the ones read here, e.g. {question: prompt, answer: response}.")
     output: str = Field("revisions.jsonl", description="SFT rows: prompt -> revision.")
     pairs_output: str | None = Field("auto", description="Pairs preferring the revision; 'auto': next to output, named after it (revisions.jsonl -> revisions_pairs.jsonl); null: none.")
     constitution: str | None = Field(None, description="Constitution YAML (default: built-in).")
@@ -167,7 +189,8 @@ def run_generate(config: GenerateConfig) -> FeedbackResult:
     from vietnamese_ai.models.loading import check_model_path
 
     check_outputs(output=config.output)
-    prompts = [read_prompt(r, config.chat) for r in load_records(config.prompts, config.prompts_split)]
+    prompts = [read_prompt(r, config.chat) for r in rename_columns(load_records(config.prompts, config.prompts_split),
+                                                                   config.columns)]
     check_model_path(config.model_name_or_path, "model_name_or_path")   # not a reward model, before it loads
     model, tokenizer = _load(config.model_name_or_path, config.dtype, config.trust_remote_code)
     candidates, speed = generate_candidates(model, tokenizer, prompts, tuple(config.temperatures), tuple(config.top_p),
@@ -183,11 +206,11 @@ def run_generate(config: GenerateConfig) -> FeedbackResult:
 def run_label(config: LabelConfig) -> FeedbackResult:
     from vietnamese_ai.feedback.active import budget_order, check_disagreement, contestedness
     from vietnamese_ai.feedback.generate import Candidate
-    from vietnamese_ai.feedback.pairs import pairs_by_prompt, unpaired_rows
     from vietnamese_ai.feedback.registry import build_scorer
 
     unpaired = beside(config.output, config.unpaired_output, "unpaired")
-    check_outputs(output=config.output, unpaired_output=unpaired, scores_output=config.scores_output)
+    sft = beside(config.output, config.sft_output, "sft")
+    check_outputs(output=config.output, unpaired_output=unpaired, scores_output=config.scores_output, sft_output=sft)
     records = load_records(config.candidates)
     prompts: dict[int, PromptOrMessages] = {}
     first_seen: dict[int, str] = {}
@@ -211,9 +234,23 @@ def run_label(config: LabelConfig) -> FeedbackResult:
     if config.scores_output:
         write_jsonl(config.scores_output, [{**r.data, "score": s.value, "principles": s.principles, "reasoning": s.reasoning}
                                            for r, s in zip(records, scores)])
-    by_prompt = pairs_by_prompt(prompts, candidates, scores, config.min_margin, ",".join(sorted(generators)), scorer.name)
+    generator = ",".join(sorted(generators))
+    by_prompt = pairs_by_prompt(prompts, candidates, scores, config.min_margin, generator, scorer.name)
+    best = None
+    if sft:
+        best = best_rows(prompts, candidates, scores, generator, scorer.name, config.sft_min_score,
+                         config.min_margin if config.sft_require_margin else None)
     if not by_prompt:
-        raise UserError(f"feedback label: 0 pairs from {len(candidates)} candidates: {no_pairs_reason(candidates, scores, config.min_margin)}")
+        why = f"feedback label: 0 pairs from {len(candidates)} candidates: {no_pairs_reason(candidates, scores, config.min_margin)}"
+        # An SFT file the user named is what the run is for; the 'auto' one is a by-product, and
+        # 0 pairs stays the error it always was.
+        if best is None or not best.rows:
+            raise UserError(why)
+        if config.sft_output == "auto":
+            raise UserError(f"{why} (sft_output=FILE writes the {len(best.rows)} best-of-N SFT rows anyway)")
+        # Empty pair files rather than none, so that an earlier run's pairs under these names are
+        # not taken for this run's.
+        log.warning("%s; writing the best-of-N SFT rows and empty pair files", why)
     contested = None
     if config.active_sampling != "none":
         contested = contestedness([c.prompt_index for c in candidates], scores, config.active_sampling, components)
@@ -222,9 +259,26 @@ def run_label(config: LabelConfig) -> FeedbackResult:
     write_jsonl(config.output, pairs)
     if unpaired:
         write_jsonl(unpaired, unpaired_rows(pairs))
-    return FeedbackResult(f"{len(pairs)} pairs from {len(candidates)} candidates for {len(prompts)} prompts "
-                          f"(min_margin {config.min_margin}, scorer {scorer.name}{budget_note(config, len(by_prompt))}); "
-                          f"written to {config.output}")
+    text = (f"{len(pairs)} pairs from {len(candidates)} candidates for {len(prompts)} prompts "
+            f"(min_margin {config.min_margin}, scorer {scorer.name}{budget_note(config, len(by_prompt))}); "
+            f"written to {config.output}")
+    if best is not None:
+        write_jsonl(sft, list(best.rows.values()))
+        text += f"; {best_of_n_note(config, best, sft)}"
+    return FeedbackResult(text)
+
+
+def best_of_n_note(config: LabelConfig, best: BestOfN, path: str) -> str:
+    """How many best-of-N SFT rows, under which filters, and why the other prompts gave none."""
+    filters = [f"score >= {config.sft_min_score}"] * (config.sft_min_score is not None)
+    filters += [f"best - worst >= {config.min_margin}"] * config.sft_require_margin
+    note = f"{len(best.rows)} best-of-N SFT rows" + (f" ({', '.join(filters)})" if filters else "") + f" written to {path}"
+    if best.dropped:
+        reasons = [f"{n} {why}" for n, why in ((best.below_score, "below sft_min_score"),
+                                               (best.below_margin, "without the margin"),
+                                               (best.empty, "with an empty best response")) if n]
+        note += f"; {best.dropped} prompts gave none ({', '.join(reasons)})"
+    return note
 
 
 def budget_note(config: LabelConfig, available: int) -> str:
@@ -240,9 +294,7 @@ def budget_note(config: LabelConfig, available: int) -> str:
 
 def no_pairs_reason(candidates: list[Any], scores: list[Any], min_margin: float) -> str:
     """Why no prompt gave a pair, with the number that would have to change."""
-    by_prompt: dict[int, list[int]] = {}
-    for k, c in enumerate(candidates):
-        by_prompt.setdefault(c.prompt_index, []).append(k)
+    by_prompt = candidates_by_prompt(candidates)
     if all(len(group) < 2 for group in by_prompt.values()):
         return "every prompt has a single candidate; sample several per prompt (feedback generate num_samples=...)"
     gaps = [max(scores[k].value for k in g) - min(scores[k].value for k in g) for g in by_prompt.values() if len(g) > 1]
@@ -260,7 +312,7 @@ def run_critique(config: CritiqueConfig) -> FeedbackResult:
 
     pairs_path = beside(config.output, config.pairs_output, "pairs")
     check_outputs(output=config.output, pairs_output=pairs_path)
-    records = load_records(config.dataset, config.dataset_split)
+    records = rename_columns(load_records(config.dataset, config.dataset_split), config.columns)
     prompts = [read_prompt(r) for r in records]
     responses = [require_string(r, "response" if "response" in r.data else "completion") for r in records]
     check_model_path(config.model_name_or_path, "model_name_or_path")   # not a reward model, before it loads
