@@ -20,19 +20,20 @@ ALLOWED = {
     "errors": set(),
     "files": {"errors"},
     "metric_names": set(),   # plain data: the names in metrics.jsonl that writers and readers share
+    "progress": set(),       # a bar on a terminal, a line every few seconds in a log: for any long loop
     "losses": set(),
     "data": {"errors", "files"},
-    "models": {"errors", "files", "data", "losses"},
-    "training": {"errors", "files", "metric_names", "data", "losses", "models"},
-    "scoring": {"errors", "files", "data", "losses", "models"},
+    "models": {"errors", "files", "data", "losses", "progress"},
+    "training": {"errors", "files", "metric_names", "data", "losses", "models", "progress"},
+    "scoring": {"errors", "files", "data", "losses", "models", "progress"},
     # feedback and evaluation meet only through the Scorer interface: neither imports the other
-    "feedback": {"errors", "files", "data", "losses", "models", "scoring"},
-    "evaluation": {"errors", "files", "data", "losses", "models", "scoring"},
-    "recipes": {"errors", "files", "metric_names", "data", "losses", "models", "training", "scoring", "feedback",
+    "feedback": {"errors", "files", "data", "losses", "models", "scoring", "progress"},
+    "evaluation": {"errors", "files", "data", "losses", "models", "scoring", "progress"},
+    "recipes": {"errors", "files", "metric_names", "progress", "data", "losses", "models", "training", "scoring", "feedback",
                 "evaluation"},
     "estimate": {"errors", "models", "scoring"},   # memory arithmetic from config files: loads no model
     "report": {"errors", "files", "metric_names"},   # reads run files only: no model, no training code
-    "pipeline": {"errors", "files", "data", "losses", "models", "training", "scoring", "feedback", "evaluation",
+    "pipeline": {"errors", "files", "progress", "data", "losses", "models", "training", "scoring", "feedback", "evaluation",
                  "recipes", "report"},
 }
 

@@ -2,7 +2,7 @@
 
 import io
 
-from vietnamese_ai.training.progress import LineProgress, progress
+from vietnamese_ai.progress import LineProgress, progress
 
 
 class Clock:
@@ -44,3 +44,22 @@ def test_a_run_of_a_few_seconds_stays_silent():
         bar.update(1)
     bar.close()
     assert out.getvalue() == ""
+
+
+def test_generation_shows_its_batches_in_a_log(tiny_model, monkeypatch, capsys):
+    """Sampling (evaluate, feedback generate) prints the same lines as training when stderr is a file."""
+    import functools
+
+    import vietnamese_ai.progress as progress_module
+    from vietnamese_ai.models.generation import sample
+    from vietnamese_ai.models.loading import load_causal_lm, load_tokenizer
+
+    monkeypatch.setattr(progress_module, "LineProgress", functools.partial(LineProgress, every=0.0))
+    model, tokenizer = load_causal_lm(tiny_model), load_tokenizer(tiny_model)
+    capsys.readouterr()
+    sample(model, tokenizer, ["a", "bb", "ccc"], max_new_tokens=2, batch_size=1, progress=True)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(",")[0] for line in lines] == ["[generate] batch 1/3 (33%)", "[generate] batch 2/3 (67%)",
+                                                     "[generate] batch 3/3 (100%)"]
+    sample(model, tokenizer, ["a"], max_new_tokens=2, progress=False)
+    assert capsys.readouterr().err == ""

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from vietnamese_ai.data.tokenize import prompt_ids
 from vietnamese_ai.data.types import Conversation
 from vietnamese_ai.models.forward import unwrap
 from vietnamese_ai.models.reference import evaluation_mode
+from vietnamese_ai.progress import tracked
 
 
 @dataclass
@@ -101,7 +101,8 @@ def sample(model: Any, tokenizer: Any, prompts: list[str | Conversation], max_ne
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     generated_tokens = 0
     with evaluation_mode(model):
-        for b in tqdm(range(0, len(order), batch_size), desc="generate", disable=not progress, leave=False):
+        batches = range(0, len(order), batch_size)
+        for b in tracked(batches, len(batches), "generate", disable=not progress):
             index = order[b:b + batch_size]
             input_ids, attention_mask = left_pad([encoded[i] for i in index], pad)
             output = generate_ids(model, input_ids.to(device), attention_mask.to(device), max_new_tokens, pad, eos,

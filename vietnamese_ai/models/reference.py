@@ -25,13 +25,13 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save
-from tqdm.auto import tqdm
 
 from vietnamese_ai.data.layout import PackedBatch
 from vietnamese_ai.files import atomic_file
 from vietnamese_ai.losses import sequence_logps
 from vietnamese_ai.models.forward import batch_target_logps, unwrap
 from vietnamese_ai.models.prompt_cache import rollout_logps
+from vietnamese_ai.progress import tracked
 
 log = logging.getLogger("vietnamese_ai")
 
@@ -169,7 +169,7 @@ def precompute(reference: Reference, examples: Sequence[Any], collate: Callable[
     autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     own = range(rank * batch_size, len(examples), world_size * batch_size)
     share: list[tuple[int, torch.Tensor]] = []
-    for start in tqdm(own, desc="reference log-probs", disable=not progress, leave=False):
+    for start in tracked(own, len(own), "reference log-probs", disable=not progress):
         chunk = list(examples[start:start + batch_size])
         with autocast:
             logps = reference.logps(collate(chunk).to(device))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from vietnamese_ai.data.layout import attention_pair_cost, layout
 from vietnamese_ai.data.preference import tokenize_responses, branched_sequences
@@ -15,6 +14,7 @@ from vietnamese_ai.models.forward import base_model
 from vietnamese_ai.models.loading import load_tokenizer
 from vietnamese_ai.models.reward import load_reward_for_scoring, read_reward_stats, sequence_rewards, set_pad_token
 from vietnamese_ai.errors import ConfigError
+from vietnamese_ai.progress import tracked
 from vietnamese_ai.scoring import Score, check_lengths
 
 
@@ -76,7 +76,7 @@ class RewardModelScorer:
         was_training = self.model.training
         self.model.eval()
         starts = range(0, len(order), self.batch_size)
-        for start in tqdm(starts, desc="scoring", disable=not self.progress, leave=False):
+        for start in tracked(starts, len(starts), "scoring", disable=not self.progress):
             index = order[start:start + self.batch_size]
             sequences = [branched_sequences(encoded[i][0], [encoded[i][1]], g, False)[0] for g, i in enumerate(index)]
             batch = layout(sequences, pack=pack, num_groups=len(index), pair_cost=cost).to(device)

@@ -67,7 +67,7 @@ from vietnamese_ai.training.distributed import (
 from vietnamese_ai.training.metrics import MetricsLog, Window, reduce_sums
 from vietnamese_ai.training.optim import build_optimizer, build_scheduler
 from vietnamese_ai.training.rundir import apply_current_optimisation, compare_settings, prepare_output_dir, run_settings
-from vietnamese_ai.training.progress import progress
+from vietnamese_ai.progress import progress
 from vietnamese_ai.training.runinfo import write_run_info
 from vietnamese_ai.training.signals import StopSignals
 from vietnamese_ai.training.sources import DatasetSource, StepSource

@@ -1,4 +1,5 @@
-"""Progress a user can see: tqdm's bar on a terminal, and a plain line every few seconds otherwise.
+"""Progress a user can see: tqdm's bar on a terminal, and a plain line every few seconds otherwise;
+for training steps and for batches of generation alike.
 
 A bar redrawn with carriage returns is one endless line in a log file or a CI job's output, so when
 stderr is not a terminal the loop prints instead, at most every `every` seconds (and at the end):
@@ -10,15 +11,18 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class LineProgress:
     """tqdm's update / set_postfix / close, as a line every `every` seconds."""
 
     def __init__(self, total: int, initial: int = 0, desc: str = "train", every: float = 10.0, stream: Any = None,
-                 clock: Any = time.monotonic):
-        self.total, self.n, self.desc, self.every = total, initial, desc, every
+                 clock: Any = time.monotonic, unit: str = "step"):
+        self.total, self.n, self.desc, self.every, self.unit = total, initial, desc, every, unit
         self.stream, self.clock = stream or sys.stderr, clock
         self.started, self.first, self.last_printed = clock(), initial, clock()
         self.postfix = ""
@@ -37,8 +41,8 @@ class LineProgress:
         per_step = (self.clock() - self.started) / done if done else 0.0
         left = per_step * max(self.total - self.n, 0)
         share = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
-        timing = f", {per_step:.2f} s/step, about {left:.0f}s left" if done else ""
-        return f"[{self.desc}] step {self.n}/{self.total}{share}{timing}" + (f"; {self.postfix}" if self.postfix else "")
+        timing = f", {per_step:.2f} s/{self.unit}, about {left:.0f}s left" if done else ""
+        return f"[{self.desc}] {self.unit} {self.n}/{self.total}{share}{timing}" + (f"; {self.postfix}" if self.postfix else "")
 
     def print(self) -> None:
         print(self.line(), file=self.stream, flush=True)
@@ -58,12 +62,23 @@ class _Off:
     def close(self) -> None: ...
 
 
-def progress(total: int, initial: int, desc: str, disable: bool) -> Any:
+def progress(total: int, initial: int, desc: str, disable: bool, unit: str = "step", leave: bool = True) -> Any:
     """tqdm on a terminal, LineProgress otherwise, nothing when disabled."""
     if disable:
         return _Off()
     if sys.stderr.isatty():
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True)
-    return LineProgress(total, initial, desc)
+        return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, unit=unit, leave=leave)
+    return LineProgress(total, initial, desc, unit=unit)
+
+
+def tracked(items: Iterable[T], total: int, desc: str, disable: bool, unit: str = "batch") -> Iterator[T]:
+    """`items`, with progress shown as they are consumed (a bar left off the screen when done)."""
+    bar = progress(total, 0, desc, disable, unit=unit, leave=False)
+    try:
+        for item in items:
+            yield item
+            bar.update(1)
+    finally:
+        bar.close()
