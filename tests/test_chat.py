@@ -77,6 +77,13 @@ def test_the_same_seed_gives_the_same_sampled_answer(lively_model, capsys):
     assert one_shot(capsys, lively_model, "--prompt", Q1, "--seed", "4", "--top-k", "50", *SHORT) != first
 
 
+def test_settings_also_read_as_key_value_like_every_other_command(lively_model, capsys):
+    flags = one_shot(capsys, lively_model, "--prompt", Q1, "--seed", "3", "--top-k", "50", *SHORT)
+    assert one_shot(capsys, lively_model, f"prompt={Q1}", "seed=3", "top_k=50", *SHORT) == flags
+    assert main(["chat", lively_model, "--prompt", Q1, "trust_remote_code=maybe"]) == 2
+    assert "trust_remote_code: expected true or false, got 'maybe'" in capsys.readouterr().err
+
+
 def test_a_lora_adapter_directory_talks_through_its_base(lively_model, tmp_path, capsys):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM

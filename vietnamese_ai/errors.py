@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 import traceback
+from typing import Any
 
 
 class UserError(Exception):
@@ -76,3 +78,21 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        """Also `key=value` for an option `--key` (max_new_tokens=64 as --max-new-tokens 64), the way
+        every other command takes its settings."""
+        flags = {a.dest: a for a in self._actions if a.option_strings}
+        out: list[str] = []
+        for item in args if args is not None else sys.argv[1:]:
+            key, eq, value = item.partition("=")
+            action = flags.get(key.replace("-", "_")) if eq and not item.startswith("-") else None
+            if action is None:
+                out.append(item)
+            elif action.nargs == 0:   # a switch: true or false
+                if value.lower() not in ("true", "false"):
+                    self.error(f"{key}: expected true or false, got '{value}'")
+                out += [action.option_strings[-1]] if value.lower() == "true" else []
+            else:
+                out += [action.option_strings[-1], value]
+        return super().parse_args(out, namespace)

@@ -27,3 +27,17 @@ def with_recipe_names(metrics: dict[str, object]) -> dict[str, object]:
     """
     ours_to_recipe = {ours: recipe for recipe, ours in PPO_RECIPE_NAMES.items()}
     return {**metrics, **{ours_to_recipe[k]: v for k, v in metrics.items() if k in ours_to_recipe}}
+
+
+# The two or three numbers a method's run ends its `done:` line with, after the loss (metrics.jsonl
+# holds every one). Keyed by the method's name in run.json.
+HEADLINE_METRICS: dict[str, tuple[str, ...]] = {
+    "dpo": ("rewards/accuracies", "rewards/margins"),
+    "orpo": ("rewards/accuracies", "rewards/margins", "nll_loss"),
+    "kto": ("rewards/chosen", "rewards/rejected", "kl"),
+    "reward": ("accuracy", "margin"),
+    "scoresft": ("lm_loss", "reward_mse"),
+    "grpo": ("reward", "kl", "entropy"),
+    "rloo": ("reward", "kl", "entropy"),
+    "ppo": ("reward", "kl", "value_loss"),
+}

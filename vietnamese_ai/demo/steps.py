@@ -50,7 +50,9 @@ def tiny_model(output_dir: str, texts: str, vocab_size: int = 2048, hidden_size:
                num_heads: int = 4, num_kv_heads: int = 2, max_position_embeddings: int = 256) -> dict[str, Any]:
     """A tokenizer trained on `texts` (a JSONL file of {"text"}) and a randomly initialised model."""
     from vietnamese_ai.models.tiny import build_tiny_model
+    from vietnamese_ai.recipes.common import quiet_transformers
 
+    quiet_transformers()
     build_tiny_model(output_dir, _texts(texts), vocab_size=vocab_size, hidden_size=hidden_size, num_layers=num_layers,
                      num_heads=num_heads, num_kv_heads=num_kv_heads, max_position_embeddings=max_position_embeddings)
     return {"vocab_size": vocab_size, "hidden_size": hidden_size, "num_layers": num_layers}

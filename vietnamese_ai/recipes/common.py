@@ -32,7 +32,7 @@ from vietnamese_ai.models.loading import (
 )
 from vietnamese_ai.training.config import TrainingConfig
 from vietnamese_ai.training.checkpoint import check_resumable
-from vietnamese_ai.training.distributed import check_requested_engine, launched_engine
+from vietnamese_ai.training.distributed import check_requested_engine, launched_engine, quiet_deepspeed
 from vietnamese_ai.training.loop import mixed_precision
 from vietnamese_ai.training.rundir import check_output_dir
 
@@ -46,6 +46,7 @@ def quiet_transformers() -> None:
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
+    quiet_deepspeed()
     # PEFT still calls a transformers property that warns about its own rename on every LoRA run.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 

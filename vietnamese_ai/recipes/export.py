@@ -156,6 +156,9 @@ def write_model(source: Source, directory: str, trust_remote_code: bool = False)
     """Save the merged (or copied) model and its tokenizer into `directory`; returns its dtype's name."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from vietnamese_ai.recipes.common import quiet_transformers
+
+    quiet_transformers()   # no load/save bars or advisory warnings between our own lines
     weights_dir = source.base or source.model_dir
     if os.path.isdir(weights_dir):
         check_safetensors(weights_dir)

@@ -69,13 +69,18 @@ def accelerate_without_deepspeed() -> Iterator[None]:
             os.environ["ACCELERATE_USE_DEEPSPEED"] = saved
 
 
+def quiet_deepspeed() -> None:
+    """accelerate and transformers' save_pretrained import deepspeed wherever it is installed (to
+    recognise its engine), and deepspeed, told nothing, warns on import that it fell back to the CPU:
+    where there is no GPU, it is told."""
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
 def prepare_accelerate_environment() -> None:
     """Before the Accelerator is created: FSDP is run as FSDP2, layer by layer unless told otherwise;
     DeepSpeed gets its CPU accelerator where there is no GPU."""
-    if not torch.cuda.is_available():
-        # accelerate imports deepspeed wherever it is installed (to recognise its engine), and deepspeed,
-        # told nothing, warns on import that it fell back to the CPU: it is told.
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    quiet_deepspeed()
     if requested_engine() == "deepspeed":
         from vietnamese_ai.training.deepspeed import prepare_environment
 

@@ -103,22 +103,27 @@ class TrainResult:
     global_step: int
     history: list[dict[str, float]]         # every metrics.jsonl record of this run
     model: Any = None                       # the trained model, unwrapped from accelerate
+    method: str = ""                        # as in run.json: "sft", "dpo", ...
 
     def series(self, key: str) -> list[float]:
         return [r[key] for r in self.history if key in r]
 
     def summary(self) -> str:
-        """One short line: the last logged loss and the method's own headline metrics (every metric of
-        every logged step is in metrics.jsonl)."""
+        """One short line: the last logged loss (and evaluation loss), and the method's two or three
+        headline metrics (metric_names.HEADLINE_METRICS; every metric of every step is in metrics.jsonl)."""
+        from vietnamese_ai.metric_names import HEADLINE_METRICS
+
         last = next((r for r in reversed(self.history) if "loss" in r), {})
-        shown = {k: v for k, v in last.items() if isinstance(v, float) and headline(k)}
-        values = ", ".join(f"{k}={v:.4g}" for k, v in list(shown.items())[:SUMMARY_METRICS])
-        more = len(shown) - SUMMARY_METRICS
-        values += f" (+{more} more)" if more > 0 else ""
+        evaluated = next((r for r in reversed(self.history) if "eval/loss" in r), {})
+        chosen = HEADLINE_METRICS.get(self.method, ())
+        if not any(k in last for k in chosen):   # a method without a list: its own first few
+            chosen = tuple(k for k in last if k != "loss" and headline(k))[:SUMMARY_METRICS]
+        shown = {"loss": last.get("loss"), **{k: last.get(k) for k in chosen}, "eval/loss": evaluated.get("eval/loss")}
+        values = ", ".join(f"{k}={v:.4g}" for k, v in shown.items() if isinstance(v, (int, float)))
         return f"done: {self.global_step} steps; {values}; model saved to {self.final_dir}; every metric in metrics.jsonl"
 
 
-SUMMARY_METRICS = 8
+SUMMARY_METRICS = 3
 # Bookkeeping a user reads in metrics.jsonl or the report, not in the one line a run ends with.
 NOT_HEADLINES = ("time/", "completions/", "clip_ratio/", "sampling/", "active_sampling/")
 NOT_HEADLINE_KEYS = {"epoch", "learning_rate", "grad_norm", "tokens_per_second", "mfu", "reward_std",
@@ -543,12 +548,13 @@ def _train(model: Any, tokenizer: Any, config: TrainingConfig, train_data: Seque
     bar.close()
 
     final_dir = os.path.join(out, "final")
+    method = type(config).__name__.removesuffix("Config").lower()
     _save_model_dir(accelerator, model, tokenizer, final_dir, sharded, out, merge_lora=config.merge_lora)
     if accelerator.is_main_process:
-        write_run_info(out, type(config).__name__.removesuffix("Config").lower(), steps=state.global_step,
+        write_run_info(out, method, steps=state.global_step,
                        seconds=round(state.seconds, 3), resumed_from=resume_from, processes=accelerator.num_processes,
                        distributed=engine.record(), **flops.run_summary(metrics.history, peak))
-    return TrainResult(out, final_dir, state.global_step, metrics.history, accelerator.unwrap_model(model))
+    return TrainResult(out, final_dir, state.global_step, metrics.history, accelerator.unwrap_model(model), method)
 
 
 def _write_metrics(metrics: MetricsLog, record: dict[str, Any]) -> None:
