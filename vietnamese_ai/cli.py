@@ -238,7 +238,7 @@ def _dispatch(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     if command == "feedback":
         if not rest or rest[0] in ("-h", "--help", "help"):
-            print(f"vietnamese-ai feedback <generate|label|critique> [--config FILE.yaml] [key=value ...]\n\n"
+            print(f"vietnamese-ai feedback <prompts|generate|label|critique> [--config FILE.yaml] [key=value ...]\n\n"
                   f"{_commands('feedback ')}\n\n`vietnamese-ai feedback <sub-command> --help` lists its options.",
                   file=sys.stdout if rest else sys.stderr)
             return 0 if rest else 2

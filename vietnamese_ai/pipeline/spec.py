@@ -44,7 +44,7 @@ OUTPUTS: dict[str, dict[str, str]] = {
     "score": {"output": "scores.jsonl"},
     "feedback prompts": {"output": "prompts.jsonl"},
     "feedback generate": {"output": "candidates.jsonl"},
-    "feedback label": {"output": "pairs.jsonl", "unpaired": "pairs_unpaired.jsonl"},
+    "feedback label": {"output": "pairs.jsonl", "unpaired": "pairs_unpaired.jsonl", "sft": "pairs_sft.jsonl"},
     "feedback critique": {"output": "revisions.jsonl", "pairs": "revisions_pairs.jsonl"},
     "report": {"output": "report.html"},
     "python": {"output_dir": ""},

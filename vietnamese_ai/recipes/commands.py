@@ -23,6 +23,8 @@ METHODS: dict[str, tuple[str, str, str, str]] = {
             "Online RL: PPO with a value head, a per-token KL penalty (fixed or adaptive) and GAE."),
     "evaluate": ("vietnamese_ai.recipes.evaluate", "EvaluateConfig", "run_evaluate",
                  "Compare two or more models on held-out prompts: scores, principles, toxicity, win/tie/loss, KL."),
+    "feedback prompts": ("vietnamese_ai.recipes.prompts", "PromptsConfig", "run_prompts",
+                         "AI feedback: write prompts from templates x slot fillers, or Self-Instruct from a model."),
     "feedback generate": ("vietnamese_ai.recipes.feedback", "GenerateConfig", "run_generate",
                           "AI feedback: sample candidate answers (N per prompt, several temperatures)."),
     "feedback label": ("vietnamese_ai.recipes.feedback", "LabelConfig", "run_label",
