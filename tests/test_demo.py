@@ -105,6 +105,9 @@ def test_the_demo_is_a_pipeline_whose_second_run_skips_every_stage(demo, capsys)
     ("ppo_detox", ["ppo.max_steps=2", "toxicity.max_prompts=4"], ["sft", "ppo"]),
     ("score_regularised", ["train.max_steps=2", "compare.max_prompts=4", "answers.temperatures=[1.0]",
                            "answers.num_samples=1"], ["before", "after"]),
+    ("self_generated", ["prompts.num_prompts=24", "candidates.max_new_tokens=24", "labels.sft_min_score=0.5",
+                        "best_of_n.max_steps=2", "dpo.max_steps=2", "compare.max_prompts=4"],
+     ["sft", "best_of_n", "dpo"]),
 ])
 def test_the_shipped_example_pipelines_run_on_the_demo_outputs(demo, tmp_path, example, overrides, models):
     """Each example as shipped (its paths pointed at this demo's outputs), with fewer steps."""

@@ -221,7 +221,7 @@ def test_the_command_line_summary_line(tmp_path, caplog):
     assert summary.endswith(f"written to {out}") and len(read_jsonl(out)) == 20
 
 
-def test_a_pipeline_stage_writes_prompts_that_feedback_generate_reads(tmp_path, tiny_model):
+def test_a_pipeline_stage_writes_prompts_that_feedback_generate_reads(tmp_path, tiny_model, caplog):
     path = tmp_path / "pipeline.yaml"
     path.write_text(f"""
 output_dir: {tmp_path / 'run'}
@@ -239,8 +239,10 @@ stages:
     max_new_tokens: 4
     disable_tqdm: true
 """, encoding="utf-8")
+    caplog.set_level("INFO", logger="vietnamese_ai")
     assert main(["pipeline", "run", str(path)]) == 0
     prompts = read_jsonl(tmp_path / "run" / "prompts" / "prompts.jsonl")
     candidates = read_jsonl(tmp_path / "run" / "candidates" / "candidates.jsonl")
     assert len(prompts) == 4 and sorted(c["prompt"][0]["content"] for c in candidates) == \
         sorted(p["prompt"] for p in prompts)
+    assert "[pipeline] prompts: feedback prompts (templates): 4 kept of 4 generated" in caplog.text   # its summary

@@ -337,4 +337,7 @@ def _run_planned(pipeline: Pipeline, start: str | None, only: str | None, log: A
         row.update(seconds=seconds, metrics=metrics)
         rows.append(row)
         log(f"[pipeline] {stage.name}: done in {seconds:.0f}s")
+        said = result.summary() if hasattr(result, "summary") else ""
+        if said and "\n" not in said:   # a table (evaluate's) is printed once, when the run ends
+            log(f"[pipeline] {stage.name}: {said}")
     return rows
