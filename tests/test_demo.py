@@ -63,7 +63,7 @@ def test_ppo_against_the_toxicity_classifier_lowers_held_out_toxicity(demo):
     classifier = AutoModelForSequenceClassification.from_pretrained(demo / "classifier")
     assert classifier.config.id2label == {0: "not_toxic", 1: "toxic"}
     rows = read_jsonl(demo / "ppo" / "metrics.jsonl")
-    assert rows and {"step", "loss", "objective/kl", "ppo/returns/mean"} <= set(rows[0])
+    assert rows and {"step", "loss", "kl", "ppo/returns/mean"} <= set(rows[0])
 
 
 def test_the_demo_runs_the_safety_suites_and_checks_answers_against_references(demo, capsys):

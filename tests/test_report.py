@@ -251,13 +251,13 @@ def test_a_metric_logged_under_two_names_is_drawn_once(tmp_path):
     assert sorted(drawn["trl"]) == ["loss", "objective/kl"]
 
 
-def test_the_alias_table_is_what_ppo_logs(tmp_path, tiny_model, prompts_file, rewards_file):
-    """Each pair of names the report treats as one metric is logged by PPO with the same value."""
+def test_ppo_stores_each_statistic_once_under_the_name_the_report_draws(tmp_path, tiny_model, prompts_file,
+                                                                      rewards_file):
+    """PPO logs our name of each statistic the alias table knows, and never the original recipe's as well."""
     from tests.test_ppo import _config
     from vietnamese_ai.metric_names import PPO_RECIPE_NAMES
     from vietnamese_ai.recipes.ppo import run_ppo
 
     result = run_ppo(_config(tmp_path, tiny_model, prompts_file, f"python:{rewards_file}:even_tokens", max_steps=1))
     [row] = result.history
-    for original, ours in PPO_RECIPE_NAMES.items():
-        assert row[original] == row[ours], (original, ours)
+    assert set(PPO_RECIPE_NAMES.values()) <= set(row) and not set(PPO_RECIPE_NAMES) & set(row)

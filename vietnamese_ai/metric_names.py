@@ -1,13 +1,14 @@
 """Names in metrics.jsonl that more than one layer needs: the recipes that write them and the report
 that reads them. Plain data, no imports, so that the report (which reads run files only) may use it.
 
-PPO logs some statistics twice, under the original RLHF recipe's name and under ours, the same number,
-so that users of either vocabulary find them; the report draws each once, under our name.
+PPO stores each statistic once, under the name GRPO and RLOO use for it too (`kl`, `clip_ratio`, ...);
+the original RLHF recipe's names for the same numbers (`objective/kl`, ...) are read, for runs that
+logged them (an earlier version of this toolkit, or TRL's), and drawn under ours.
 """
 
 from __future__ import annotations
 
-# The original recipe's name -> ours (also the name GRPO and RLOO log the same statistic under).
+# The original recipe's name -> ours (the name every online method logs the statistic under).
 PPO_RECIPE_NAMES: dict[str, str] = {
     "objective/kl": "kl",
     "objective/kl_coef": "kl_coef",
@@ -17,16 +18,6 @@ PPO_RECIPE_NAMES: dict[str, str] = {
     "ppo/loss/value": "value_loss",
     "ppo/policy/entropy": "entropy",
 }
-
-
-def with_recipe_names(metrics: dict[str, object]) -> dict[str, object]:
-    """`metrics` plus, for each of our names in PPO_RECIPE_NAMES, the same value under the recipe's name.
-
-    >>> with_recipe_names({"kl": 0.5, "reward": 1.0})
-    {'kl': 0.5, 'reward': 1.0, 'objective/kl': 0.5}
-    """
-    ours_to_recipe = {ours: recipe for recipe, ours in PPO_RECIPE_NAMES.items()}
-    return {**metrics, **{ours_to_recipe[k]: v for k, v in metrics.items() if k in ours_to_recipe}}
 
 
 # The two or three numbers a method's run ends its `done:` line with, after the loss (metrics.jsonl

@@ -176,7 +176,7 @@ def ppo_result(result: Any) -> dict[str, Any]:
     """ket_qua of a PPO run: the reward and KL per logged step."""
     rewards = result.series("reward")
     return {"train_loss_min": min_or_none(result.series("loss")), "final_reward": rewards[-1] if rewards else None,
-            "reward_history": rewards, "kl_history": result.series("objective/kl"), **_run_info(result)}
+            "reward_history": rewards, "kl_history": result.series("kl"), **_run_info(result)}
 
 
 class SFTTrainer:

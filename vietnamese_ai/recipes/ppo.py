@@ -42,7 +42,6 @@ from pydantic import Field, field_validator, model_validator
 from vietnamese_ai.data.layout import PackedBatch
 from vietnamese_ai.errors import ConfigError
 from vietnamese_ai.losses.online import clipped_surrogate, k3_kl
-from vietnamese_ai.metric_names import with_recipe_names
 from vietnamese_ai.losses.ppo import (
     AdaptiveKLController,
     clipped_value_loss,
@@ -201,7 +200,7 @@ class PPO(OnlineMethod):
         return Advantages(per_completion=torch.zeros(len(rollout.completion_ids)),   # per token here
                           shown=(advantages * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1),
                           per_token=unpadded(advantages, mask), returns=unpadded(returns, mask),
-                          statistics=with_recipe_names(statistics))
+                          statistics=statistics)
 
 
 def padded(rows: list[list[float]]) -> torch.Tensor:
@@ -233,7 +232,7 @@ def ppo_loss_fn(config: PPOConfig):
             "ppo/policy/approxkl": (masked(0.5 * (logps - rollout.old_logps) ** 2), tokens),
             "entropy": ((entropy * mask).sum(), tokens),
         }
-        return StepOutput(((policy + config.vf_coef * value) * mask).sum(), with_recipe_names(metrics))
+        return StepOutput(((policy + config.vf_coef * value) * mask).sum(), metrics)
 
     return loss
 
