@@ -60,7 +60,11 @@ def require_string(record: Record, field: str, allow_empty: bool = False) -> str
     return value
 
 
-def parse_messages(record: Record, field: str, value: Any) -> Conversation:
+def parse_messages(record: Record, field: str, value: Any, role_key: str = "role", content_key: str = "content",
+                   roles: dict[str, str] | None = None) -> Conversation:
+    """A list of turns as messages; `roles` maps the data's speaker names to ours (ShareGPT's
+    {"from": "human", "value": ...} through role_key="from", content_key="value")."""
+    roles = roles or {role: role for role in ROLES}
     if not isinstance(value, list):
         raise DataError.at(record.where, field, f"expected a list of messages, got {_type_name(value)}")
     if not value:
@@ -69,13 +73,14 @@ def parse_messages(record: Record, field: str, value: Any) -> Conversation:
     for i, item in enumerate(value):
         name = f"{field}[{i}]"
         if not isinstance(item, dict):
-            raise DataError.at(record.where, name, f"expected an object with 'role' and 'content', got {_type_name(item)}")
-        role, content = item.get("role"), item.get("content")
-        if role not in ROLES:
-            raise DataError.at(record.where, f"{name}.role", f"expected one of {', '.join(ROLES)}, got {role!r}")
+            raise DataError.at(record.where, name, f"expected an object with '{role_key}' and '{content_key}', "
+                                                   f"got {_type_name(item)}")
+        role, content = item.get(role_key), item.get(content_key)
+        if role not in roles:
+            raise DataError.at(record.where, f"{name}.{role_key}", f"expected one of {', '.join(roles)}, got {role!r}")
         if not isinstance(content, str):
-            raise DataError.at(record.where, f"{name}.content", f"expected a string, got {_type_name(content)}")
-        messages.append(Message(role, content))
+            raise DataError.at(record.where, f"{name}.{content_key}", f"expected a string, got {_type_name(content)}")
+        messages.append(Message(roles[role], content))
     return messages
 
 
@@ -93,25 +98,9 @@ def sharegpt_messages(record: Record) -> Conversation:
     ...                                 {"from": "gpt", "value": "Hello"}]}))[0]
     Message(role='system', content='Be brief.')
     """
-    value = record.data["conversations"]
-    if not isinstance(value, list) or not value:
-        raise DataError.at(record.where, "conversations", f"expected a non-empty list of turns, got {_type_name(value)}"
-                           if not isinstance(value, list) else "is an empty list of turns")
-    messages = []
     system = record.data.get("system")
-    if system is not None:
-        messages.append(Message("system", require_string(record, "system")))
-    for i, turn in enumerate(value):
-        name = f"conversations[{i}]"
-        if not isinstance(turn, dict):
-            raise DataError.at(record.where, name, f"expected an object with 'from' and 'value', got {_type_name(turn)}")
-        speaker, content = turn.get("from"), turn.get("value")
-        if speaker not in SHAREGPT_ROLES:
-            raise DataError.at(record.where, f"{name}.from", f"expected one of {', '.join(SHAREGPT_ROLES)}, got {speaker!r}")
-        if not isinstance(content, str):
-            raise DataError.at(record.where, f"{name}.value", f"expected a string, got {_type_name(content)}")
-        messages.append(Message(SHAREGPT_ROLES[speaker], content))
-    return messages
+    first = [Message("system", require_string(record, "system"))] if system is not None else []
+    return first + parse_messages(record, "conversations", record.data["conversations"], "from", "value", SHAREGPT_ROLES)
 
 
 def prompt_or_messages(record: Record, field: str, allow_empty: bool = False) -> PromptOrMessages:
