@@ -87,7 +87,8 @@ def _eos_often(tiny_model, path):
 
 
 @pytest.mark.parametrize("method, engine, port", [
-    ("grpo", "fsdp2", 29712), ("ppo", "fsdp2", 29713), ("rloo", "fsdp2", 29714), ("grpo-lora", "fsdp2", 29715),
+    # GRPO with a sharded reference model under FSDP2 is PPO's case here (ppo-fsdp2); GRPO's own under ZeRO-3
+    ("ppo", "fsdp2", 29713), ("rloo", "fsdp2", 29714), ("grpo-lora", "fsdp2", 29715),
     ("ppo-head", "fsdp2", 29716), ("grpo", "deepspeed-zero3", 29717), ("ppo", "deepspeed-zero3", 29718)])
 def test_online_rl_sharded_equals_one_process_with_doubled_accumulation(tmp_path, tiny_model, prompts_file,
                                                                         rewards_file, method, engine, port):
