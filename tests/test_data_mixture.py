@@ -51,6 +51,20 @@ def test_a_mixture_trains_exactly_as_the_file_of_its_records(tmp_path, tiny_mode
     assert [r["loss"] for r in mixed.history] == [r["loss"] for r in plain.history]
 
 
+def test_a_resume_with_other_weights_is_refused_even_when_the_count_is_the_same(tmp_path, tiny_model):
+    a, _ = _files(tmp_path)
+    b = write_jsonl(tmp_path / "b4.jsonl", [{"text": f"document B number {i}"} for i in range(4)])
+    common = dict(model_name_or_path=tiny_model, per_device_train_batch_size=4, logging_steps=1, save_steps=1,
+                  disable_tqdm=True, output_dir=str(tmp_path / "run"))
+    run_sft(SFTConfig(dataset=[{"path": a, "weight": 2}, b], max_steps=2, **common))
+    swapped = [a, {"path": b, "weight": 2}]                  # 12 records either way
+    with pytest.raises(ConfigError, match="resume_from_checkpoint: mixture was"):
+        run_sft(SFTConfig(dataset=swapped, max_steps=3, resume_from_checkpoint="latest", **common))
+    resumed = run_sft(SFTConfig(dataset=[{"path": a, "weight": 2}, b], max_steps=3, resume_from_checkpoint="latest",
+                                **common))                   # the same mixture resumes
+    assert resumed.global_step == 3
+
+
 def test_each_source_reads_its_own_split_and_subset(tmp_path, monkeypatch):
     calls = []
 

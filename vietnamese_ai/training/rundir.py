@@ -9,7 +9,7 @@
 - `resume_from_checkpoint=latest` takes the newest checkpoint that passes `check_checkpoint`,
   warning about any newer one that does not.
 - On resume, settings that decide the data order (batch size, accumulation, processes, seed, data
-  size) must be unchanged, or the saved data position would point elsewhere: refused. Optimisation
+  size, a mixture's sources and weights) must be unchanged, or the saved data position would point elsewhere: refused. Optimisation
   settings (learning rate, schedule, warmup, steps, weight decay, Adam, clipping) may change: the new
   values apply from the resumed step on, with a warning naming them.
 """
@@ -27,7 +27,8 @@ from vietnamese_ai.training.config import TrainingConfig
 
 log = logging.getLogger("vietnamese_ai")
 
-DATA_ORDER_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps", "num_processes", "seed", "train_examples")
+DATA_ORDER_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps", "num_processes", "seed", "train_examples",
+                   "mixture")
 OPTIMISATION_KEYS = ("learning_rate", "lr_scheduler_type", "warmup_ratio", "total_steps", "weight_decay", "adam_beta1",
                      "adam_beta2", "adam_epsilon", "max_grad_norm")
 
@@ -36,6 +37,8 @@ def run_settings(config: TrainingConfig, train_examples: int, num_processes: int
     """What a checkpoint records about how its run was set up."""
     values = {key: getattr(config, key) for key in DATA_ORDER_KEYS + OPTIMISATION_KEYS if hasattr(config, key)}
     values.update(num_processes=num_processes, train_examples=train_examples, total_steps=total_steps)
+    if isinstance(config.dataset, list):   # a mixture's weights can change its records but not their number
+        values["mixture"] = config.dataset
     return values
 
 
