@@ -20,7 +20,7 @@ def _fixture_runs(root):
     """A DPO run, a PPO run that never finished, and an evaluation of three models, written by hand."""
     dpo = root / "dpo"
     dpo.mkdir(parents=True)
-    (dpo / "config.yaml").write_text("model_name_or_path: runs/sft/final\nbeta: 0.1\nhub_token: hf_SECRET123\n",
+    (dpo / "config.yaml").write_text("model_name_or_path: runs/sft/final\nbeta: 0.1\nhub_token: hf_SECRET123\nmax_new_tokens: 48\n",
                                      encoding="utf-8")
     write_jsonl(dpo / "metrics.jsonl", [{"step": s, "loss": 0.7 - 0.05 * s, "rewards/margins": 0.1 * s,
                                          "rewards/accuracies": 0.5 + 0.05 * s, "learning_rate": 1e-4,
@@ -77,6 +77,7 @@ def test_the_report_is_built_from_files_alone(report):
                  "Thủ đô của Việt Nam?", "Samples, side by side", "2.13.0"):
         assert text in page, text
     assert "hf_SECRET123" not in page and "hub_token: &#x27;***&#x27;" in page   # secrets never shown
+    assert "max_new_tokens: 48" in page            # a setting whose name merely contains "token" is shown
     assert INJECTION not in page and "window.injected" in page   # present, but as data only
     from plotly.offline import get_plotlyjs
 

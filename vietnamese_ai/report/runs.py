@@ -17,10 +17,9 @@ from typing import Any
 import yaml
 
 from vietnamese_ai.errors import DataError, UserError
-from vietnamese_ai.files import load_yaml, yaml_problem
+from vietnamese_ai.files import load_yaml, names_a_secret, yaml_problem
 
 RUN_FILES = ("metrics.jsonl", "config.yaml", "run.json", "eval.json", "summary.json")
-SECRET_WORDS = ("token", "secret", "password", "api_key", "apikey")
 
 
 @dataclass
@@ -87,9 +86,10 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
 
 
 def redact(value: Any) -> Any:
-    """Configs as shown: any key that names a secret keeps its place but not its value."""
+    """Configs as shown: any key that names a secret (files.names_a_secret, as for the model card and the
+    trackers) keeps its place but not its value; max_new_tokens and tokenizer_name_or_path are shown."""
     if isinstance(value, dict):
-        return {k: ("***" if v and any(w in str(k).lower() for w in SECRET_WORDS) else redact(v))
+        return {k: ("***" if v and names_a_secret(k) else redact(v))
                 for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
