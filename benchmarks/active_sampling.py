@@ -72,6 +72,19 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def record_changes(per_seed: dict, directory: str, variants: list[str]) -> None:
+    """Append each variant's change against the SFT model (score gain, toxic-rate change, win rate) from
+    the evaluation in `directory` to `per_seed[variant]`."""
+    with open(os.path.join(directory, "eval.json"), encoding="utf-8") as f:
+        report = json.load(f)
+    before = report["models"]["sft"]
+    for variant in variants:
+        after = report["models"][variant]
+        per_seed[variant]["gain"].append(after["score_mean"] - before["score_mean"])
+        per_seed[variant]["toxic"].append(after["toxic_rate"] - before["toxic_rate"])
+        per_seed[variant]["win"].append(report["pairs"][f"{variant}_vs_sft"]["win_rate"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/active_sampling.py")
     parser.add_argument("--out", default=os.path.join("benchmarks", "_work", "active"))
@@ -161,14 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         run_command("evaluate", values)
         log(f"seed {seed}: evaluate in {time.perf_counter() - t:.0f}s")
-        with open(os.path.join(directory, "eval.json"), encoding="utf-8") as f:
-            report = json.load(f)
-        before = report["models"]["sft"]
-        for variant in variants:
-            after = report["models"][variant]
-            per_seed[variant]["gain"].append(after["score_mean"] - before["score_mean"])
-            per_seed[variant]["toxic"].append(after["toxic_rate"] - before["toxic_rate"])
-            per_seed[variant]["win"].append(report["pairs"][f"{variant}_vs_sft"]["win_rate"])
+        record_changes(per_seed, directory, variants)
 
     seconds = time.perf_counter() - started
     results = {"available_pairs": available, "label_budget": budget, "seeds": args.seeds,

@@ -18,7 +18,6 @@ variance minus none paired by seed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -26,7 +25,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from active_sampling import DEMO, ROOT, log, mean_std, run_command  # noqa: E402
+from active_sampling import DEMO, ROOT, log, mean_std, record_changes, run_command  # noqa: E402
 
 from vietnamese_ai.pipeline import load_pipeline  # noqa: E402
 from vietnamese_ai.recipes.common import quiet_transformers  # noqa: E402
@@ -65,14 +64,7 @@ def main() -> int:
         directory = os.path.join(args.out, f"rl_seed{seed}", "eval")
         run_command("evaluate", {**evaluate, "models": [sft, *finals], "names": ["sft", *variants], "seed": seed,
                                  "output_dir": directory, "suites": []})
-        with open(os.path.join(directory, "eval.json"), encoding="utf-8") as f:
-            report = json.load(f)
-        before = report["models"]["sft"]
-        for variant in variants:
-            after = report["models"][variant]
-            per_seed[variant]["gain"].append(after["score_mean"] - before["score_mean"])
-            per_seed[variant]["toxic"].append(after["toxic_rate"] - before["toxic_rate"])
-            per_seed[variant]["win"].append(report["pairs"][f"{variant}_vs_sft"]["win_rate"])
+        record_changes(per_seed, directory, variants)
     print(f"GRPO from the demo's SFT model, {args.steps} steps of 8 prompts x 4 completions, seeds {args.seeds} "
           f"({time.perf_counter() - started:.0f}s)")
     print(f"{'variant':<10}{'score gain':>22}{'toxic rate change':>22}{'win rate':>22}")
