@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -147,6 +148,33 @@ def seeded_reward_model(tmp_path_factory, tiny_model):
 # about one 2-process FSDP2 run in fifteen on a loaded 2-core machine). That exit is accepted once the
 # result is written; any other failure is not.
 EXIT_RACE = "terminate called without an active exception"
+
+
+@contextlib.contextmanager
+def report_page(path):
+    """A headless Chromium page on the report at `path`, its plots drawn; yields (page, errors, requests):
+    the console and page errors, and every request that leaves the machine. Skips where Chromium or
+    playwright is missing."""
+    from vietnamese_ai.report.png import find_chromium
+
+    browser_path = find_chromium()
+    if browser_path is None:
+        pytest.skip("no Chromium installed (Debian: apt-get install chromium; `make test` installs it as root)")
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])")
+    errors, requests = [], []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url) if not r.url.startswith(("file:", "data:", "about:"))
+                    else None)
+            page.goto(path.as_uri())
+            page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length > 0")
+            yield page, errors, requests
+        finally:
+            browser.close()
 
 
 def run_result(run, path):

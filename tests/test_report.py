@@ -9,9 +9,8 @@ import sys
 
 import pytest
 
-from tests.conftest import read_only_dir, write_jsonl
+from tests.conftest import read_only_dir, report_page, write_jsonl
 from vietnamese_ai.cli import main
-from vietnamese_ai.report.png import find_chromium
 
 INJECTION = "</script><script>window.injected = 1</script><b>bold</b>"
 
@@ -160,22 +159,10 @@ def _bad_eval(path):
 
 def test_the_report_renders_in_a_real_browser(report):
     out, root = report
-    browser_path = find_chromium()
-    if browser_path is None:
-        pytest.skip("no Chromium installed (Debian: apt-get install chromium; `make test` installs it as root)")
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])")
     from PIL import Image
     import io
 
-    errors, requests = [], []
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("request", lambda r: requests.append(r.url) if not r.url.startswith(("file:", "data:", "about:")) else None)
-        page.goto(out.as_uri())
-        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length > 0")
+    with report_page(out) as (page, errors, requests):
         figures = page.eval_on_selector_all(".figure", "els => els.map(e => [e.classList.contains('js-plotly-plot'), "
                                                        "e.getBoundingClientRect().width, e.getBoundingClientRect().height, "
                                                        "e.querySelectorAll('.main-svg').length])")
@@ -187,7 +174,6 @@ def test_the_report_renders_in_a_real_browser(report):
         page.fill("#samples-0-filter", "xin chào")
         filtered = page.eval_on_selector_all("#samples-0-body tr", "trs => trs.length")
         shot = page.screenshot(full_page=False)
-        browser.close()
     assert not errors, errors
     assert not requests, requests
     assert len(figures) >= 5   # dpo and ppo curves; principles, toxicity, wins

@@ -11,8 +11,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from tests.conftest import write_jsonl
-from vietnamese_ai.report.png import find_chromium
+from tests.conftest import report_page, write_jsonl
 
 INJECTION = "</script><script>window.injected = 1</script>"
 
@@ -285,21 +284,8 @@ def test_an_evaluation_without_any_of_it_has_no_safety_section(tmp_path):
 
 
 def test_the_safety_section_renders_and_filters_in_a_real_browser(report):
-    browser_path = find_chromium()
-    if browser_path is None:
-        pytest.skip("no Chromium installed (Debian: apt-get install chromium; `make test` installs it as root)")
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])")
-
-    errors, requests = [], []
     prompts = "trs => trs.map(t => t.cells[1].textContent)"
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("request", lambda r: requests.append(r.url) if not r.url.startswith(("file:", "data:", "about:")) else None)
-        page.goto(report.as_uri())
-        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length > 0")
+    with report_page(report) as (page, errors, requests):
         figures = page.eval_on_selector_all("#safety-eval .figure", "els => els.map(e => [e.getBoundingClientRect().width, "
                                                                     "e.getBoundingClientRect().height, "
                                                                     "e.querySelectorAll('.main-svg').length])")
@@ -315,7 +301,6 @@ def test_the_safety_section_renders_and_filters_in_a_real_browser(report):
         filtered = page.eval_on_selector_all("#suite-rows-0-body tr", prompts)
         count = page.text_content("#suite-rows-0-count")
         injected = page.evaluate("window.injected === undefined")
-        browser.close()
     assert not errors, errors
     assert not requests, requests
     assert len(figures) == 5   # bias, templates, over-refusal, trade-off, judged
