@@ -93,7 +93,7 @@ def weighted(records: list[Record], weight: float, rng: random.Random, label: st
     """
     count = round(weight * len(records))
     if count == 0:
-        raise ValueError(f"{label}: weight {weight} takes no record of its {len(records)}; raise the weight")
+        raise DataError(f"{label}: weight {weight} takes no record of its {len(records)}; raise the weight")
     copies, rest = divmod(count, len(records))
     return records * copies + [records[k] for k in sorted(rng.sample(range(len(records)), rest))]
 
@@ -110,8 +110,6 @@ def read_sources(value: Any, split: str, subset: str | None, columns: dict[str, 
         if source.weight == 1.0:
             mixed += records
             continue
-        try:   # each source draws from its own stream: adding a source leaves the others' draws alone
-            mixed += weighted(records, source.weight, random.Random(f"{seed}:{index}"), source.path)
-        except ValueError as e:
-            raise DataError(str(e)) from None
+        # each source draws from its own stream: adding a source leaves the others' draws alone
+        mixed += weighted(records, source.weight, random.Random(f"{seed}:{index}"), source.path)
     return mixed

@@ -9,9 +9,9 @@
 - `resume_from_checkpoint=latest` takes the newest checkpoint that passes `check_checkpoint`,
   warning about any newer one that does not.
 - On resume, settings that decide the data order (batch size, accumulation, processes, seed, data
-  size, a mixture's sources and weights) must be unchanged, or the saved data position would point elsewhere: refused. Optimisation
-  settings (learning rate, schedule, warmup, steps, weight decay, Adam, clipping) may change: the new
-  values apply from the resumed step on, with a warning naming them.
+  size, a mixture's sources and weights) must be unchanged, or the saved data position would point
+  elsewhere: refused. Optimisation settings (learning rate, schedule, warmup, steps, weight decay,
+  Adam, clipping) may change: the new values apply from the resumed step on, with a warning naming them.
 """
 
 from __future__ import annotations
