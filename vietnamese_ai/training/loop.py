@@ -131,12 +131,8 @@ NOT_HEADLINE_KEYS = {"epoch", "learning_rate", "grad_norm", "tokens_per_second",
 
 
 def headline(key: str) -> bool:
-    """Whether the done line shows `key` (for a method without a list of headlines): not bookkeeping,
-    and not the original recipe's name for one of ours (metric_names.PPO_RECIPE_NAMES)."""
-    from vietnamese_ai.metric_names import PPO_RECIPE_NAMES
-
-    return key not in NOT_HEADLINE_KEYS and key not in PPO_RECIPE_NAMES and not key.startswith(NOT_HEADLINES) \
-        and not key.endswith("/std")
+    """Whether the done line shows `key` (for a method without a list of headlines): not bookkeeping."""
+    return key not in NOT_HEADLINE_KEYS and not key.startswith(NOT_HEADLINES) and not key.endswith("/std")
 
 
 def mixed_precision(config: TrainingConfig) -> str:
